@@ -1,0 +1,1 @@
+"""Adapters to the outside world (chains, prices, storage). They gather evidence; they never decide eligibility."""

@@ -1,0 +1,90 @@
+"""Evidence objects returned by adapters: a number together with where it came from.
+
+Quantities are integer base units (satoshi, wei, token units) plus ``decimals``; prices are
+``Decimal``. ``to_json`` gives a plain, JSON-safe dict (integers as decimal strings, so that no
+JSON reader turns 10**19 wei into a float) that is stored with the decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Mapping
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class CustodyEvidence:
+    """Verified balance of one asset held at a set of custody addresses, read at one pinned block.
+
+    ``chain`` is ``ethereum`` or ``bitcoin``; ``network`` the chain id (Ethereum, as a string) or
+    the network name (Bitcoin: ``main``, ``test``, ``regtest``...). ``details`` holds what is
+    chain-specific (per-address balances, outpoints, the block selector used, retries).
+    """
+
+    asset: str
+    chain: str
+    network: str
+    addresses: tuple[str, ...]
+    raw_balance: int
+    decimals: int
+    block_number: int
+    block_hash: str
+    block_timestamp: datetime
+    source: str
+    contract: str | None = None
+    confirmations: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def quantity(self) -> Decimal:
+        """The balance in whole units, exact."""
+        return Decimal(self.raw_balance).scaleb(-self.decimals)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "custody",
+            "asset": self.asset,
+            "chain": self.chain,
+            "network": self.network,
+            "addresses": list(self.addresses),
+            "raw_balance": str(self.raw_balance),
+            "decimals": self.decimals,
+            "quantity": str(self.quantity),
+            "block_number": self.block_number,
+            "block_hash": self.block_hash,
+            "block_timestamp": _iso(self.block_timestamp),
+            "source": self.source,
+            "contract": self.contract,
+            "confirmations": self.confirmations,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True)
+class PriceEvidence:
+    """A USD price with its provenance. ``round_id`` is None for static sources."""
+
+    asset: str
+    price_usd: Decimal
+    source: str
+    updated_at: datetime
+    round_id: int | None = None
+    raw_answer: int | None = None
+    decimals: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "price",
+            "asset": self.asset,
+            "price_usd": str(self.price_usd),
+            "source": self.source,
+            "updated_at": _iso(self.updated_at),
+            "round_id": None if self.round_id is None else str(self.round_id),
+            "raw_answer": None if self.raw_answer is None else str(self.raw_answer),
+            "decimals": self.decimals,
+        }
