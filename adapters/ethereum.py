@@ -124,6 +124,7 @@ class EthereumCustodyReader:
                 raise
             self.rpc.check_chain(budget)  # a node swapped under us mid-way is no evidence
             if self.rpc.still_canonical(pinned, budget):
+                head = self.rpc.call("eth_blockNumber", lambda: self.rpc.w3.eth.block_number, budget)
                 details.update(
                     {
                         "block_selector": selector.text,
@@ -144,6 +145,7 @@ class EthereumCustodyReader:
                     block_timestamp=pinned.timestamp,
                     source=self.rpc.source,
                     contract=token,
+                    confirmations=max(int(head) - pinned.number + 1, 1),
                     details=details,
                 )
         raise EvidenceError(

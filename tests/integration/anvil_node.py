@@ -15,11 +15,13 @@ node running. Either way it runs in its own process group and the whole group is
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,12 @@ from tests.support import ROOT, free_port, require_binary
 BUILD = ROOT / "contracts" / "build"
 DEFAULT_CHAIN_ID = 31337
 START_TIMEOUT_S = 15.0
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL anvil if the test process dies without running teardown."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def anvil_binary() -> str:
@@ -69,6 +77,7 @@ class AnvilNode:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # own process group: stop() takes any child with it
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -98,6 +98,7 @@ def test_eth_balance_summed_over_two_addresses_at_finalized_block(anvil: AnvilNo
     assert ev.source == anvil.url
     assert ev.details["balances"] == {a: str(3 * ETHER), b: "250000000000000001"}
     assert ev.details["block_selector"] == "finalized" and ev.details["attempts"] == 1
+    assert ev.confirmations == FINALIZED_LAG + 1  # the head block counts as one confirmation
     assert ev.to_json()["raw_balance"] == "3250000000000000001"
 
 
