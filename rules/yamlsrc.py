@@ -1,0 +1,141 @@
+"""Safe, exact YAML (and JSON) reading with a line:column for every value.
+
+PyYAML's loaders silently keep the last of duplicate keys and turn ``0.1`` into a binary float.
+Here the node tree is composed with PyYAML's *safe* composer and converted by hand:
+
+* duplicate mapping keys are errors naming both lines;
+* numbers become ``int`` or exact ``Decimal``; ``.nan``/``.inf`` are errors;
+* only the core tags are accepted (``!!python/...`` and custom tags are errors; nothing is executed);
+* dates and times stay strings (the schema checks their form);
+* every value's position is recorded by its path, so schema errors can be reported at file:line:col.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+
+from rules.errors import Problem
+
+Path = tuple[str | int, ...]
+
+_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
+_FLOAT = re.compile(r"^[-+]?([0-9][0-9_]*)?\.?[0-9_]*([eE][-+]?[0-9]+)?$")
+_SPECIAL_FLOAT = re.compile(r"^[-+]?\.(inf|Inf|INF|nan|NaN|NAN)$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_NULL = {"", "~", "null", "Null", "NULL"}
+_CORE_TAGS = {
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq", "tag:yaml.org,2002:timestamp",
+}
+
+
+@dataclass
+class SourceDoc:
+    """A parsed document with the position of each path (1-based line and column)."""
+
+    file: str
+    data: Any
+    marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Path) -> tuple[int | None, int | None]:
+        """Position of ``path``, or of its nearest recorded parent."""
+        p = tuple(path)
+        while True:
+            if p in self.marks:
+                return self.marks[p]
+            if not p:
+                return (None, None)
+            p = p[:-1]
+
+
+class _Converter:
+    def __init__(self, file: str):
+        self.file = file
+        self.marks: dict[Path, tuple[int, int]] = {}
+        self.problems: list[Problem] = []
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        m = node.start_mark
+        self.problems.append(Problem(self.file, m.line + 1, m.column + 1, message))
+
+    def convert(self, node: yaml.Node, path: Path) -> Any:
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if node.tag not in _CORE_TAGS:
+            self.problem(node, f"the tag {node.tag!r} is not allowed in policy files (only plain values, lists and mappings)")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problem(key_node, "merge keys ('<<') are not allowed; write the values out")
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(key_node, "a key must be a plain word, not a list or mapping")
+                continue
+            key = key_node.value
+            if key in out:
+                self.problem(key_node, f"duplicate key {key!r}: it is already set on line {first_line[key]}; "
+                                       "only one value is allowed")
+                continue
+            first_line[key] = key_node.start_mark.line + 1
+            out[key] = self.convert(value_node, path + (key,))
+        return out
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        text = node.value
+        if node.style is not None and node.style in "'\"|>":
+            return text  # quoted or block scalars are always strings
+        # Plain scalars follow the YAML 1.2 core schema, not PyYAML's YAML 1.1 resolver: 'yes', 'no',
+        # 'on', 'off' stay words (a country code NO must not become false).
+        if text in _NULL:
+            return None
+        if text in _BOOL:
+            return _BOOL[text]
+        if _SPECIAL_FLOAT.match(text):
+            self.problem(node, f"{text!r} is not a number that can be used (no NaN or infinity)")
+            return None
+        if _INT.match(text):
+            return int(text.replace("_", ""))
+        if _FLOAT.match(text) and any(c.isdigit() for c in text):
+            try:
+                value = Decimal(text.replace("_", ""))
+            except InvalidOperation:
+                return text
+            if not value.is_finite():
+                self.problem(node, f"{text!r} is not a finite number")
+                return None
+            return value
+        return text  # timestamps and everything else stay text
+
+
+def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem]]:
+    """Parse one YAML document. Returns the document (None on a syntax error) and the problems found."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        what = (e.problem or "malformed YAML").strip()
+        return None, [Problem(file, line, col, f"this is not valid YAML: {what}")]
+    except yaml.YAMLError as e:  # pragma: no cover - defensive: other reader errors
+        return None, [Problem(file, None, None, f"this is not valid YAML: {e}")]
+    if len(nodes) != 1 or nodes[0] is None:
+        msg = "the file is empty" if not nodes or nodes[0] is None else "the file holds several YAML documents; use one"
+        return None, [Problem(file, 1, 1, msg)]
+    conv = _Converter(file)
+    data = conv.convert(nodes[0], ())
+    return SourceDoc(file, data, conv.marks), conv.problems
