@@ -88,3 +88,24 @@ class PriceEvidence:
             "raw_answer": None if self.raw_answer is None else str(self.raw_answer),
             "decimals": self.decimals,
         }
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def custody_from_json(d: Mapping[str, Any]) -> CustodyEvidence:
+    """Inverse of ``CustodyEvidence.to_json`` (for replaying a logged decision)."""
+    return CustodyEvidence(
+        asset=d["asset"], chain=d["chain"], network=d["network"], addresses=tuple(d["addresses"]),
+        raw_balance=int(d["raw_balance"]), decimals=int(d["decimals"]), block_number=int(d["block_number"]),
+        block_hash=d["block_hash"], block_timestamp=_ts(d["block_timestamp"]), source=d["source"],
+        contract=d.get("contract"), confirmations=d.get("confirmations"), details=dict(d.get("details") or {}))
+
+
+def price_from_json(d: Mapping[str, Any]) -> PriceEvidence:
+    """Inverse of ``PriceEvidence.to_json``."""
+    return PriceEvidence(
+        asset=d["asset"], price_usd=Decimal(d["price_usd"]), source=d["source"], updated_at=_ts(d["updated_at"]),
+        round_id=None if d.get("round_id") is None else int(d["round_id"]),
+        raw_answer=None if d.get("raw_answer") is None else int(d["raw_answer"]), decimals=d.get("decimals"))

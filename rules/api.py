@@ -1,0 +1,107 @@
+"""The functions behind every door (CLI, HTTP, Python): evaluate with logging, explain, replay, verify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Iterable, Sequence
+
+from adapters.evidence import CustodyEvidence, PriceEvidence
+from rules.decide import Decision, Engine
+from rules.decision_log import DecisionLog, VerifyResult
+from rules.explain import explain_decision
+from rules.model import Bundle
+from rules.policy import load_bundle
+from rules.query import Query
+from rules.settings import Settings
+
+Evidence = CustodyEvidence | PriceEvidence
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    decision_id: str
+    identical: bool
+    original: dict[str, Any]
+    replayed: dict[str, Any]
+    differences: list[str]
+
+
+def comparable(decision: dict[str, Any]) -> dict[str, Any]:
+    """A decision without the fields that differ by design (its id)."""
+    return {k: v for k, v in decision.items() if k != "decision_id"}
+
+
+def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
+    out: list[str] = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            out += diff_decisions(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += diff_decisions(x, y, f"{path}[{i}]")
+    elif a != b:
+        out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+
+
+class Dacp:
+    """The engine with its settings: bundle, evaluator and decision log."""
+
+    def __init__(self, settings: Settings, *, bundle: Bundle | None = None, log_enabled: bool = True):
+        self.settings = settings
+        self._bundle = bundle
+        self.log_enabled = log_enabled
+
+    @cached_property
+    def bundle(self) -> Bundle:
+        return self._bundle or load_bundle(self.settings.policies)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine.for_bundle(self.bundle, self.settings.engine)
+
+    @cached_property
+    def log(self) -> DecisionLog:
+        return DecisionLog(self.settings.log)
+
+    def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
+                 progress: Any = None) -> list[Decision]:
+        """Decide every query, then append them all to the log in one transaction."""
+        decisions = []
+        for i, q in enumerate(queries):
+            decisions.append(self.engine.decide(q, evidence[i] if evidence else ()))
+            if progress:
+                progress(i + 1)
+        if self.log_enabled:
+            self.log.append(self._records(queries, decisions))
+        return decisions
+
+    def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> Iterable[tuple]:
+        for q, d in zip(queries, decisions):
+            yield ("decision", d.id, self.bundle, {"query": q.raw, "decision": d.to_json()})
+
+    def explain(self, decision_id: str) -> str:
+        entry = self.log.get(decision_id)
+        return explain_decision(entry.body["decision"], recorded_at=entry.recorded_at, seq=entry.seq)
+
+    def replay(self, decision_id: str, evaluator: str | None = None) -> ReplayResult:
+        from rules.query import parse_query
+
+        entry = self.log.get(decision_id)
+        bundle = self.log.bundle(entry.bundle_hash or "")
+        original = entry.body["decision"]
+        engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
+        evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
+        replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"]).to_json()
+        diffs = diff_decisions(comparable(original), comparable(replayed))
+        return ReplayResult(decision_id, not diffs, original, replayed, diffs)
+
+    def verify_log(self, expect_head: str | None = None) -> VerifyResult:
+        return self.log.verify(expect_head)
+
+
+def evidence_from_json(d: dict[str, Any]) -> Evidence:
+    from adapters.evidence import custody_from_json, price_from_json
+
+    return custody_from_json(d) if d.get("kind") == "custody" else price_from_json(d)

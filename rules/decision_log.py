@@ -1,0 +1,277 @@
+"""The append-only, hash-chained decision log (SQLite).
+
+Each entry stores the hash of the previous entry, its sequence number, kind, time, the bundle hash
+and a body (query, decision, evidence) as canonical JSON; ``entry_hash`` is sha256 over all of that.
+Changing, deleting, inserting or reordering entries breaks the chain and ``verify`` names the first
+entry affected. Triggers refuse UPDATE and DELETE through SQLite; the chain catches edits made
+around them. Truncating the tail leaves a valid shorter chain: compare the head hash ``verify``
+prints with one recorded elsewhere (``--expect-head``).
+
+Bundles are stored once, content-addressed by their hash, with their source files, so any decision
+can be replayed under the bundle it was made with.
+
+Concurrent writers (threads or processes) append inside ``BEGIN IMMEDIATE`` transactions: SQLite's
+write lock serialises them, so each reads the true head before linking to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from rules.errors import InputError, StorageError
+from rules.model import Bundle
+from rules.policy import canonical_json, load_bundle_from_sources
+
+GENESIS = "0" * 64
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bundles (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
+    sources TEXT NOT NULL, stored_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY, entry_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, bundle_hash TEXT, body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS log_no_update BEFORE UPDATE ON log
+    BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS log_no_delete BEFORE DELETE ON log
+    BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS bundles_no_update BEFORE UPDATE ON bundles
+    BEGIN SELECT RAISE(ABORT, 'stored bundles are immutable'); END;
+"""
+
+
+def entry_hash(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
+               prev_hash: str) -> str:
+    material = canonical_json({"seq": seq, "entry_id": entry_id, "kind": kind, "recorded_at": recorded_at,
+                               "bundle_hash": bundle, "body": body, "prev_hash": prev_hash})
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    entry_id: str
+    kind: str
+    recorded_at: str
+    bundle_hash: str | None
+    body: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    head: str
+    problem: str | None = None
+    seq: int | None = None  # first entry affected
+
+    def render(self) -> str:
+        if self.ok:
+            return f"decision log OK: {self.entries} entries, chain intact; head {self.head}"
+        return f"decision log TAMPERED: {self.problem}"
+
+
+class DecisionLog:
+    """One SQLite decision log. Cheap to open; open one per process (or thread)."""
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 60.0):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError("is a directory; give the path of the log file", str(path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            self._init()
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"{self.path}: cannot open the decision log: {e}") from None
+        self._stored_bundles: set[str] = set()
+
+    def _init(self) -> None:
+        with self._write():
+            for stmt in _split(_DDL):
+                self.db.execute(stmt)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StorageError(f"{self.path}: decision log schema version {row[0]}, expected {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "DecisionLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------
+    def _write(self) -> "_Tx":
+        return _Tx(self.db)
+
+    def store_bundle(self, bundle: Bundle) -> None:
+        if bundle.hash in self._stored_bundles:
+            return
+        with self._write():
+            self._store_bundle_tx(bundle)
+        self._stored_bundles.add(bundle.hash)
+
+    def _store_bundle_tx(self, bundle: Bundle) -> None:
+        self.db.execute("INSERT OR IGNORE INTO bundles VALUES (?, ?, ?, ?, ?)",
+                        (bundle.hash, bundle.name, bundle.version,
+                         json.dumps(dict(bundle.sources), sort_keys=True), _now()))
+
+    def append(self, records: Iterable[tuple[str, str, Bundle | None, Mapping[str, Any]]]) -> list[Entry]:
+        """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries."""
+        records = list(records)
+        out: list[Entry] = []
+        if not records:
+            return out
+        try:
+            with self._write():
+                for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
+                    self._store_bundle_tx(b)
+                row = self.db.execute("SELECT seq, entry_hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+                rows = []
+                for kind, entry_id, bundle, body in records:
+                    seq += 1
+                    at = _now()
+                    text = canonical_json(body)
+                    bh = bundle.hash if bundle else None
+                    h = entry_hash(seq, entry_id, kind, at, bh, text, prev)
+                    rows.append((seq, entry_id, kind, at, bh, text, prev, h))
+                    out.append(Entry(seq, entry_id, kind, at, bh, dict(body), prev, h))
+                    prev = h
+                self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError as e:
+            raise StorageError(f"{self.path}: entry refused: {e}") from None
+        except sqlite3.OperationalError as e:
+            raise StorageError(f"{self.path}: cannot write the decision log: {e}") from None
+        return out
+
+    # -- reading -------------------------------------------------------------------------------
+    def _row(self, r: tuple) -> Entry:
+        return Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+
+    def get(self, entry_id: str) -> Entry:
+        r = self.db.execute("SELECT * FROM log WHERE entry_id = ?", (entry_id,)).fetchone()
+        if r is None:
+            raise InputError(f"no decision with id {entry_id!r} in {self.path}", "decision id")
+        return self._row(r)
+
+    def entries(self, kind: str | None = None) -> Iterator[Entry]:
+        sql = "SELECT * FROM log" + (" WHERE kind = ?" if kind else "") + " ORDER BY seq"
+        for r in self.db.execute(sql, (kind,) if kind else ()):
+            yield self._row(r)
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+
+    def bundle(self, bundle_hash_: str) -> Bundle:
+        r = self.db.execute("SELECT sources FROM bundles WHERE hash = ?", (bundle_hash_,)).fetchone()
+        if r is None:
+            raise StorageError(f"{self.path}: bundle {bundle_hash_} is not stored; the decision cannot be replayed")
+        bundle = load_bundle_from_sources(json.loads(r[0]), origin=f"stored bundle {bundle_hash_[:12]}")
+        if bundle.hash != bundle_hash_:
+            raise StorageError(f"{self.path}: stored bundle {bundle_hash_} was modified (its content hashes to {bundle.hash})")
+        return bundle
+
+    # -- verification --------------------------------------------------------------------------
+    def verify(self, expect_head: str | None = None) -> VerifyResult:
+        """Walk the chain; name the first entry modified, deleted, inserted or reordered."""
+        rows = self.db.execute("SELECT * FROM log ORDER BY seq").fetchall()
+        hashes = {r[7]: r[0] for r in rows}
+        prev, expected_seq = GENESIS, 1
+        for i, r in enumerate(rows):
+            seq, entry_id, kind, at, bh, body, prev_hash, stored = r
+            recomputed = entry_hash(seq, entry_id, kind, at, bh, body, prev_hash)
+            if seq != expected_seq:
+                return VerifyResult(False, len(rows), prev, f"entries {expected_seq}..{seq - 1} were deleted "
+                                    f"(sequence jumps from {expected_seq - 1} to {seq})", expected_seq)
+            if recomputed != stored:
+                if prev_hash != prev and prev_hash in hashes:
+                    what = (f"entry {seq} ({entry_id}) was moved: it follows entry {hashes[prev_hash]} in the chain "
+                            f"but sits after entry {seq - 1} (entries reordered)")
+                else:
+                    what = f"entry {seq} ({entry_id}) was modified: its content no longer matches its hash"
+                return VerifyResult(False, len(rows), prev, what, seq)
+            if prev_hash != prev:
+                nxt = rows[i + 1] if i + 1 < len(rows) else None
+                if prev_hash in hashes and hashes[prev_hash] < seq - 1:
+                    what = (f"entry {seq - 1} was inserted: entry {seq} ({entry_id}) links to entry {hashes[prev_hash]}, "
+                            "not to the entry before it")
+                    return VerifyResult(False, len(rows), prev, what, seq - 1)
+                if nxt is not None and nxt[6] == stored and prev_hash not in hashes:
+                    what = f"entry {seq} ({entry_id}) does not link to the chain before it (inserted, or entries before it were rewritten)"
+                else:
+                    what = f"the link from entry {seq} ({entry_id}) to entry {seq - 1} is broken (entry {seq - 1} modified or replaced)"
+                return VerifyResult(False, len(rows), prev, what, seq)
+            prev, expected_seq = stored, seq + 1
+        if expect_head and expect_head != prev:
+            where = f"the expected head is entry {hashes[expect_head]}, so later entries are not the recorded ones" \
+                if expect_head in hashes else "entries were removed from the end, or the log was replaced"
+            return VerifyResult(False, len(rows), prev, f"the head is {prev}, not the expected {expect_head}: {where}", None)
+        for (h,) in self.db.execute("SELECT hash FROM bundles"):
+            try:
+                self.bundle(h)
+            except Exception as e:  # a stored bundle that no longer loads is tampering too
+                return VerifyResult(False, len(rows), prev, f"stored bundle {h}: {e}", None)
+        return VerifyResult(True, len(rows), prev)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, retried while another writer holds the lock."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise StorageError(f"cannot lock the decision log: {e}") from None
+                time.sleep(0.01)
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def _split(ddl: str) -> list[str]:
+    """Statements of the DDL (triggers contain ';' inside BEGIN ... END)."""
+    out, buf = [], []
+    for line in ddl.strip().splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
+            out.append(text)
+            buf = []
+    return out
+
