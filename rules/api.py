@@ -8,6 +8,7 @@ from typing import Any, Iterable, Sequence
 
 from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.decide import Decision, Engine
+from rules.errors import EvidenceError, InputError
 from rules.decision_log import DecisionLog, VerifyResult
 from rules.explain import explain_decision
 from rules.model import Bundle
@@ -37,9 +38,11 @@ def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             out += diff_decisions(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    elif isinstance(a, list) and isinstance(b, list):
         for i, (x, y) in enumerate(zip(a, b)):
             out += diff_decisions(x, y, f"{path}[{i}]")
+        if len(a) != len(b):
+            out.append(f"{path}: {len(a)} items -> {len(b)} items")
     elif a != b:
         out.append(f"{path}: {a!r} -> {b!r}")
     return out
@@ -48,10 +51,12 @@ def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list
 class Dacp:
     """The engine with its settings: bundle, evaluator and decision log."""
 
-    def __init__(self, settings: Settings, *, bundle: Bundle | None = None, log_enabled: bool = True):
+    def __init__(self, settings: Settings, *, bundle: Bundle | None = None, log_enabled: bool = True,
+                 verifier: Any = None):
         self.settings = settings
         self._bundle = bundle
         self.log_enabled = log_enabled
+        self.verifier = verifier  # adapters.custody.CustodyVerifier (injected by the doors; rules/ never imports chains)
 
     @cached_property
     def bundle(self) -> Bundle:
@@ -66,16 +71,37 @@ class Dacp:
         return DecisionLog(self.settings.log)
 
     def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
-                 progress: Any = None) -> list[Decision]:
-        """Decide every query, then append them all to the log in one transaction."""
+                 progress: Any = None, verify: bool = False) -> list[Decision]:
+        """Decide every query, then append them all to the log in one transaction.
+
+        With ``verify``, custody is verified on-chain through the verifier first; its evidence replaces
+        the query's custody claims and is stored with the decision. A verification that fails makes
+        the decision ineligible with the reason (it is not an error of the whole batch)."""
         decisions = []
         for i, q in enumerate(queries):
-            decisions.append(self.engine.decide(q, evidence[i] if evidence else ()))
+            ev = list(evidence[i]) if evidence else []
+            verification = None
+            if verify:
+                verification = self.verify_custody(q, ev)
+            decisions.append(self.engine.decide(q, ev, verification=verification))
             if progress:
                 progress(i + 1)
         if self.log_enabled:
             self.log.append(self._records(queries, decisions))
         return decisions
+
+    def verify_custody(self, q: Query, evidence: list[Evidence]) -> dict[str, Any]:
+        """Gather on-chain custody evidence for ``q`` into ``evidence``; report how it went."""
+        if self.verifier is None:
+            raise InputError("on-chain verification asked for, but no verifier is configured", "verify")
+        asset = self.bundle.assets.get(q.asset)
+        if asset is None:
+            return {"status": "failed", "reason": "unknown_asset", "message": f"{q.asset} is not in the registry"}
+        try:
+            evidence.append(self.verifier.verify(asset, q.custody.get("addresses", [])))
+        except EvidenceError as e:
+            return {"status": "failed", "reason": e.reason, "message": e.message}
+        return {"status": "verified"}
 
     def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> Iterable[tuple]:
         for q, d in zip(queries, decisions):
@@ -93,7 +119,8 @@ class Dacp:
         original = entry.body["decision"]
         engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
         evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
-        replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"]).to_json()
+        replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"],
+                                 verification=original.get("verification")).to_json()
         diffs = diff_decisions(comparable(original), comparable(replayed))
         return ReplayResult(decision_id, not diffs, original, replayed, diffs)
 

@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "jsonl for several)")
     p.add_argument("--no-log", action="store_true", help="do not append the decisions to the decision log")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+    p.add_argument("--verify", action="store_true", help="verify custody balances on-chain (configured nodes) instead "
+                   "of trusting the query's custody block")
+    _common(p)
+
+    p = sub.add_parser("verify", help="show verified on-chain custody evidence for an asset and custody addresses")
+    p.add_argument("--asset", required=True, help="asset symbol from the registry")
+    p.add_argument("--address", action="append", required=True, dest="addresses", help="custody address (repeat)")
     _common(p)
 
     p = sub.add_parser("test", help="run the policy unit tests (YAML) and report rule coverage")
@@ -159,10 +166,10 @@ def _read_queries(args: argparse.Namespace) -> list[Query]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     s = _settings(args)
     queries = _read_queries(args)
-    dacp = Dacp(s, log_enabled=not args.no_log)
+    dacp = Dacp(s, log_enabled=not args.no_log, verifier=_verifier(s) if args.verify else None)
     progress = Progress(len(queries), "evaluating", enabled=True if args.progress else None) \
         if len(queries) >= 1000 or args.progress else None
-    decisions = [d.to_json() for d in dacp.evaluate(queries, progress=progress)]
+    decisions = [d.to_json() for d in dacp.evaluate(queries, progress=progress, verify=args.verify)]
     fmt = args.format or ("jsonl" if args.batch or len(decisions) > 1 else "json")
     if fmt == "json":
         _out(decisions[0] if len(decisions) == 1 else decisions)
@@ -189,6 +196,22 @@ def _table(decisions: list[dict[str, Any]]) -> None:
     if decisions:
         print(f"policy bundle {decisions[0]['policy']['name']} {decisions[0]['policy']['version']} "
               f"sha256 {decisions[0]['policy']['bundle']}")
+
+
+def _verifier(s: Settings) -> Any:
+    from adapters.custody import CustodyVerifier  # the door wires the adapters; rules/ never imports chains
+
+    return CustodyVerifier(ethereum=s.ethereum, bitcoin=s.bitcoin)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    bundle = Dacp(s, log_enabled=False).bundle
+    asset = bundle.assets.get(args.asset)
+    if asset is None:
+        raise InputError(f"unknown asset (known: {', '.join(sorted(bundle.assets))})", args.asset)
+    _out(_verifier(s).verify(asset, args.addresses).to_json())
+    return 0
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -266,7 +289,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "test": cmd_test, "explain": cmd_explain,
+COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "verify": cmd_verify, "test": cmd_test, "explain": cmd_explain,
             "replay": cmd_replay, "audit": cmd_audit, "bundle": cmd_bundle}
 
 

@@ -1,0 +1,89 @@
+"""Custody verification: route an asset of the registry to the right chain reader, configured from
+settings. Gathers evidence only; eligibility is decided by the rules.
+
+Node endpoints come from settings (file + environment), never from code. The chain a reader must see
+comes from the policy's asset registry (``network``: Ethereum chain id, Bitcoin network), so a node
+on another chain is refused by the reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Sequence
+
+from adapters.bitcoin import BitcoinCustodyReader, BitcoinRpcClient
+from adapters.btc_address import NETWORKS
+from adapters.ethereum import EthereumCustodyReader
+from adapters.evidence import CustodyEvidence
+from rules.errors import EvidenceError, InputError
+from rules.model import Asset
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"must be a whole number, got {value!r}", name) from None
+    if n < 0:
+        raise InputError(f"must not be negative, got {n}", name)
+    return n
+
+
+@dataclass
+class CustodyVerifier:
+    """Verifies custody balances for registry assets against the configured nodes."""
+
+    ethereum: Mapping[str, Any] = field(default_factory=dict)
+    bitcoin: Mapping[str, Any] = field(default_factory=dict)
+    _eth_readers: dict[int, EthereumCustodyReader] = field(default_factory=dict)
+    _btc_reader: BitcoinCustodyReader | None = None
+
+    def verify(self, asset: Asset, addresses: Sequence[str], now: datetime | None = None) -> CustodyEvidence:
+        if not addresses:
+            raise EvidenceError("no_addresses", "the query names no custody addresses to verify")
+        if asset.chain == "ethereum":
+            return self._verify_eth(asset, addresses, now)
+        if asset.chain == "bitcoin":
+            return self._verify_btc(asset, addresses)
+        raise EvidenceError("unsupported_chain", f"no adapter for chain {asset.chain!r}")  # pragma: no cover
+
+    def _verify_eth(self, asset: Asset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
+        url = self.ethereum.get("rpc_url")
+        if not url:
+            raise EvidenceError("not_configured", "no Ethereum node configured (settings [ethereum] rpc_url or "
+                                "DACP_ETH_RPC_URL)")
+        chain_id = int(asset.network)
+        reader = self._eth_readers.get(chain_id)
+        if reader is None:
+            kw = {k: float(self.ethereum[k]) for k in ("request_timeout_s", "backoff_s", "max_total_s") if k in self.ethereum}
+            if "retries" in self.ethereum:
+                kw["retries"] = _int(self.ethereum["retries"], "ethereum.retries")
+            reader = self._eth_readers[chain_id] = EthereumCustodyReader(str(url), chain_id, **kw)
+        max_age = self.ethereum.get("max_block_age_s")
+        return reader.verify(asset.symbol, list(addresses), contract=asset.contract, decimals=asset.decimals,
+                             symbol=asset.symbol if asset.contract else None,
+                             block=str(self.ethereum.get("block", "finalized")),
+                             max_block_age=timedelta(seconds=float(max_age)) if max_age is not None else None,
+                             now=now, restrictions=dict(asset.restrictions) or None)
+
+    def _verify_btc(self, asset: Asset, addresses: Sequence[str]) -> CustodyEvidence:
+        url = self.bitcoin.get("rpc_url")
+        if not url:
+            raise EvidenceError("not_configured", "no Bitcoin node configured (settings [bitcoin] rpc_url or "
+                                "DACP_BTC_RPC_URL)")
+        network = str(self.bitcoin.get("network") or asset.network)
+        if network not in NETWORKS:
+            raise InputError(f"unknown Bitcoin network {network!r} (known: {', '.join(NETWORKS)})", "bitcoin.network")
+        if NETWORKS[network].chain != asset.network:
+            raise EvidenceError("wrong_network", f"the node is configured for {network} ({NETWORKS[network].chain}), "
+                                f"but the policy registers {asset.symbol} on {asset.network}")
+        if self._btc_reader is None:
+            client = BitcoinRpcClient(str(url), cookie_file=self.bitcoin.get("cookie_file"),
+                                      user=self.bitcoin.get("user"), password=self.bitcoin.get("password"),
+                                      **({"timeout_s": float(self.bitcoin["timeout_s"])} if "timeout_s" in self.bitcoin else {}),
+                                      **({"retries": _int(self.bitcoin["retries"], "bitcoin.retries")} if "retries" in self.bitcoin else {}))
+            self._btc_reader = BitcoinCustodyReader(client, network, asset=asset.symbol, decimals=asset.decimals)
+        return self._btc_reader.verify(list(addresses),
+                                       min_confirmations=_int(self.bitcoin.get("min_confirmations", 6),
+                                                              "bitcoin.min_confirmations"))
