@@ -32,7 +32,7 @@ class Evaluator(Protocol):
 
 def _s(d: Decimal) -> str:
     """Decimal to a plain string without exponent."""
-    return format(d, "f")
+    return format(Decimal(d), "f")  # policy numbers may be int: format(1000000, "f") is '1000000.000000'
 
 
 def _iso(d: Any) -> str | None:
@@ -91,9 +91,12 @@ class Engine:
         raise InputError(f"unknown evaluator {evaluator!r} (use durable_rules, python or checked)", "engine")
 
     def decide(self, query: Query, evidence: Sequence[CustodyEvidence | PriceEvidence] = (),
-               decision_id: str | None = None) -> Decision:
+               decision_id: str | None = None, verification: dict[str, Any] | None = None) -> Decision:
+        """Decide ``query``. ``verification`` reports an on-chain custody check that was asked for:
+        ``{"status": "verified"}`` or ``{"status": "failed", "reason": code, "message": words}``;
+        a failed one makes the decision ineligible (fail closed)."""
         self.stats["decisions"] += 1
-        return Decision(_decide(self, query, evidence, decision_id or str(uuid.uuid4())))
+        return Decision(_decide(self, query, evidence, decision_id or str(uuid.uuid4()), verification))
 
 
 def _outcomes(engine: Engine, facts: dict[str, Any]) -> dict[int, str]:
@@ -118,7 +121,8 @@ def _threshold(rule: CompiledRule) -> Any:
     return {"op": rule.check.op, "value": list(v) if isinstance(v, tuple) else v}
 
 
-def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: str) -> dict[str, Any]:
+def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: str,
+            verification: dict[str, Any] | None = None) -> dict[str, Any]:
     bundle = engine.bundle
     day = query.day
     out: dict[str, Any] = {
@@ -166,6 +170,14 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
         if r.kind == "criterion":
             reasons.append(reason(r.id, outcomes[r.index], r.description, r.src,
                                   observed=_observed(r, facts), threshold=_threshold(r)))
+    if verification is not None:
+        ok = verification.get("status") == "verified"
+        custody = next((e for e in evidence if isinstance(e, CustodyEvidence)), None)
+        observed = ({"block": custody.block_number, "block_hash": custody.block_hash, "balance": _s(custody.quantity)}
+                    if ok and custody else {k: v for k, v in verification.items() if k != "status"})
+        reasons.append(reason("custody.onchain-verification", "pass" if ok and custody else "fail",
+                              "The custody balance must be verified on-chain when verification is asked for.", None,
+                              observed=observed))
 
     with localcontext() as ctx:
         ctx.prec = PRECISION
@@ -190,6 +202,8 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
         })
     out["reasons"] = reasons
     out["failed_rules"] = [r["rule"] for r in reasons if r["outcome"] == "fail"]
+    if verification is not None:
+        out["verification"] = dict(verification)
     if evidence:
         out["evidence"] = [e.to_json() for e in evidence]
     return out
