@@ -44,6 +44,7 @@ _SPECS = [
     FactSpec("custody.holder_allowed", "bool", "", "every custody address may hold the token (transfer allow-list)"),
     FactSpec("custody.balance_covers_quantity", "bool", "", "the verified on-chain balance covers the quantity"),
     FactSpec("stablecoin.issuer", "str", "name", "issuer of the stablecoin as attested"),
+    FactSpec("stablecoin.issuer_matches_registry", "bool", "", "the attested issuer is the issuer the asset registry names"),
     FactSpec("stablecoin.reserve_attestation_age_days", "int", "days", "age of the latest reserve attestation at as_of"),
     FactSpec("stablecoin.peg_deviation_bps", "int", "basis points", "|price - 1 USD| in basis points, rounded up"),
     FactSpec("fund.nav_age_days", "int", "days", "age of the fund's last struck NAV at as_of"),

@@ -64,6 +64,7 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
         sc = query.evidence.get("stablecoin", {})
         if "issuer" in sc:
             facts[_k("stablecoin.issuer")] = sc["issuer"]
+            facts[_k("stablecoin.issuer_matches_registry")] = asset.issuer is not None and sc["issuer"] == asset.issuer
         if "reserve_attestation_date" in sc:
             facts[_k("stablecoin.reserve_attestation_age_days")] = (day - sc["reserve_attestation_date"]).days
     fund = query.evidence.get("fund", {})
@@ -74,6 +75,8 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
                             ("fund.wam_days", "wam_days")):
             if field in fund:
                 facts[_k(name)] = fund[field]
+        if c.get("holder_allowed") is False:  # the custodian says no: that outweighs a transfer agent's yes
+            facts[_k("fund.holder_allowlisted")] = False
     for ev in evidence:  # last: on-chain evidence replaces the query's claims
         if isinstance(ev, CustodyEvidence) and ev.asset == asset.symbol:
             _apply_custody_evidence(facts, ev, query)
