@@ -29,6 +29,8 @@ def canonical_json(value: Any) -> str:
     """Canonical JSON: sorted keys, no whitespace, Decimals as normalised decimal strings."""
 
     def norm(v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = Decimal(v)  # a number is hashed by its value: 0 and 0.00 are the same number
         if isinstance(v, Decimal):
             n = v.normalize()
             return {"$decimal": format(n, "f") if n == n.to_integral_value() or n.adjusted() > -30 else str(n)}

@@ -91,10 +91,9 @@ def parse_document(text: str, where: str) -> Any:
 
 def _timestamp(text: str, where: str) -> datetime:
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-05:00 is past year 9999 in UTC
         raise InputError(f"{text!r} is not a real date and time", where) from None
-    return ts.astimezone(timezone.utc)
 
 
 def _date(text: str, where: str) -> date:

@@ -59,6 +59,7 @@ class _Converter:
         self.file = file
         self.marks: dict[Path, tuple[int, int]] = {}
         self.problems: list[Problem] = []
+        self.seen: set[int] = set()
 
     def problem(self, node: yaml.Node, message: str) -> None:
         m = node.start_mark
@@ -66,6 +67,10 @@ class _Converter:
 
     def convert(self, node: yaml.Node, path: Path) -> Any:
         self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if id(node) in self.seen:  # only an alias (*name) reaches a node twice; refused (no 'billion laughs')
+            self.problem(node, "this value is repeated through an alias (*name); aliases are not allowed, write the values out")
+            return None
+        self.seen.add(id(node))
         if node.tag not in _CORE_TAGS:
             self.problem(node, f"the tag {node.tag!r} is not allowed in policy files (only plain values, lists and mappings)")
             return None
@@ -133,9 +138,14 @@ def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem
         return None, [Problem(file, line, col, f"this is not valid YAML: {what}")]
     except yaml.YAMLError as e:  # pragma: no cover - defensive: other reader errors
         return None, [Problem(file, None, None, f"this is not valid YAML: {e}")]
+    except RecursionError:
+        return None, [Problem(file, None, None, "the document is nested too deeply")]
     if len(nodes) != 1 or nodes[0] is None:
         msg = "the file is empty" if not nodes or nodes[0] is None else "the file holds several YAML documents; use one"
         return None, [Problem(file, 1, 1, msg)]
     conv = _Converter(file)
-    data = conv.convert(nodes[0], ())
+    try:
+        data = conv.convert(nodes[0], ())
+    except RecursionError:
+        return None, [Problem(file, None, None, "the document is nested too deeply")]
     return SourceDoc(file, data, conv.marks), conv.problems
