@@ -103,6 +103,17 @@ def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "") -> Bu
     return bundle
 
 
+def num(value: Any) -> Decimal | None:
+    """A policy number as a normalised Decimal (0.20 -> 0.2, 100000000 -> 1E+8, printed 100000000).
+
+    The bundle hash treats 0.2 and 0.20 as one number, so the decisions must too: a decision
+    depends on a policy number's value, never on how it was written."""
+    if value is None:
+        return None
+    d = Decimal(value).normalize()
+    return d if d != 0 else Decimal(0)
+
+
 def _day(text: str | None) -> date | None:
     return None if text is None else date.fromisoformat(text)
 
@@ -328,7 +339,7 @@ class _Builder:
             sources = []
             for j, s in enumerate(h.get("sources", [])):
                 self.claim_id(s["id"], doc, path + ("sources", j, "id"))
-                sources.append(HaircutSource(s["id"], s["haircut"], s.get("source"), self.src(doc, path + ("sources", j))))
+                sources.append(HaircutSource(s["id"], num(s["haircut"]), s.get("source"), self.src(doc, path + ("sources", j))))
             bucket_fact, buckets = None, []
             if "buckets" in h:
                 bucket_fact = h["buckets"]["fact"]
@@ -344,7 +355,7 @@ class _Builder:
                         self.problem(doc, path + ("buckets", "table", j, "up_to"),
                                      "buckets must be in increasing order of 'up_to'", rid)
                     prev = up_to if up_to is not None else prev
-                    buckets.append(Bucket(up_to, row["haircut"]))
+                    buckets.append(Bucket(up_to, num(row["haircut"])))
             add_ons = []
             for j, a in enumerate(h.get("add_ons", [])):
                 apath = path + ("add_ons", j)
@@ -352,12 +363,12 @@ class _Builder:
                 if ("when" in a) == ("when_share_above" in a):
                     self.problem(doc, apath, "an add-on needs exactly one condition: 'when' or 'when_share_above'", a["id"])
                 when = self.check(doc, apath + ("when",), a["when"], a["id"]) if "when" in a else None
-                add_ons.append(AddOn(a["id"], a["description"], a["rationale"], a["haircut"], self.src(doc, apath),
-                                     when, a.get("when_share_above")))
+                add_ons.append(AddOn(a["id"], a["description"], a["rationale"], num(a["haircut"]), self.src(doc, apath),
+                                     when, num(a.get("when_share_above"))))
             out.append(HaircutSchedule(rid, h["description"], h["rationale"],
                                        self.applies(doc, path + ("applies_to",), h["applies_to"], assets, rid),
                                        self.dated(doc, path, h, rid), self.src(doc, path), tuple(sources), bucket_fact,
-                                       tuple(buckets), h.get("floor"), tuple(add_ons)))
+                                       tuple(buckets), num(h.get("floor")), tuple(add_ons)))
         return out
 
     def build_limits(self, doc: SourceDoc, assets: Mapping[str, Asset]) -> list[Limit]:
@@ -371,8 +382,8 @@ class _Builder:
                 self.problem(doc, path + ("max_share",), "a share limit of 0 would refuse the asset: make it ineligible instead", rid)
             out.append(Limit(rid, lim["description"], lim["rationale"], lim["scope"],
                              self.applies(doc, path + ("applies_to",), lim["applies_to"], assets, rid),
-                             self.dated(doc, path, lim, rid), self.src(doc, path), share,
-                             lim.get("max_value_usd"), lim.get("min_total_usd")))
+                             self.dated(doc, path, lim, rid), self.src(doc, path), num(share),
+                             num(lim.get("max_value_usd")), num(lim.get("min_total_usd"))))
         return out
 
     def check_haircut_coverage(self, assets: Mapping[str, Asset], haircuts: list[HaircutSchedule],

@@ -1,8 +1,8 @@
 """A second evaluator of the same compiled conditions, in plain Python.
 
 It interprets the IR of ``rules.compiler`` (closures built from data, never generated source) with
-the semantics the durable_rules evaluator has for well-typed facts: a comparison on a missing fact is
-false, ``neq`` on a missing fact is true. The differential tests check both agree on every case.
+the semantics the durable_rules evaluator has for well-typed facts: every comparison on a missing fact
+is false, ``neq`` included. The differential tests check both agree on every case.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable, Mapping
 
-from rules.compiler import QID, CompiledBundle, Cond
+from rules.compiler import QID, CompiledBundle, Cond, negate
 
 Pred = Callable[[Mapping[str, Any]], bool]
 _MISSING = object()
@@ -39,8 +39,8 @@ def build(c: Cond) -> Pred:
     value = c[2]
     if op == "eq":
         return lambda f: _same(f.get(key, _MISSING), value)
-    if op == "neq":
-        return lambda f: not _same(f.get(key, _MISSING), value)
+    if op == "neq":  # like durable_rules: no match when the fact is missing
+        return lambda f: key in f and not _same(f[key], value)
     cmp = _CMP[op]
 
     def compare(f: Mapping[str, Any]) -> bool:
@@ -54,10 +54,13 @@ class PythonEvaluator:
 
     def __init__(self, compiled: CompiledBundle):
         self.compiled = compiled
-        self._rules = [(r.index, build(r.applies), build(r.passes)) for r in compiled.rules]
+        # The same two conditions durable_rules gets per rule: 'applies and passes' and 'does not apply'
+        # (the negation by De Morgan, so a missing fact makes neither true: the rule fails, as there).
+        self._rules = [(r.index, build(("and", (r.applies, r.passes))), build(negate(r.applies)))
+                       for r in compiled.rules]
 
     def outcomes(self, facts: Mapping[str, Any]) -> dict[int, str]:
         out = {}
-        for index, applies, passes in self._rules:
-            out[index] = ("pass" if passes(facts) else "fail") if applies(facts) else "not_applicable"
+        for index, passes, not_applicable in self._rules:
+            out[index] = "pass" if passes(facts) else "not_applicable" if not_applicable(facts) else "fail"
         return out

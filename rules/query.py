@@ -15,7 +15,7 @@ from typing import Any
 
 from rules.errors import InputError
 from rules.schema_check import describe, validator
-from rules.yamlsrc import load_yaml_text
+from rules.yamlsrc import MAX_DEPTH, load_yaml_text, too_deep
 
 MAX_QUANTITY = Decimal(10) ** 12  # whole units; far above any real holding, far below overflow
 MAX_PRICE = Decimal(10) ** 9
@@ -64,6 +64,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_json_text(text: str, where: str) -> Any:
     """Strict JSON: no NaN/Infinity, no duplicate keys, numbers kept exact as Decimal."""
+    if too_deep(text):
+        raise InputError(f"the document is nested too deeply (more than {MAX_DEPTH} levels)", where)
     try:
         return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
                           object_pairs_hook=_no_duplicates)

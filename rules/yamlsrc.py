@@ -103,7 +103,11 @@ class _Converter:
         text = node.value
         if node.style is not None and node.style in "'\"|>":
             return text  # quoted or block scalars are always strings
-        # Plain scalars follow the YAML 1.2 core schema, not PyYAML's YAML 1.1 resolver: 'yes', 'no',
+        if node.tag == "tag:yaml.org,2002:str" and not ("e" in text.lower() and _FLOAT.match(text)):
+            # A word (or tagged !!str). Exponent forms like 1e-3 are numbers in YAML 1.2 that PyYAML's
+            # 1.1 resolver leaves as words: they go on to the number rules below.
+            return text
+        # Other plain scalars follow the YAML 1.2 core schema, not PyYAML's YAML 1.1 resolver: 'yes', 'no',
         # 'on', 'off' stay words (a country code NO must not become false).
         if text in _NULL:
             return None
@@ -126,8 +130,46 @@ class _Converter:
         return text  # timestamps and everything else stay text
 
 
+MAX_DEPTH = 64  # far deeper than any policy or query; keeps parsers off the C stack's edge
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """True if brackets outside quoted strings nest deeper than ``limit``.
+
+    Checked before parsing: importing web3 raises Python's recursion limit to 100000, after which
+    a deeply nested document can overflow the C stack inside json.loads (a segfault, not an error),
+    and PyYAML's scanner is quadratic in flow nesting. Cheap: a full scan only runs when the text
+    holds more opening brackets than the limit."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    quote = ""
+    escaped = False
+    prev = "\n"
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'" and prev in " \t\r\n[{,:":  # a quote opens only at a token's start (not in "FCM's")
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+        prev = ch
+    return False
+
+
 def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem]]:
     """Parse one YAML document. Returns the document (None on a syntax error) and the problems found."""
+    if too_deep(text):
+        return None, [Problem(file, None, None, f"the document is nested too deeply (more than {MAX_DEPTH} levels)")]
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
@@ -220,4 +221,4 @@ def test_replay_is_identical_under_the_stored_bundle_even_after_the_policy_chang
     assert r.identical, r.differences
     assert later.bundle.hash != d.to_json()["policy"]["bundle"]
     (d2,) = later.evaluate([q])
-    assert d2.to_json()["haircut"]["total"] == "0.30"
+    assert Decimal(d2.to_json()["haircut"]["total"]) == Decimal("0.30")

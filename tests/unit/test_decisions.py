@@ -311,8 +311,6 @@ def test_determinism(evaluator):
         assert without_id(engine(evaluator).decide(q2).to_json()) == without_id(a)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the bundle hash treats 0.20 and 0.2 as the same number, but decisions "
-                   "print the policy's text ('0.20' vs '0.2'): two bundles with one hash give different decisions")
 def test_same_hash_same_decision():
     sources = dict(bundle().sources)
     sources["haircuts.yaml"] = sources["haircuts.yaml"].replace("    floor: 0.20\n", "    floor: 0.2\n", 1)

@@ -132,9 +132,6 @@ def test_normalize_always_sets_the_facts_applicability_depends_on():
         assert {FACTS[n].key for n in ALWAYS_PRESENT} | {DAY_KEY} <= set(facts)
 
 
-@pytest.mark.xfail(strict=True, reason="LATENT: outside normalize()'s contract (an always-present fact missing), "
-                   "durable's $neq on a missing key is false, so neither r<i>p nor r<i>n fires ('fail'), while "
-                   "pyeval treats neq-on-missing as true ('not_applicable'), contrary to its docstring's claim")
 @settings(max_examples=200, deadline=None, database=None)
 @given(fact_dicts(keep_always_present=False))
 def test_evaluators_agree_even_without_always_present_facts(facts):

@@ -248,9 +248,6 @@ def test_deeply_nested_json_and_yaml(default_recursion_limit):
     refused("a: " + "[" * 5000 + "]" * 5000, "nested too deeply")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: importing web3 sets sys.setrecursionlimit(100000) (py_ecc); then a "
-                   "200 kB JSON query nested 99000 deep overflows the C stack in json.loads and the process "
-                   "segfaults (and deep YAML flow nesting is quadratic in PyYAML's scanner: 10000 deep > 20 s)")
 def test_deep_nesting_after_web3_import_is_an_input_error():
     code = (
         "import web3, sys\n"

@@ -156,6 +156,5 @@ def test_positions_recorded_for_every_path():
     assert d.where(("list", 1, "nonexistent", 3)) == d.where(("list", 1))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: explicit core tags are ignored on plain scalars: '!!str 123' becomes int 123")
 def test_explicit_str_tag_is_respected():
     assert data("a: !!str 123\n")["a"] == "123"
