@@ -8,6 +8,7 @@ No traceback reaches the user for bad input (set DACP_DEBUG=1 to see one for int
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -83,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = bsub.add_parser("compile", help="print the durable_rules ruleset the bundle compiles to (JSON data)")
     c.add_argument("directory", nargs="?", type=Path)
     _common(c)
+    for module in EXTENSIONS:
+        COMMANDS.update(importlib.import_module(module).register(sub, _common))
     return ap
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the file and environment, overridden by the common command-line options."""
+    return _settings(args)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -288,6 +296,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         print(f"  {lim.id:40} {'limit on ' + lim.applies.describe():55} {lim.src}")
     return 0
 
+
+# Command groups in their own modules: each has register(subparsers, add_common_options) -> {name: handler};
+# a handler takes the parsed arguments and returns the exit code. Add a module here to add its commands.
+EXTENSIONS: list[str] = []
 
 COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "verify": cmd_verify, "test": cmd_test, "explain": cmd_explain,
             "replay": cmd_replay, "audit": cmd_audit, "bundle": cmd_bundle}

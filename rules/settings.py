@@ -26,6 +26,8 @@ from typing import Any, Mapping
 from rules.errors import InputError
 
 ENGINES = ("durable_rules", "python", "checked")
+# Further settings sections other parts own (read generically): [ledger], [approvals], [service].
+SECTIONS = ("ledger", "approvals", "service")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,13 @@ class Settings:
     engine: str = "durable_rules"
     ethereum: Mapping[str, Any] = field(default_factory=dict)
     bitcoin: Mapping[str, Any] = field(default_factory=dict)
+    prices: Mapping[str, Any] = field(default_factory=dict)
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # further [sections], e.g. ledger
     source: str = "defaults"
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A further settings section (file table ``[name]``; environment ``DACP_<NAME>_<KEY>`` wins)."""
+        return self.sections.get(name, {})
 
     def with_overrides(self, **kw: Any) -> "Settings":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -54,7 +62,7 @@ def load_settings(env: Mapping[str, str] | None = None, config: str | Path | Non
         source = str(path)
     elif config or env.get("DACP_CONFIG"):
         raise InputError("settings file not found", str(path))
-    known = {"policies", "log", "engine", "ethereum", "bitcoin"}
+    known = {"policies", "log", "engine", "ethereum", "bitcoin", "prices"} | set(SECTIONS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})", str(path))
@@ -66,11 +74,22 @@ def load_settings(env: Mapping[str, str] | None = None, config: str | Path | Non
                               ("DACP_BTC_USER", btc, "user"), ("DACP_BTC_PASSWORD", btc, "password")):
         if env.get(key):
             target[name] = env[key]
+    prices = dict(data.get("prices", {}))
+    if env.get("DACP_PRICES_FILE"):
+        prices["file"] = env["DACP_PRICES_FILE"]
+    sections: dict[str, dict[str, Any]] = {}
+    for name in SECTIONS:
+        sec = dict(data.get(name, {}))
+        prefix = f"DACP_{name.upper()}_"
+        for key, value in env.items():
+            if key.startswith(prefix):
+                sec[key[len(prefix):].lower()] = value
+        sections[name] = sec
     engine = env.get("DACP_ENGINE") or data.get("engine") or "durable_rules"
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})", "engine")
     return Settings(
         policies=Path(env.get("DACP_POLICIES") or data.get("policies") or "policies"),
         log=Path(env.get("DACP_LOG") or data.get("log") or "var/dacp.sqlite"),
-        engine=engine, ethereum=eth, bitcoin=btc, source=source,
+        engine=engine, ethereum=eth, bitcoin=btc, prices=prices, sections=sections, source=source,
     )
