@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 from adapters.bitcoin import BitcoinCustodyReader, BitcoinRpcClient
 from adapters.btc_address import NETWORKS
 from adapters.ethereum import EthereumCustodyReader
-from adapters.evidence import CustodyEvidence
+from adapters.evidence import CustodyEvidence, PriceEvidence
+from adapters.prices import ChainlinkPriceSource, StaticPriceFile
 from rules.errors import EvidenceError, InputError
 from rules.model import Asset
 
@@ -87,3 +88,34 @@ class CustodyVerifier:
         return self._btc_reader.verify(list(addresses),
                                        min_confirmations=_int(self.bitcoin.get("min_confirmations", 6),
                                                               "bitcoin.min_confirmations"))
+
+
+@dataclass
+class PriceReader:
+    """Prices from settings ``[prices]``: a static ``file``, or Chainlink-style ``feeds`` (asset ->
+    aggregator address) on ``rpc_url`` / ``chain_id``; ``max_age_s`` bounds how old a price may be
+    when it is read (the policy's ``price.fresh`` rule judges it again at the query's as_of)."""
+
+    prices: Mapping[str, Any] = field(default_factory=dict)
+    _file: StaticPriceFile | None = None
+    _feed: ChainlinkPriceSource | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.prices.get("file") or self.prices.get("feeds"))
+
+    def read(self, asset: Asset, now: datetime | None = None) -> PriceEvidence:
+        max_age = timedelta(seconds=float(self.prices.get("max_age_s", 3600)))
+        feeds = dict(self.prices.get("feeds") or {})
+        if asset.symbol in feeds:
+            if self._feed is None:
+                url, chain_id = self.prices.get("rpc_url"), self.prices.get("chain_id")
+                if not url or chain_id is None:
+                    raise InputError("price feeds need rpc_url and chain_id", "prices")
+                self._feed = ChainlinkPriceSource(str(url), _int(chain_id, "prices.chain_id"))
+            return self._feed.read(asset.symbol, str(feeds[asset.symbol]), max_age=max_age, now=now)
+        if self.prices.get("file"):
+            if self._file is None:
+                self._file = StaticPriceFile(str(self.prices["file"]))
+            return self._file.read(asset.symbol, max_age=max_age, now=now)
+        raise EvidenceError("price_unavailable", f"no price source configured for {asset.symbol}")

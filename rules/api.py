@@ -52,11 +52,12 @@ class Dacp:
     """The engine with its settings: bundle, evaluator and decision log."""
 
     def __init__(self, settings: Settings, *, bundle: Bundle | None = None, log_enabled: bool = True,
-                 verifier: Any = None):
+                 verifier: Any = None, prices: Any = None):
         self.settings = settings
         self._bundle = bundle
         self.log_enabled = log_enabled
         self.verifier = verifier  # adapters.custody.CustodyVerifier (injected by the doors; rules/ never imports chains)
+        self.prices = prices  # adapters.custody.PriceReader: on-chain or file prices replace the query's
 
     @cached_property
     def bundle(self) -> Bundle:
@@ -99,6 +100,8 @@ class Dacp:
             return {"status": "failed", "reason": "unknown_asset", "message": f"{q.asset} is not in the registry"}
         try:
             evidence.append(self.verifier.verify(asset, q.custody.get("addresses", [])))
+            if self.prices is not None and self.prices.configured:
+                evidence.append(self.prices.read(asset))
         except EvidenceError as e:
             return {"status": "failed", "reason": e.reason, "message": e.message}
         return {"status": "verified"}

@@ -174,7 +174,8 @@ def _read_queries(args: argparse.Namespace) -> list[Query]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     s = _settings(args)
     queries = _read_queries(args)
-    dacp = Dacp(s, log_enabled=not args.no_log, verifier=_verifier(s) if args.verify else None)
+    dacp = Dacp(s, log_enabled=not args.no_log, verifier=_verifier(s) if args.verify else None,
+                prices=_prices(s) if args.verify else None)
     progress = Progress(len(queries), "evaluating", enabled=True if args.progress else None) \
         if len(queries) >= 1000 or args.progress else None
     decisions = [d.to_json() for d in dacp.evaluate(queries, progress=progress, verify=args.verify)]
@@ -210,6 +211,12 @@ def _verifier(s: Settings) -> Any:
     from adapters.custody import CustodyVerifier  # the door wires the adapters; rules/ never imports chains
 
     return CustodyVerifier(ethereum=s.ethereum, bitcoin=s.bitcoin)
+
+
+def _prices(s: Settings) -> Any:
+    from adapters.custody import PriceReader
+
+    return PriceReader(s.prices)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

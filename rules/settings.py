@@ -13,6 +13,12 @@ File: ``$DACP_CONFIG`` or ``./dacp.toml`` if present. Keys (all optional)::
     rpc_url = "http://127.0.0.1:8332" # DACP_BTC_RPC_URL
     cookie_file = "~/.bitcoin/.cookie"# DACP_BTC_COOKIE_FILE
     network = "main"                  # DACP_BTC_NETWORK
+    [prices]                          # read with --verify; replaces the query's price
+    file = "prices.yaml"              # DACP_PRICES_FILE (static prices), and/or:
+    rpc_url = "http://127.0.0.1:8545"
+    chain_id = 1
+    feeds = { ETH = "0x5f4e...", BTC = "0xF403..." }   # Chainlink-style aggregators
+    max_age_s = 3600
 """
 
 from __future__ import annotations

@@ -188,3 +188,64 @@ def test_bitcoin_verified_through_core_rpc(workdir, litecoin, capsys, monkeypatc
     monkeypatch.setenv("DACP_BTC_NETWORK", "main")
     d = decide(capsys, str(q))
     assert reason(d, "custody.onchain-verification")["observed"]["reason"] == "wrong_network"
+
+
+def _config(tmp: Path, text: str) -> Path:
+    p = tmp / "dacp.toml"
+    p.write_text(text)
+    return p
+
+
+def test_price_from_an_on_chain_feed_replaces_the_query_price(workdir, chain, capsys, monkeypatch):
+    import time as _time
+
+    node, _, (a, b) = chain
+    feed = deploy(node.w3, "MockAggregator", 8, "ETH / USD", 3000_12345678)
+    transact(node.w3, feed.functions.pushRound(3000_12345678, int(_time.time())))
+    monkeypatch.setenv("DACP_CONFIG", str(_config(workdir, f"""
+[prices]
+rpc_url = "{node.url}"
+chain_id = 1
+feeds = {{ ETH = "{feed.address}" }}
+max_age_s = 600
+""")))
+    q = query("eth-eligible.json", workdir, quantity="100", custody={"addresses": [a, b]},
+              as_of=_iso_now(), evidence={"price_updated_at": None})
+    d = decide(capsys, str(q))
+    assert d["eligible"] is True, d["failed_rules"]
+    assert d["price_usd"] == "3000.12345678" and d["market_value_usd"] == "300012.34"
+    kinds = {e["kind"]: e for e in d["evidence"]}
+    assert kinds["price"]["source"] and kinds["price"]["round_id"] is not None
+
+
+def test_stale_feed_fails_closed(workdir, chain, capsys, monkeypatch):
+    node, _, (a, b) = chain
+    feed = deploy(node.w3, "MockAggregator", 8, "ETH / USD", 3000_00000000)
+    transact(node.w3, feed.functions.pushRound(3000_00000000, 1_700_000_000))  # November 2023
+    monkeypatch.setenv("DACP_CONFIG", str(_config(workdir, f"""
+[prices]
+rpc_url = "{node.url}"
+chain_id = 1
+feeds = {{ ETH = "{feed.address}" }}
+max_age_s = 600
+""")))
+    d = decide(capsys, str(query("eth-eligible.json", workdir, custody={"addresses": [a, b]})))
+    assert d["eligible"] is False and d["failed_rules"] == ["custody.onchain-verification"]
+    assert reason(d, "custody.onchain-verification")["observed"]["reason"] == "stale_price"
+
+
+def test_price_from_a_static_file(workdir, chain, capsys, monkeypatch):
+    _, _, (a, b) = chain
+    prices = workdir / "prices.yaml"
+    prices.write_text(f'ETH: {{price_usd: "2999.99", updated_at: "{_iso_now()}", source: "ops desk"}}\n')
+    monkeypatch.setenv("DACP_PRICES_FILE", str(prices))
+    q = query("eth-eligible.json", workdir, quantity="10", custody={"addresses": [a, b]}, as_of=_iso_now(),
+              evidence={"price_updated_at": None})
+    d = decide(capsys, str(q))
+    assert d["eligible"] is True and d["price_usd"] == "2999.99" and d["market_value_usd"] == "29999.90"
+
+
+def _iso_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
