@@ -21,17 +21,39 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+_TRUE: Pred = lambda f: True  # noqa: E731
+
+
+def _flatten(op: str, parts: tuple) -> list[Cond]:
+    out: list[Cond] = []
+    for x in parts:
+        out.extend(_flatten(op, x[1]) if x[0] == op else [x])
+    return out
+
+
 def build(c: Cond) -> Pred:
     op = c[0]
     if op == "and":
-        parts = [build(x) for x in c[1]]
-        return lambda f: all(p(f) for p in parts)
+        preds = [p for p in (build(x) for x in _flatten("and", c[1])) if p is not _TRUE]
+        if not preds:
+            return _TRUE
+        if len(preds) == 1:
+            return preds[0]
+        return lambda f: all(p(f) for p in preds)
     if op == "or":
-        parts = [build(x) for x in c[1]]
-        return lambda f: any(p(f) for p in parts)
+        parts = _flatten("or", c[1])
+        keys = {x[1] for x in parts if x[0] == "eq"}
+        if len(keys) == 1 and all(x[0] == "eq" and type(x[2]) is str for x in parts):
+            # 'one of these words' as a set lookup; the type check keeps durable's no-coercion semantics
+            key, words = keys.pop(), frozenset(x[2] for x in parts)
+            return lambda f: type(f.get(key)) is str and f[key] in words
+        preds = [build(x) for x in parts]
+        if any(p is _TRUE for p in preds):
+            return _TRUE
+        return lambda f: any(p(f) for p in preds)
     key = c[1]
     if key == QID:  # the guard against durable's session state: every fact here is an evaluation fact
-        return (lambda f: True) if op == "ex" else (lambda f: False)
+        return _TRUE if op == "ex" else (lambda f: False)
     if op == "ex":
         return lambda f: key in f
     if op == "nex":
