@@ -190,10 +190,17 @@ def test_bitcoin_verified_through_core_rpc(workdir, litecoin, capsys, monkeypatc
     assert reason(d, "custody.onchain-verification")["observed"]["reason"] == "wrong_network"
 
 
-def _config(tmp: Path, text: str) -> Path:
+def _feed_config(tmp: Path, node, feed) -> str:
+    """A settings file pointing [prices] at ``feed`` on ``node``; returns its path."""
     p = tmp / "dacp.toml"
-    p.write_text(text)
-    return p
+    p.write_text(f"""
+[prices]
+rpc_url = "{node.url}"
+chain_id = 1
+feeds = {{ ETH = "{feed.address}" }}
+max_age_s = 600
+""")
+    return str(p)
 
 
 def test_price_from_an_on_chain_feed_replaces_the_query_price(workdir, chain, capsys, monkeypatch):
@@ -202,13 +209,7 @@ def test_price_from_an_on_chain_feed_replaces_the_query_price(workdir, chain, ca
     node, _, (a, b) = chain
     feed = deploy(node.w3, "MockAggregator", 8, "ETH / USD", 3000_12345678)
     transact(node.w3, feed.functions.pushRound(3000_12345678, int(_time.time())))
-    monkeypatch.setenv("DACP_CONFIG", str(_config(workdir, f"""
-[prices]
-rpc_url = "{node.url}"
-chain_id = 1
-feeds = {{ ETH = "{feed.address}" }}
-max_age_s = 600
-""")))
+    monkeypatch.setenv("DACP_CONFIG", _feed_config(workdir, node, feed))
     q = query("eth-eligible.json", workdir, quantity="100", custody={"addresses": [a, b]},
               as_of=_iso_now(), evidence={"price_updated_at": None})
     d = decide(capsys, str(q))
@@ -222,13 +223,7 @@ def test_stale_feed_fails_closed(workdir, chain, capsys, monkeypatch):
     node, _, (a, b) = chain
     feed = deploy(node.w3, "MockAggregator", 8, "ETH / USD", 3000_00000000)
     transact(node.w3, feed.functions.pushRound(3000_00000000, 1_700_000_000))  # November 2023
-    monkeypatch.setenv("DACP_CONFIG", str(_config(workdir, f"""
-[prices]
-rpc_url = "{node.url}"
-chain_id = 1
-feeds = {{ ETH = "{feed.address}" }}
-max_age_s = 600
-""")))
+    monkeypatch.setenv("DACP_CONFIG", _feed_config(workdir, node, feed))
     d = decide(capsys, str(query("eth-eligible.json", workdir, custody={"addresses": [a, b]})))
     assert d["eligible"] is False and d["failed_rules"] == ["custody.onchain-verification"]
     assert reason(d, "custody.onchain-verification")["observed"]["reason"] == "stale_price"
