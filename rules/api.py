@@ -29,8 +29,8 @@ class ReplayResult:
 
 
 def comparable(decision: dict[str, Any]) -> dict[str, Any]:
-    """A decision without the fields that differ by design (its id)."""
-    return {k: v for k, v in decision.items() if k != "decision_id"}
+    """A decision without what differs by design: its id, and which evaluator ran (they must agree)."""
+    return {k: v for k, v in decision.items() if k not in ("decision_id", "engine")}
 
 
 def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:

@@ -133,6 +133,8 @@ def test_explain_replay_and_audit(env, capsys):
     assert code == 0 and json.loads(out)["decision"]["decision_id"] == did
     code, out, _ = run(capsys, "replay", did)
     assert code == 0 and "IDENTICAL" in out
+    code, out, _ = run(capsys, "replay", did, "--engine", "python")  # the second evaluator agrees
+    assert code == 0 and "IDENTICAL" in out
     code, out, _ = run(capsys, "audit", "verify")
     assert code == 0 and "chain intact" in out
 
