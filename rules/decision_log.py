@@ -1,17 +1,23 @@
-"""The append-only, hash-chained decision log (SQLite).
+"""The append-only, hash-chained decision log (SQLite by default; PostgreSQL selected by a URL).
 
 Each entry stores the hash of the previous entry, its sequence number, kind, time, the bundle hash
 and a body (query, decision, evidence) as canonical JSON; ``entry_hash`` is sha256 over all of that.
 Changing, deleting, inserting or reordering entries breaks the chain and ``verify`` names the first
-entry affected. Triggers refuse UPDATE and DELETE through SQLite; the chain catches edits made
-around them. Truncating the tail leaves a valid shorter chain: compare the head hash ``verify``
-prints with one recorded elsewhere (``--expect-head``).
+entry affected. Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the chain catches
+edits made around them. Truncating the tail leaves a valid shorter chain: compare the head hash
+``verify`` prints with one recorded elsewhere (``--expect-head``).
 
 Bundles are stored once, content-addressed by their hash, with their source files, so any decision
 can be replayed under the bundle it was made with.
 
-Concurrent writers (threads or processes) append inside ``BEGIN IMMEDIATE`` transactions: SQLite's
-write lock serialises them, so each reads the true head before linking to it.
+Where: a file path (or ``sqlite:///path``) is an SQLite file (WAL, ``synchronous=FULL``); a
+``postgresql://`` URL is a PostgreSQL database that several replicas share.
+
+Concurrent writers (threads, processes, replicas) serialise their appends: SQLite inside
+``BEGIN IMMEDIATE`` transactions (its write lock), PostgreSQL under a transaction-scoped advisory
+lock, so each reads the true head before linking to it; ``seq`` is the primary key, so a fork is
+refused even if that were bypassed. ``append`` joins a transaction the caller already opened on the
+same ``Database`` (the collateral ledger commits its rows and their decision-log entries together).
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from adapters.sqldb import Database, open_database
 from rules.errors import InputError, StorageError
 from rules.model import Bundle
 from rules.policy import load_bundle_from_sources
@@ -48,6 +54,27 @@ CREATE TRIGGER IF NOT EXISTS log_no_delete BEFORE DELETE ON log
 CREATE TRIGGER IF NOT EXISTS bundles_no_update BEFORE UPDATE ON bundles
     BEGIN SELECT RAISE(ABORT, 'stored bundles are immutable'); END;
 """
+
+_PG_DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS bundles (
+        hash TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
+        sources TEXT NOT NULL, stored_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS log (
+        seq BIGINT PRIMARY KEY, entry_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+        recorded_at TEXT NOT NULL, bundle_hash TEXT, body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL)""",
+    """CREATE OR REPLACE FUNCTION dacp_refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$""",
+    """CREATE OR REPLACE TRIGGER log_no_update BEFORE UPDATE OR DELETE ON log
+        FOR EACH ROW EXECUTE FUNCTION dacp_refuse('the decision log is append-only')""",
+    """CREATE OR REPLACE TRIGGER log_no_truncate BEFORE TRUNCATE ON log
+        FOR EACH STATEMENT EXECUTE FUNCTION dacp_refuse('the decision log is append-only')""",
+    """CREATE OR REPLACE TRIGGER bundles_no_update BEFORE UPDATE ON bundles
+        FOR EACH ROW EXECUTE FUNCTION dacp_refuse('stored bundles are immutable')""",
+]
+LOG_LOCK = "dacp.decision_log"
+SCHEMA_LOCK = "dacp.schema"
 
 
 def plain_canonical(value: Any) -> str:
@@ -96,36 +123,45 @@ class VerifyResult:
 
 
 class DecisionLog:
-    """One SQLite decision log. Cheap to open; open one per process (or thread)."""
+    """One decision log. Cheap to open; open one per process (or thread).
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 60.0):
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise InputError("is a directory; give the path of the log file", str(path))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    ``path`` is a file path, ``sqlite:///path`` or a ``postgresql://`` URL; or pass an open ``database``
+    (``adapters.sqldb``) to share it with another store (the ledger), which then owns it."""
+
+    def __init__(self, path: str | Path | None = None, *, timeout_s: float = 60.0, database: Database | None = None):
+        if database is None:
+            if path is None:
+                raise InputError("give the decision log's path or URL", "log")
+            database = open_database(path, timeout_s=timeout_s)
+            self._owns_db = True
+        else:
+            self._owns_db = False
+        self.db = database
+        self.path = getattr(database, "path", None) or Path(database.where)
+        self.where = database.where
         try:
-            self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             self._init()
         except sqlite3.DatabaseError as e:
-            raise StorageError(f"{self.path}: cannot open the decision log: {e}") from None
+            raise StorageError(f"{self.where}: cannot open the decision log: {e}") from None
         self._stored_bundles: set[str] = set()
 
     def _init(self) -> None:
-        with self._write():
-            for stmt in _split(_DDL):
-                self.db.execute(stmt)
+        with self._write(SCHEMA_LOCK):
+            if self.db.kind == "postgresql":
+                exists = self.db.execute("SELECT to_regclass('log')").fetchone()[0]
+                if exists is None:
+                    self.db.script(_PG_DDL)
+            else:
+                self.db.script(_split(_DDL))
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
-                raise StorageError(f"{self.path}: decision log schema version {row[0]}, expected {SCHEMA_VERSION}")
+                raise StorageError(f"{self.where}: decision log schema version {row[0]}, expected {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self.db.close()
+        if self._owns_db:
+            self.db.close()
 
     def __enter__(self) -> "DecisionLog":
         return self
@@ -134,8 +170,8 @@ class DecisionLog:
         self.close()
 
     # -- writing -------------------------------------------------------------------------------
-    def _write(self) -> "_Tx":
-        return _Tx(self.db)
+    def _write(self, *locks: str) -> Any:
+        return self.db.transaction(locks)
 
     def store_bundle(self, bundle: Bundle) -> None:
         if bundle.hash in self._stored_bundles:
@@ -145,18 +181,20 @@ class DecisionLog:
         self._stored_bundles.add(bundle.hash)
 
     def _store_bundle_tx(self, bundle: Bundle) -> None:
-        self.db.execute("INSERT OR IGNORE INTO bundles VALUES (?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO bundles VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
                         (bundle.hash, bundle.name, bundle.version,
                          json.dumps(dict(bundle.sources), sort_keys=True), _now()))
 
     def append(self, records: Iterable[tuple[str, str, Bundle | None, Mapping[str, Any]]]) -> list[Entry]:
-        """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries."""
+        """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries.
+
+        Inside a transaction the caller opened on ``self.db``, the records commit (or roll back) with it."""
         records = list(records)
         out: list[Entry] = []
         if not records:
             return out
         try:
-            with self._write():
+            with self._write(LOG_LOCK):
                 for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
                     self._store_bundle_tx(b)
                 row = self.db.execute("SELECT seq, entry_hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
@@ -173,9 +211,9 @@ class DecisionLog:
                     prev = h
                 self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError as e:
-            raise StorageError(f"{self.path}: entry refused: {e}") from None
+            raise StorageError(f"{self.where}: entry refused: {e}") from None
         except sqlite3.OperationalError as e:
-            raise StorageError(f"{self.path}: cannot write the decision log: {e}") from None
+            raise StorageError(f"{self.where}: cannot write the decision log: {e}") from None
         return out
 
     # -- reading -------------------------------------------------------------------------------
@@ -185,7 +223,7 @@ class DecisionLog:
     def get(self, entry_id: str) -> Entry:
         r = self.db.execute("SELECT * FROM log WHERE entry_id = ?", (entry_id,)).fetchone()
         if r is None:
-            raise InputError(f"no decision with id {entry_id!r} in {self.path}", "decision id")
+            raise InputError(f"no decision with id {entry_id!r} in {self.where}", "decision id")
         return self._row(r)
 
     def entries(self, kind: str | None = None) -> Iterator[Entry]:
@@ -199,10 +237,10 @@ class DecisionLog:
     def bundle(self, bundle_hash_: str) -> Bundle:
         r = self.db.execute("SELECT sources FROM bundles WHERE hash = ?", (bundle_hash_,)).fetchone()
         if r is None:
-            raise StorageError(f"{self.path}: bundle {bundle_hash_} is not stored; the decision cannot be replayed")
+            raise StorageError(f"{self.where}: bundle {bundle_hash_} is not stored; the decision cannot be replayed")
         bundle = load_bundle_from_sources(json.loads(r[0]), origin=f"stored bundle {bundle_hash_[:12]}")
         if bundle.hash != bundle_hash_:
-            raise StorageError(f"{self.path}: stored bundle {bundle_hash_} was modified (its content hashes to {bundle.hash})")
+            raise StorageError(f"{self.where}: stored bundle {bundle_hash_} was modified (its content hashes to {bundle.hash})")
         return bundle
 
     # -- verification --------------------------------------------------------------------------
@@ -243,30 +281,6 @@ class DecisionLog:
             except Exception as e:  # a stored bundle that no longer loads is tampering too
                 return VerifyResult(False, len(rows), prev, f"stored bundle {h}: {e}", None)
         return VerifyResult(True, len(rows), prev)
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, retried while another writer holds the lock."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                    raise StorageError(f"cannot lock the decision log: {e}") from None
-                time.sleep(0.01)
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
 
 
 def _split(ddl: str) -> list[str]:
