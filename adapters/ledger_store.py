@@ -224,7 +224,7 @@ class LedgerStore:
     def add_request(self, r: StoredRequest) -> None:
         self.db.execute("INSERT INTO ledger_requests VALUES (?, ?, ?, ?, ?, ?)",
                         (r.idempotency_key, r.operation, r.fingerprint, r.status,
-                         json.dumps(r.result, sort_keys=True), r.created_at))
+                         json.dumps(r.result), r.created_at))  # key order kept: a replay prints the same
 
     def request_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM ledger_requests").fetchone()[0])
