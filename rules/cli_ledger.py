@@ -189,7 +189,12 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_credit(args: argparse.Namespace) -> int:
-    from rules.ledger import CreditRequest
+    from rules.ledger import ACCOUNT_TYPES, CreditRequest, check_key
+
+    check_key(args.idempotency_key)  # cheap checks first: bad input opens nothing
+    if args.account_type is not None and args.account_type not in ACCOUNT_TYPES:
+        raise InputError(f"unknown account type {args.account_type!r} (use one of {', '.join(ACCOUNT_TYPES)})",
+                         "account type")
 
     req = CreditRequest(account=args.account, participant=args.participant, asset=args.asset,
                         quantity=_decimal(args.quantity, "quantity"), addresses=tuple(args.addresses),
@@ -209,7 +214,9 @@ def cmd_credit(args: argparse.Namespace) -> int:
 
 
 def cmd_withdraw(args: argparse.Namespace) -> int:
-    from rules.ledger import WithdrawRequest
+    from rules.ledger import WithdrawRequest, check_key
+
+    check_key(args.idempotency_key)
 
     req = WithdrawRequest(account=args.account, asset=args.asset, quantity=_decimal(args.quantity, "quantity"),
                           idempotency_key=args.idempotency_key, address=args.address)

@@ -86,7 +86,7 @@ def _from_raw(raw: int, decimals: int) -> Decimal:
 
 
 def check_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY.match(key):
+    if not isinstance(key, str) or not KEY.fullmatch(key):
         raise InputError("an idempotency key is 1-80 characters: letters, digits and . _ : / - "
                          "(starting with a letter or digit)", "idempotency key")
     return key
