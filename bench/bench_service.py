@@ -1,0 +1,136 @@
+"""Load test of `dacp serve`: open-loop POST /v1/eligibility at fixed request rates, on loopback only.
+
+Starts `dacp serve` on 127.0.0.1 and a free port (a copy of the shipped policies, a fresh decision log in a
+temporary directory, one clearing token), sends requests on a fixed schedule (open loop: a slow answer
+does not delay the next request; latency is measured from the scheduled send time, so queueing counts),
+prints throughput and p50/p99 per rate, then stops the server. Bounded in count and time.
+
+    .venv/bin/python bench/bench_service.py            # 50, 100, 200 req/s for 5 s each
+    .venv/bin/python bench/bench_service.py --quick    # 50, 100 req/s for 1 s each (CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from rules.service import hash_token  # noqa: E402
+
+TOKEN = "bench-clearing-" + "b" * 40
+MAX_SECONDS_PER_RATE = 30
+MAX_REQUESTS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp: Path, engine: str) -> tuple[subprocess.Popen, str]:
+    shutil.copytree(ROOT / "policies", tmp / "policies", ignore=shutil.ignore_patterns("tests"))
+    (tmp / "dacp.toml").write_text(
+        f'policies = "{tmp / "policies"}"\nlog = "{tmp / "log.sqlite"}"\nengine = "{engine}"\n'
+        f'[approvals]\nrequired = false\n'
+        f'[service]\ntokens = [{{name = "bench", role = "clearing", sha256 = "{hash_token(TOKEN)}"}}]\n')
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DACP_")}
+    env["DACP_CONFIG"] = str(tmp / "dacp.toml")
+    proc = subprocess.Popen([sys.executable, "-m", "rules.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "wb"))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(base + "/v1/ready", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start:\n{(tmp / 'server.log').read_text()[-2000:]}")
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))] if xs else float("nan")
+
+
+async def run_rate(base: str, rate: int, seconds: float, body: bytes) -> dict:
+    n = min(int(rate * seconds), MAX_REQUESTS)
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10, limits=limits) as client:
+        await client.post("/v1/eligibility", content=body)  # warm the connection and the engine
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            scheduled = t0 + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                r = await client.post("/v1/eligibility", content=body)
+                if r.status_code != 200:
+                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                    return
+            except httpx.HTTPError as e:
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                return
+            lat.append(time.perf_counter() - scheduled)
+
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), timeout=seconds + MAX_SECONDS_PER_RATE)
+        wall = time.perf_counter() - t0
+    return {"rate": rate, "sent": n, "ok": len(lat), "errors": errors, "throughput": len(lat) / wall,
+            "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000, "max_ms": max(lat, default=0) * 1000}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="50,100,200", help="request rates per second, comma-separated")
+    ap.add_argument("--seconds", type=float, default=5.0, help="seconds per rate (at most 30)")
+    ap.add_argument("--engine", default="durable_rules", choices=("durable_rules", "python", "checked"))
+    ap.add_argument("--quick", action="store_true", help="50 and 100 req/s for 1 s each")
+    args = ap.parse_args()
+    rates = [50, 100] if args.quick else [int(x) for x in args.rates.split(",")]
+    seconds = 1.0 if args.quick else min(args.seconds, MAX_SECONDS_PER_RATE)
+    body = (ROOT / "examples" / "queries" / "btc-eligible.json").read_bytes()
+    tmp = Path(tempfile.mkdtemp(prefix="dacp-bench-"))
+    proc, base = start_server(tmp, args.engine)
+    try:
+        print(f"dacp serve on {base} (engine {args.engine}, decision log on, 1 process); {platform.machine()}, "
+              f"Python {platform.python_version()}, {os.cpu_count()} CPUs; open loop, {seconds:g} s per rate")
+        print(f"{'rate/s':>7} {'sent':>6} {'ok':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors")
+        results = []
+        for rate in rates:
+            r = asyncio.run(run_rate(base, rate, seconds, body))
+            results.append(r)
+            print(f"{r['rate']:>7} {r['sent']:>6} {r['ok']:>6} {r['throughput']:>8.1f} {r['p50_ms']:>8.2f} "
+                  f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}  {json.dumps(r['errors']) if r['errors'] else '-'}")
+        return 1 if any(r["errors"] for r in results) else 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
