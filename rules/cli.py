@@ -286,8 +286,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     dacp = Dacp(_settings(args), log_enabled=False)
     b = dacp.bundle
     if args.bundle_command == "compile":
-        _out({"ruleset": dacp.engine.compiled.ruleset_name, "definition": dacp.engine.compiled.durable_definition(),
-              "rules": {r.pass_name: r.id for r in dacp.engine.compiled.rules}})
+        compiled = dacp.engine.compiled
+        _out({"ruleset": compiled.ruleset_name, "shards": dict(compiled.durable_shards()),
+              "rules": {r.pass_name: r.id for r in compiled.rules}})
         return 0
     print(f"bundle   {b.name} {b.version}\nsha256   {b.hash}\nin force {b.dated.effective_from} .. "
           f"{b.dated.effective_to or 'open'}\nphases   " +

@@ -27,6 +27,7 @@ from rules.model import AppliesTo, Bundle, Check, Dated, Src
 
 Cond = tuple
 QID = "q__id"  # every evaluation fact carries this key (unique per evaluation)
+SHARD_SIZE = 40  # rules per durable ruleset: at most 81 durable rules under the shared root (limit 128)
 EPOCH = date(1970, 1, 1)
 
 _NEGATE = {"eq": "neq", "neq": "eq", "ge": "lt", "lt": "ge", "le": "gt", "gt": "le", "ex": "nex", "nex": "ex"}
@@ -124,15 +125,25 @@ class CompiledBundle:
     rules: tuple[CompiledRule, ...]
     ruleset_name: str
 
-    def durable_definition(self) -> dict[str, Any]:
+    def durable_definition(self, rules: tuple[CompiledRule, ...] | None = None) -> dict[str, Any]:
         """The durable_rules ruleset definition (JSON-able data; actions are attached by the engine)."""
         out: dict[str, Any] = {}
-        for r in self.rules:
+        for r in self.rules if rules is None else rules:
             out[r.pass_name] = {"all": [{"m": to_durable(guarded(_all([r.applies, r.passes])))}]}
             if r.applies != ("ex", QID):  # a rule that applies to everything is never 'not applicable'
                 out[r.na_name] = {"all": [{"m": to_durable(guarded(negate(r.applies)))}]}
         out["seen"] = {"all": [{"m": to_durable(("ex", QID))}]}
         return out
+
+
+    def durable_shards(self, size: int = SHARD_SIZE) -> list[tuple[str, dict[str, Any]]]:
+        """The ruleset split into shards of at most ``size`` rules, each named ``<ruleset>_<k>``.
+
+        durable_rules 2.0.28 keeps the non-equality children of one network node in a list of 128
+        (NEXT_LIST_LENGTH); every rule here shares the ``$ex q__id`` root, so a ruleset of more than
+        about 60 criteria fails to compile (error 107). A decision asserts its fact into every shard."""
+        chunks = [self.rules[i:i + size] for i in range(0, len(self.rules), size)] or [()]
+        return [(f"{self.ruleset_name}_{k}", self.durable_definition(chunk)) for k, chunk in enumerate(chunks)]
 
 
 def guarded(c: Cond) -> Cond:

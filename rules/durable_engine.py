@@ -86,18 +86,19 @@ def check_fact_types(facts: Mapping[str, Any]) -> None:
             raise EngineError(f"internal error: fact {key!r} must be {want}, got {value!r}")
 
 
-def ensure_registered(compiled: CompiledBundle) -> str:
-    """Register the bundle's ruleset once per process; return its name."""
-    name = compiled.ruleset_name
+def ensure_registered(compiled: CompiledBundle) -> list[str]:
+    """Register the bundle's ruleset shards once per process; return their names."""
+    names = []
     with _LOCK:
         host = _host()
-        if name not in _REGISTERED:
-            definition = compiled.durable_definition()
-            for rule_name, rule in definition.items():
-                rule["run"] = _make_action(rule_name)
-            host.register_rulesets({name: definition})
-            _REGISTERED.add(name)
-    return name
+        for name, definition in compiled.durable_shards():
+            if name not in _REGISTERED:
+                for rule_name, rule in definition.items():
+                    rule["run"] = _make_action(rule_name)
+                host.register_rulesets({name: definition})
+                _REGISTERED.add(name)
+            names.append(name)
+    return names
 
 
 class DurableEvaluator:
@@ -107,33 +108,36 @@ class DurableEvaluator:
 
     def __init__(self, compiled: CompiledBundle):
         self.compiled = compiled
-        self.ruleset = ensure_registered(compiled)
+        self.rulesets = ensure_registered(compiled)
 
     def fired(self, facts: Mapping[str, Any]) -> set[str]:
-        """Names of the durable rules that fired for ``facts``."""
+        """Names of the durable rules that fired for ``facts`` (over every shard)."""
         check_fact_types(facts)
+        fired: set[str] = set()
         with _LOCK:
-            n = next(_SEQ)
-            sid = f"e{n}"
-            _FIRED[sid] = []
             host = _host()
-            try:
-                state = host.assert_fact(self.ruleset, dict(facts, sid=sid, **{QID: n}))
-                if isinstance(state, dict) and "exception" in state:
-                    raise EngineError(f"durable_rules action failed: {state['exception']}")
-                if sid in _ERRORS:
-                    raise EngineError(f"durable_rules action failed: {_ERRORS.pop(sid)}")
-                fired = set(_FIRED[sid])
-            except _engine.MessageNotHandledException:
-                raise EngineError("durable_rules did not handle the evaluation fact") from None
-            finally:
-                _FIRED.pop(sid, None)
+            for ruleset in self.rulesets:
+                n = next(_SEQ)
+                sid = f"e{n}"
+                _FIRED[sid] = []
                 try:
-                    host.delete_state(self.ruleset, sid)
-                except Exception:  # the state may not exist if the assert itself failed
-                    pass
-        if "seen" not in fired:
-            raise EngineError("durable_rules evaluation did not run (sentinel rule not fired)")
+                    state = host.assert_fact(ruleset, dict(facts, sid=sid, **{QID: n}))
+                    if isinstance(state, dict) and "exception" in state:
+                        raise EngineError(f"durable_rules action failed: {state['exception']}")
+                    if sid in _ERRORS:
+                        raise EngineError(f"durable_rules action failed: {_ERRORS.pop(sid)}")
+                    shard = _FIRED[sid]
+                except _engine.MessageNotHandledException:
+                    raise EngineError("durable_rules did not handle the evaluation fact") from None
+                finally:
+                    _FIRED.pop(sid, None)
+                    try:
+                        host.delete_state(ruleset, sid)
+                    except Exception:  # the state may not exist if the assert itself failed
+                        pass
+                if "seen" not in shard:
+                    raise EngineError(f"durable_rules evaluation did not run in {ruleset} (sentinel rule not fired)")
+                fired.update(shard)
         return fired
 
     def outcomes(self, facts: Mapping[str, Any]) -> dict[int, str]:

@@ -55,11 +55,21 @@ class SourceDoc:
 
 
 class _Converter:
-    def __init__(self, file: str):
+    def __init__(self, file: str, text: str = ""):
         self.file = file
+        self.lines = text.split("\n")
         self.marks: dict[Path, tuple[int, int]] = {}
         self.problems: list[Problem] = []
         self.seen: set[int] = set()
+
+    def explicit_tag(self, node: yaml.Node) -> bool:
+        """Whether the node was written with a tag (``!!str 123``). The composers (PyYAML's and
+        LibYAML's) do not say so, and LibYAML tags every plain scalar str: look at the source."""
+        m = node.start_mark
+        try:
+            return self.lines[m.line][m.column] == "!"
+        except IndexError:
+            return False
 
     def problem(self, node: yaml.Node, message: str) -> None:
         m = node.start_mark
@@ -101,12 +111,10 @@ class _Converter:
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         text = node.value
-        if node.style is not None and node.style in "'\"|>":
+        if node.style in ("'", '"', "|", ">"):  # LibYAML gives plain scalars style '' (PyYAML: None)
             return text  # quoted or block scalars are always strings
-        if node.tag == "tag:yaml.org,2002:str" and not ("e" in text.lower() and _FLOAT.match(text)):
-            # A word (or tagged !!str). Exponent forms like 1e-3 are numbers in YAML 1.2 that PyYAML's
-            # 1.1 resolver leaves as words: they go on to the number rules below.
-            return text
+        if node.tag == "tag:yaml.org,2002:str" and self.explicit_tag(node):
+            return text  # written !!str: a word, whatever it looks like
         # Other plain scalars follow the YAML 1.2 core schema, not PyYAML's YAML 1.1 resolver: 'yes', 'no',
         # 'on', 'off' stay words (a country code NO must not become false).
         if text in _NULL:
@@ -130,6 +138,8 @@ class _Converter:
         return text  # timestamps and everything else stay text
 
 
+# LibYAML's C parser when PyYAML was built with it (about 10x faster on large bundles); same nodes and marks.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_DEPTH = 64  # far deeper than any policy or query; keeps parsers off the C stack's edge
 
 
@@ -171,7 +181,7 @@ def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem
     if too_deep(text):
         return None, [Problem(file, None, None, f"the document is nested too deeply (more than {MAX_DEPTH} levels)")]
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -185,7 +195,7 @@ def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem
     if len(nodes) != 1 or nodes[0] is None:
         msg = "the file is empty" if not nodes or nodes[0] is None else "the file holds several YAML documents; use one"
         return None, [Problem(file, 1, 1, msg)]
-    conv = _Converter(file)
+    conv = _Converter(file, text)
     try:
         data = conv.convert(nodes[0], ())
     except RecursionError:

@@ -197,8 +197,8 @@ def test_engine_asserts_one_fact_per_evaluation(monkeypatch):
 def test_same_bundle_twice_reuses_the_ruleset():
     e1 = Engine.for_bundle(bundle(), "durable_rules")
     e2 = Engine.for_bundle(load_bundle(ROOT / "policies"), "durable_rules")
-    assert e1.evaluator.ruleset == e2.evaluator.ruleset
-    assert e1.evaluator.ruleset == "dacp_" + bundle().hash[:32]
+    assert e1.evaluator.rulesets == e2.evaluator.rulesets
+    assert e1.evaluator.rulesets == ["dacp_" + bundle().hash[:32] + "_0"]
     q = queries()[0]
     assert strip(e1.decide(q).to_json()) == strip(e2.decide(q).to_json())
 
@@ -221,8 +221,8 @@ def test_different_bundles_get_different_rulesets():
     other = _variant(("eligibility.yaml", "at_least: 6", "at_least: 2"))
     assert other.hash != bundle().hash
     e1, e2 = engine(), Engine.for_bundle(other, "durable_rules")
-    assert e1.evaluator.ruleset != e2.evaluator.ruleset
-    assert e2.evaluator.ruleset == "dacp_" + other.hash[:32]
+    assert e1.evaluator.rulesets != e2.evaluator.rulesets
+    assert e2.evaluator.rulesets == ["dacp_" + other.hash[:32] + "_0"]
     q = next(x for x in queries() if x.id == "ex-btc-low-confirmations")  # 2 confirmations
     assert e1.decide(q).eligible is False
     assert e2.decide(q).eligible is True  # each engine evaluates through its own ruleset
@@ -418,4 +418,39 @@ def test_states_deleted_after_2000_decisions():
     host = de._host()
     for n in itertools.chain(range(first, first + 5), range(last - 5, last + 1), range(first, last, 97)):
         with pytest.raises(Exception, match="Could not get state"):
-            host.get_state(eng.evaluator.ruleset, f"e{n}")
+            host.get_state(eng.evaluator.rulesets[0], f"e{n}")
+
+
+def test_large_bundles_compile_into_shards_and_decide_like_the_python_evaluator(tmp_path):
+    """durable_rules 2.0.28 refuses a ruleset with more than 128 non-equality children under one node
+    (error 107, ERR_RULE_EXISTS_LIMIT_EXCEEDED); every rule shares the `$ex q__id` guard, so large
+    bundles are split into shards. 300 extra criteria of varied thresholds exercise it."""
+    import json as _json
+    import shutil as _shutil
+
+    from rules.compiler import SHARD_SIZE
+    from rules.decide import Engine
+    from rules.policy import load_bundle
+    from rules.query import load_query_text
+    from tests.support import ROOT as _ROOT
+
+    for f in (_ROOT / "policies").glob("*.yaml"):
+        _shutil.copy(f, tmp_path / f.name)
+    lines = ["kind: eligibility", "criteria:"]
+    for i in range(300):
+        fact, op = [("custody.confirmations", "at_least"), ("stablecoin.reserve_attestation_age_days", "at_most"),
+                    ("fund.nav_age_days", "at_most")][i % 3]
+        lines.append(f"  - id: generated.rule-{i}\n    description: Generated rule number {i}.\n"
+                     f"    rationale: Shard test.\n    check: {{fact: {fact}, {op}: {i % 97}}}")
+    (tmp_path / "generated.yaml").write_text("\n".join(lines) + "\n")
+    big = load_bundle(tmp_path)
+    durable, python = Engine.for_bundle(big, "durable_rules"), Engine.for_bundle(big, "python")
+    assert len(durable.evaluator.rulesets) == -(-len(durable.compiled.rules) // SHARD_SIZE) > 1
+    for path in sorted((_ROOT / "examples" / "queries").glob("*.json")):
+        q = load_query_text(path.read_text(), path.name)
+        a = durable.decide(q, decision_id="x").to_json()
+        b = python.decide(q, decision_id="x").to_json()
+        a.pop("engine"), b.pop("engine")
+        assert _json.dumps(a, sort_keys=True) == _json.dumps(b, sort_keys=True), path.name
+        if a["asset"] in big.assets:
+            assert len(a["reasons"]) > 300
