@@ -67,6 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny sizes: prove the script runs")
     ap.add_argument("-n", type=int, default=20_000, help="queries in the batch")
+    ap.add_argument("--memory", type=int, default=0, help="also decide this many queries (durable_rules, no log) "
+                    "and print resident memory as it goes, to show it stays flat")
     args = ap.parse_args()
     n = 500 if args.quick else args.n
     singles = 200 if args.quick else 5_000
@@ -132,7 +134,29 @@ def main() -> None:
     print(f"plain-Python evaluation of the same criteria: {rate(len(facts), py_dt)}  "
           f"(ratio plain/engine-durable = {(len(facts) / py_dt) / (n / full):.2f}, "
           f"plain/engine-python = {(len(facts) / py_dt) / (n / results['python'][0]):.2f})")
+    if args.memory or args.quick:
+        memory_run(bundle, queries, args.memory or 5_000)
     print("target (issue 6): >= 50,000 decisions/s per core in batch with trace and log")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def memory_run(bundle, queries, total: int) -> None:
+    """Decide ``total`` queries through durable_rules, printing RSS ten times along the way."""
+    engine = Engine.for_bundle(bundle, "durable_rules")
+    step = max(total // 10, 1)
+    marks = []
+    t0 = time.perf_counter()
+    for i in range(total):
+        engine.decide(queries[i % len(queries)])
+        if (i + 1) % step == 0:
+            marks.append(rss_mib())
+    dt = time.perf_counter() - t0
+    print(f"memory over {total:,} decisions (durable_rules): RSS MiB " + " ".join(f"{m:.0f}" for m in marks) +
+          f"  (growth after the first tenth: {marks[-1] - marks[0]:+.1f} MiB; {total / dt:,.0f} decisions/s)")
 
 
 def compile_generated(n_rules: int) -> tuple[int, float, float, float, float]:
