@@ -427,6 +427,7 @@ def test_unapproved_bundle_is_refused_through_dacp(tmp_path, policies):
     from rules.service import status_for
 
     assert status_for(approvals.ApprovalError("x")) == (409, "policy_not_approved")
+    shutil.rmtree(policies / "approvals", ignore_errors=True)  # the copy has no approvals: not approved
     s = Settings(policies=policies, log=tmp_path / "a.sqlite", sections={"approvals": {"required": True}})
     with pytest.raises(approvals.ApprovalError):
         create_app(s, CONFIG)  # fails closed at start-up: nothing serves an unapproved bundle
