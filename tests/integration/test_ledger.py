@@ -71,6 +71,12 @@ def test_credit_is_verified_decided_logged_and_idempotent(ledger, chain):
     assert ev["raw_balance"] == str(500_000 * UNIT) and ev["network"] == "1"
     entry = ledger.log.get(r["decision_id"])  # the decision is in the shared log, with its evidence
     assert entry.body["decision"]["eligible"] is True and entry.body["ledger"]["idempotency_key"] == "k-1"
+    from rules.api import Dacp
+    from rules.settings import Settings
+
+    where = getattr(ledger.store.db, "url", ledger.store.where)  # the password-free URL or the file
+    dacp = Dacp(Settings(log=Path(where), sections={"approvals": {"required": False}}))
+    assert dacp.replay(r["decision_id"]).identical  # replayable from the shared log under the stored bundle
     again = ledger.credit(usdc_request("ACC-1", "400000", a, "k-1"))
     assert again["replayed"] is True and again["decision_id"] == r["decision_id"]
     assert [p.quantity for p in ledger.store.positions()] == [Decimal(400000)]
