@@ -275,7 +275,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     s = _settings(args)
-    if not s.log.exists():
+    from adapters.sqldb import is_postgres
+
+    if not is_postgres(s.log) and not s.log.exists():
         raise InputError("no decision log here yet", str(s.log))
     res = Dacp(s).verify_log(args.expect_head)
     print(res.render())
