@@ -61,7 +61,11 @@ class Dacp:
 
     @cached_property
     def bundle(self) -> Bundle:
-        return self._bundle or load_bundle(self.settings.policies)
+        from rules.approvals import require_approved
+
+        bundle = self._bundle or load_bundle(self.settings.policies)
+        require_approved(bundle, self.settings)  # unapproved, unknown key or changed since signed: refused
+        return bundle
 
     @cached_property
     def engine(self) -> Engine:

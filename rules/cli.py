@@ -309,7 +309,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 # Command groups in their own modules: each has register(subparsers, add_common_options) -> {name: handler};
 # a handler takes the parsed arguments and returns the exit code. Add a module here to add its commands.
-EXTENSIONS: list[str] = ["rules.cli_ledger", "rules.cli_service"]
+EXTENSIONS: list[str] = ["rules.cli_ledger", "rules.cli_service", "rules.cli_policy"]
 
 COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "verify": cmd_verify, "test": cmd_test, "explain": cmd_explain,
             "replay": cmd_replay, "audit": cmd_audit, "bundle": cmd_bundle}

@@ -5,6 +5,10 @@ starts from a base (or a full query), changes it with ``with`` (deep merge; a ke
 removed), evaluates it and compares what ``expect`` names: eligible, haircut, collateral value and
 which rules failed / passed / applied / were not applicable. Coverage: every rule of the bundle must
 be seen both holding and not holding (failing, or applied vs not applied) by some test.
+
+A tests file may also hold ``backtests``: the bundle's haircut for an asset against a price history
+(``rules.backtest``), expecting it to cover a loss quantile or to be breached at most so often - so a
+change that weakens a haircut below the evidence fails its tests.
 """
 
 from __future__ import annotations
@@ -105,9 +109,12 @@ def load_test_docs(directory: Path) -> list[SourceDoc]:
 def run_tests(engine: Engine, directory: Path) -> Report:
     coverage: dict[str, set[str]] = {}
     results = []
+    prices: dict[Path, Any] = {}
     for doc in load_test_docs(directory):
         bases = doc.data.get("bases", {})
-        for i, t in enumerate(doc.data["tests"]):
+        for i, b in enumerate(doc.data.get("backtests", [])):
+            results.append(_backtest(engine, doc, i, b, prices))
+        for i, t in enumerate(doc.data.get("tests", [])):
             line = doc.where(("tests", i))[0]
             res = TestResult(doc.file, line, t["name"], True)
             results.append(res)
@@ -125,6 +132,38 @@ def run_tests(engine: Engine, directory: Path) -> Report:
             res.failures = _compare(t["expect"], decision)
             res.ok = not res.failures
     return Report(results, coverage, engine.bundle.rule_ids())
+
+
+def _backtest(engine: Engine, doc: SourceDoc, i: int, b: dict[str, Any], cache: dict[Path, Any]) -> TestResult:
+    """A haircut backtest expectation: the bundle's haircut for the asset against the price history."""
+    from rules import backtest as bt
+
+    res = TestResult(doc.file, doc.where(("backtests", i))[0], b["name"], True)
+    try:
+        path = (Path(doc.file).parent / b["prices"]).resolve()
+        if path not in cache:
+            cache[path] = bt.load_prices(path)
+        result = bt.run_backtest(cache[path], bt.policy_haircut(engine.bundle, b["asset"], bt.parse_day(b.get("as_of"), "as_of")),
+                                 bt.parse_horizon(b["horizon"]), bt.parse_day(b.get("since"), "since"),
+                                 bt.parse_day(b.get("until"), "until"))
+    except DacpError as e:
+        res.ok, res.failures = False, [f"the backtest cannot run: {e}"]
+        return res
+    e = b["expect"]
+    h = f"{b['asset']} haircut {bt.pct(result.haircut)}"
+    if "covers_quantile" in e:
+        q = Decimal(str(e["covers_quantile"]))
+        need = bt.quantile([w.loss for w in result.windows], q)
+        if result.haircut < need:
+            res.failures.append(f"{h} does not cover the {bt.conf_words(q)} {result.horizon_days}-day loss "
+                                f"{bt.pct(need)} ({len(result.windows)} windows from {result.windows[0].start})")
+    if "max_breach_rate" in e and result.breach_rate > Decimal(str(e["max_breach_rate"])):
+        res.failures.append(f"{h} was exceeded in {bt.pct(result.breach_rate, Decimal('0.01'))} of windows, "
+                            f"more than {bt.pct(Decimal(str(e['max_breach_rate'])), Decimal('0.01'))}")
+    if "max_breaches" in e and len(result.breaches) > e["max_breaches"]:
+        res.failures.append(f"{h} was exceeded in {len(result.breaches)} windows, more than {e['max_breaches']}")
+    res.ok = not res.failures
+    return res
 
 
 def _compare(expect: dict[str, Any], d: dict[str, Any]) -> list[str]:

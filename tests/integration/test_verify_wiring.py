@@ -48,6 +48,7 @@ def workdir(tmp_path, monkeypatch, chain):
     monkeypatch.setenv("DACP_POLICIES", str(pol))
     monkeypatch.setenv("DACP_LOG", str(tmp_path / "log.sqlite"))
     monkeypatch.setenv("DACP_ETH_RPC_URL", node.url)
+    monkeypatch.setenv("DACP_APPROVALS_REQUIRED", "false")  # a test bundle (test chain's USDC): not signed
     return tmp_path
 
 

@@ -211,7 +211,8 @@ def test_replay_is_identical_under_the_stored_bundle_even_after_the_policy_chang
     pol.mkdir()
     for f in POLICIES.glob("*.yaml"):
         (pol / f.name).write_text(f.read_text())
-    settings = Settings(policies=pol, log=tmp_path / "log.sqlite")
+    settings = Settings(policies=pol, log=tmp_path / "log.sqlite",
+                        sections={"approvals": {"required": False}})  # edited copies of the bundle: not signed
     q = load_query_text((ROOT / "examples/queries/btc-eligible.json").read_text(), "btc")
     (d,) = Dacp(settings).evaluate([q])
     # The committee raises the BTC floor afterwards: the replay still uses the bundle in force then.
