@@ -30,6 +30,7 @@ import time
 import tomllib
 import traceback
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -61,6 +62,8 @@ ACCESS: dict[str, frozenset[str]] = {
     "verify_audit": frozenset({"auditor"}),
     "get_policy": frozenset({"clearing", "auditor", "compliance"}),
     "reload_policy": frozenset({"compliance"}),
+    "credit": frozenset({"clearing"}),
+    "withdraw": frozenset({"clearing"}),
 }
 PUBLIC = frozenset({"health", "ready", "metrics"})  # liveness, readiness and metrics: no token (see docs/service.md)
 
@@ -304,6 +307,10 @@ class Service:
         self._reader = Dacp(self.settings, log_enabled=False)  # its own SQLite connection for auditors' reads
         self._read_lock = threading.Lock()
         self.engine_limiter = anyio.CapacityLimiter(1)  # durable_rules: one decision thread
+        self._ledger_lock = threading.Lock()
+        self._ledger_store: Any = None  # adapters.ledger_store.LedgerStore, opened on first credit/withdrawal
+        self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
+        self._ledger_cache: tuple[Active, Any] | None = None  # (snapshot, rules.ledger.Ledger)
 
     def _load(self) -> Active:
         verifier = prices = None
@@ -360,6 +367,82 @@ class Service:
         with self._read_lock:
             return fn(self._reader)
 
+    # -- the collateral ledger (credits, withdrawals): runs on the engine thread, like decide ----------
+    def _ledger(self, active: Active) -> Any:
+        """The ledger under ``active`` (the request's snapshot), on the one ledger store of this service.
+
+        The store is opened once, on first use (settings ``[ledger] url`` / DACP_LEDGER_URL, else the
+        decision log, as the CLI does), and closed on shutdown. The verifier and prices are always
+        wired (crediting needs them, whatever ``[service] verify`` says for eligibility)."""
+        import argparse
+
+        from rules import cli_ledger
+        from rules.ledger import Ledger
+
+        with self._ledger_lock:
+            if self._ledger_store is None:
+                self._ledger_store = cli_ledger._store(self.settings, argparse.Namespace(ledger=None))
+            if self._ledger_parts is None:
+                from adapters.custody import CustodyVerifier
+
+                verifier = (self.make_verifier or (lambda s: CustodyVerifier(ethereum=s.ethereum, bitcoin=s.bitcoin)))(
+                    self.settings)
+                prices = (self.make_prices or (lambda s: cli_ledger._prices(s, None)))(self.settings)
+                self._ledger_parts = (verifier, prices)
+            cached = self._ledger_cache
+            if cached is None or cached[0] is not active:  # a reload: a ledger on the new bundle
+                verifier, prices = self._ledger_parts
+                cached = self._ledger_cache = (active, Ledger.from_dacp(active.dacp, self._ledger_store,
+                                                                        verifier=verifier, prices=prices))
+            ledger = cached[1]
+        if not getattr(ledger.prices, "configured", True):
+            raise HttpError(503, "not_configured", "credits need a price source (settings [prices] file or feeds); "
+                            "none is configured; nothing was credited")
+        return ledger
+
+    def credit(self, active: Active, req: Any) -> dict[str, Any]:
+        """Credit under ``active``. Runs on the engine thread (the ledger decides with the engine)."""
+        from rules.ledger import check_key
+
+        check_key(req.idempotency_key)
+        ledger = self._ledger(active)
+        t0 = time.perf_counter()
+        try:
+            result = ledger.credit(req)
+        except InputError as e:
+            self._idempotency_conflict(ledger, e, req, "credit")
+            raise
+        self.metrics.decision_latency.observe(time.perf_counter() - t0)
+        if not result.get("replayed"):
+            self.metrics.decisions.labels("eligible" if result.get("eligible") else "ineligible").inc()
+            if (result.get("refusal") or {}).get("rule") == "custody.onchain-verification":
+                self.metrics.custody_failures.labels("credit").inc()
+        return result
+
+    def withdraw(self, active: Active, req: Any) -> dict[str, Any]:
+        from rules.ledger import check_key
+
+        check_key(req.idempotency_key)
+        ledger = self._ledger(active)
+        try:
+            return ledger.withdraw(req)
+        except InputError as e:
+            self._idempotency_conflict(ledger, e, req, "withdraw")
+            raise
+
+    @staticmethod
+    def _idempotency_conflict(ledger: Any, e: InputError, req: Any, operation: str) -> None:
+        """The ledger refuses a used key with another body (InputError): a 409 here, with its message."""
+        stored = ledger.store.request(req.idempotency_key)
+        if stored is not None and (stored.operation != operation or stored.fingerprint != req.fingerprint()):
+            raise HttpError(409, "idempotency_key_reused", e.message, where="Idempotency-Key") from None
+
+    def close(self) -> None:
+        with self._ledger_lock:
+            store, self._ledger_store, self._ledger_cache = self._ledger_store, None, None
+        if store is not None:
+            store.close()
+
 
 # -- request helpers -----------------------------------------------------------------------------------
 async def _body(request: Request, limit: int) -> bytes:
@@ -390,6 +473,84 @@ def _json(raw: bytes, where: str) -> Any:
     if not text.strip():
         raise InputError("the request body is empty; send a JSON document", where)
     return parse_json_text(text, where)
+
+
+_DECIMAL_TEXT = re.compile(r"^[0-9]{1,30}(\.[0-9]{1,30})?$")
+_MAX_TEXT = 200
+_MAX_ADDRESSES = 100
+# field -> (kind, required): the bodies of POST /v1/credits and /v1/withdrawals (rules.ledger's requests)
+CREDIT_FIELDS = {"account": ("text", True), "participant": ("text", True), "asset": ("text", True),
+                 "quantity": ("decimal", True), "addresses": ("addresses", True), "account_type": ("text", False),
+                 "custodian": ("text", False), "segregated": ("bool", False), "evidence": ("evidence", False),
+                 "as_of": ("time", False)}
+WITHDRAW_FIELDS = {"account": ("text", True), "asset": ("text", True), "quantity": ("decimal", True),
+                   "address": ("text", False)}
+
+
+def _fields(doc: Any, spec: Mapping[str, tuple[str, bool]], what: str) -> dict[str, Any]:
+    """A ledger request body checked strictly: an object, no unknown fields, each field of its type.
+    Quantities are decimal strings (never JSON numbers: no float ever touches money)."""
+    from rules.cli_ledger import _decimal, _when
+
+    if not isinstance(doc, dict):
+        raise InputError(f"send a JSON object: the {what} request", "body")
+    unknown = sorted(set(doc) - set(spec))
+    if unknown:
+        raise InputError(f"unknown field(s): {', '.join(map(repr, unknown))} (known: {', '.join(spec)})", "body")
+    missing = [k for k, (_, req) in spec.items() if req and doc.get(k) is None]
+    if missing:
+        raise InputError(f"missing field(s): {', '.join(missing)}", "body")
+    out: dict[str, Any] = {}
+    for key, (kind, _) in spec.items():
+        v, where = doc.get(key), f"body.{key}"
+        if v is None:
+            continue
+        if kind == "text":
+            if not isinstance(v, str) or not v.strip() or len(v) > _MAX_TEXT:
+                raise InputError(f"must be a non-empty string of at most {_MAX_TEXT} characters", where)
+            out[key] = v
+        elif kind == "decimal":
+            if not isinstance(v, str):
+                raise InputError('write the number as a decimal string, e.g. "12.5"', where)
+            if not _DECIMAL_TEXT.match(v):
+                raise InputError(f"{v[:40]!r} is not a plain decimal string (digits, at most one '.', "
+                                 "e.g. \"12.5\"; no sign, exponent, NaN or Infinity)", where)
+            out[key] = _decimal(v, where)
+        elif kind == "addresses":
+            if not isinstance(v, list) or not 1 <= len(v) <= _MAX_ADDRESSES:
+                raise InputError(f"must be a list of 1 to {_MAX_ADDRESSES} custody addresses", where)
+            if not all(isinstance(a, str) and a.strip() and len(a) <= _MAX_TEXT for a in v):
+                raise InputError(f"each address must be a non-empty string of at most {_MAX_TEXT} characters", where)
+            if len(set(v)) != len(v):
+                raise InputError("an address is listed twice", where)
+            out[key] = tuple(v)
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise InputError("must be true or false", where)
+            out[key] = v
+        elif kind == "time":
+            if not isinstance(v, str) or len(v) > 64:
+                raise InputError("must be an RFC 3339 date and time string, e.g. 2026-11-20T14:00:00Z", where)
+            out[key] = _when(v, where)
+        elif kind == "evidence":
+            if not isinstance(v, dict) or set(v) - {"stablecoin", "fund"} or not all(isinstance(x, dict) for x in v.values()):
+                raise InputError("must be an object with 'stablecoin' and/or 'fund' objects (the evidence block of a "
+                                 "query)", where)
+            out[key] = json.loads(json.dumps(v, default=str))  # exact: Decimals as their text, as the CLI reads files
+    return out
+
+
+def credit_request(doc: Any, key: str) -> Any:
+    from rules.ledger import CreditRequest
+
+    f = _fields(doc, CREDIT_FIELDS, "credit")
+    return CreditRequest(idempotency_key=key, **f)
+
+
+def withdraw_request(doc: Any, key: str) -> Any:
+    from rules.ledger import WithdrawRequest
+
+    return WithdrawRequest(idempotency_key=key, **_fields(doc, WITHDRAW_FIELDS, "withdraw"))
 
 
 def _policy(active: Active) -> dict[str, Any]:
@@ -479,6 +640,46 @@ COMPONENTS: dict[str, Any] = {
     "ReloadResult": {"type": "object", "required": ["reloaded", "policy_bundle"], "properties": {
         "reloaded": {"type": "boolean"}, "changed": {"type": "boolean"}, "previous": {"type": "string"},
         "policy_bundle": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}}},
+    "CreditRequest": {"type": "object", "additionalProperties": False,
+                      "required": ["account", "participant", "asset", "quantity", "addresses"], "properties": {
+        "account": {"type": "string", "minLength": 1, "maxLength": 200},
+        "participant": {"type": "string", "minLength": 1, "maxLength": 200},
+        "asset": {"type": "string", "minLength": 1, "maxLength": 200, "description": "a registry asset, e.g. USDC"},
+        "quantity": {"type": "string", "pattern": "^[0-9]{1,30}(\\.[0-9]{1,30})?$",
+                     "description": "whole units as a decimal string (BTC, not satoshi)"},
+        "addresses": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 200}, "description": "custody addresses"},
+        "account_type": {"type": ["string", "null"], "description": "for a new account: customer-segregated "
+                         "(default), cleared-swaps, 30.7-secured"},
+        "custodian": {"type": ["string", "null"]}, "segregated": {"type": ["boolean", "null"]},
+        "evidence": {"type": ["object", "null"], "description": "off-chain evidence of a query: stablecoin and/or fund",
+                     "additionalProperties": False, "properties": {"stablecoin": {"type": "object"},
+                                                                   "fund": {"type": "object"}}},
+        "as_of": {"type": ["string", "null"], "description": "decision time, RFC 3339 (default now)"}}},
+    "WithdrawRequest": {"type": "object", "additionalProperties": False, "required": ["account", "asset", "quantity"],
+                        "properties": {
+        "account": {"type": "string", "minLength": 1, "maxLength": 200},
+        "asset": {"type": "string", "minLength": 1, "maxLength": 200},
+        "quantity": {"type": "string", "pattern": "^[0-9]{1,30}(\\.[0-9]{1,30})?$"},
+        "address": {"type": ["string", "null"], "description": "only from this custody address (default: newest "
+                    "credits first)"}}},
+    "CreditResult": {"type": "object", "required": ["operation", "status", "idempotency_key", "replayed", "bundle"],
+                     "description": "rules.ledger.Ledger.credit's result (as dacp credit prints it); money is decimal "
+                     "strings. status credited (201; 200 on replay) or refused (200, with refusal {rule, retryable, "
+                     "message}).", "properties": {
+        "operation": {"type": "string"}, "status": {"type": "string", "enum": ["credited", "refused"]},
+        "idempotency_key": {"type": "string"}, "replayed": {"type": "boolean"}, "eligible": {"type": "boolean"},
+        "account": {"type": "string"}, "asset": {"type": "string"}, "quantity_requested": {"type": "string"},
+        "quantity_credited": {"type": "string"}, "collateral_value_usd": {"type": "string"},
+        "decision_id": {"type": "string"}, "failed_rules": {"type": "array", "items": {"type": "string"}},
+        "allocations": {"type": "array", "items": {"type": "object"}}, "refusal": {"type": "object"},
+        "bundle": {"type": "string"}, "policy_bundle": {"type": "string"}}},
+    "WithdrawResult": {"type": "object", "required": ["operation", "status", "idempotency_key", "replayed"],
+                       "properties": {
+        "operation": {"type": "string"}, "status": {"type": "string", "enum": ["withdrawn"]},
+        "idempotency_key": {"type": "string"}, "replayed": {"type": "boolean"}, "account": {"type": "string"},
+        "asset": {"type": "string"}, "quantity": {"type": "string"}, "collateral_value_usd": {"type": "string"},
+        "reductions": {"type": "array", "items": {"type": "object"}}, "policy_bundle": {"type": "string"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string"}, "policy_bundle": {"type": ["string", "null"]}, "checks": {"type": "object"}}},
 }
@@ -490,7 +691,13 @@ EXAMPLE_QUERY = {"id": "ex-btc-eligible", "account": "ACC-1001", "participant": 
                              "segregated": True, "confirmations": 7, "balance": "12.5"},
                  "evidence": {"price_updated_at": "2026-11-20T13:45:00Z"},
                  "portfolio": [{"asset": "USDC", "collateral_value_usd": "2500000.00"}]}
-EXAMPLES = {"Query": EXAMPLE_QUERY, "Batch": {"queries": [EXAMPLE_QUERY]}, "Reload": {}}
+EXAMPLE_CREDIT = {"account": "ACC-1001", "participant": "FCM-ALPHA", "asset": "USDC", "quantity": "400000",
+                  "addresses": ["0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"], "custodian": "coinbase-custody",
+                  "segregated": True, "evidence": {"stablecoin": {"issuer": "Circle Internet Financial",
+                                                                  "reserve_attestation_date": "2026-11-17"}}}
+EXAMPLES = {"Query": EXAMPLE_QUERY, "Batch": {"queries": [EXAMPLE_QUERY]}, "Reload": {},
+            "CreditRequest": EXAMPLE_CREDIT,
+            "WithdrawRequest": {"account": "ACC-1001", "asset": "USDC", "quantity": "40000"}}
 
 
 def _body_spec(name: str, required: bool = True) -> dict[str, Any]:
@@ -502,7 +709,15 @@ def _body_spec(name: str, required: bool = True) -> dict[str, Any]:
 def create_app(settings: Settings, config: ServiceConfig | None = None, **service_kw: Any) -> FastAPI:
     config = config or service_config(settings)
     svc = Service(settings, config, **service_kw)
-    app = FastAPI(title="dacp", version=API_VERSION, docs_url=None, redoc_url=None,
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(svc.close, limiter=svc.engine_limiter)  # after the last ledger call
+
+    app = FastAPI(title="dacp", version=API_VERSION, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Eligibility decisions for the digital asset collateral pilot. Bearer tokens map to "
                   "roles (clearing, auditor, compliance); deny by default. Every response names the policy bundle "
                   "in force (header X-Policy-Bundle). See docs/service.md.")
@@ -714,6 +929,54 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
         b = new.dacp.bundle
         return reply({"reloaded": True, "changed": old.hash != new.hash, "previous": old.hash,
                       "policy_bundle": new.hash, "name": b.name, "version": b.version})
+
+    # -- the collateral ledger --
+    idem_doc = ("the request's idempotency key (1-80 characters: letters, digits and . _ : / -, starting with a "
+                "letter or digit): the same key with the same body returns the same result and never credits twice; "
+                "the same key with another body is refused (409)")
+
+    def idem(key: str) -> str:
+        from rules.ledger import check_key
+
+        try:
+            return check_key(key)
+        except InputError as e:
+            raise InputError(e.message, "Idempotency-Key") from None
+
+    @app.post("/v1/credits", operation_id="credit", tags=["ledger"],
+              summary="Verify custody on-chain, decide under the bundle in force and credit the collateral value once",
+              responses={200: _resp("Replayed (same key, same body), or refused by policy (status refused)",
+                                    _ref("CreditResult")),
+                         201: _resp("Credited", _ref("CreditResult")),
+                         **_errors(400, 401, 403, 409, 413, 415, 422, 500, 502, 503)},
+              openapi_extra=_body_spec("CreditRequest"))
+    async def credit(request: Request, idempotency_key: str = Header(alias="Idempotency-Key", description=idem_doc),
+                     who: Principal = Depends(role("credit"))) -> JSONResponse:
+        active = snapshot(request)
+        key = idem(idempotency_key)
+        req = credit_request(_json(await _body(request, 256 * 1024), "body"), key)
+        result = await anyio.to_thread.run_sync(partial(svc.credit, active, req), limiter=svc.engine_limiter)
+        refusal = result.get("refusal") or {}
+        if result["status"] != "credited" and refusal.get("retryable"):
+            raise HttpError(502, "custody_unverified", f"custody could not be verified on-chain: "
+                            f"{refusal.get('message', 'unavailable')}; nothing was credited; retry with the same "
+                            "Idempotency-Key", retryable=True, result=result)
+        status = 201 if result["status"] == "credited" and not result.get("replayed") else 200
+        return reply({**result, "policy_bundle": active.hash}, status)
+
+    @app.post("/v1/withdrawals", operation_id="withdraw", tags=["ledger"],
+              summary="Debit collateral from an account (frees the custody balance)",
+              responses={200: _resp("Replayed (same key, same body)", _ref("WithdrawResult")),
+                         201: _resp("Withdrawn", _ref("WithdrawResult")),
+                         **_errors(400, 401, 403, 409, 413, 415, 422, 500, 503)},
+              openapi_extra=_body_spec("WithdrawRequest"))
+    async def withdraw(request: Request, idempotency_key: str = Header(alias="Idempotency-Key", description=idem_doc),
+                       who: Principal = Depends(role("withdraw"))) -> JSONResponse:
+        active = snapshot(request)
+        key = idem(idempotency_key)
+        req = withdraw_request(_json(await _body(request, 64 * 1024), "body"), key)
+        result = await anyio.to_thread.run_sync(partial(svc.withdraw, active, req), limiter=svc.engine_limiter)
+        return reply({**result, "policy_bundle": active.hash}, 200 if result.get("replayed") else 201)
 
     # -- operations --
     @app.get("/v1/health", operation_id="health", tags=["operations"], summary="Liveness (no token needed)",
