@@ -1,7 +1,8 @@
 """``dacp``: the command-line door onto rules.api.
 
 Exit codes: 0 ok; 1 a check did not hold (policy tests failed, audit chain broken, replay differs);
-2 invalid policy; 3 bad input; 4 evidence error; 5 storage error; 6 engine error; 70 internal error.
+2 invalid policy; 3 bad input; 4 evidence error; 5 storage error; 6 engine error; 7 bundle not approved;
+70 internal error.
 No traceback reaches the user for bad input (set DACP_DEBUG=1 to see one for internal errors).
 """
 

@@ -13,6 +13,7 @@ Here the node tree is composed with PyYAML's *safe* composer and converted by ha
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -140,6 +141,7 @@ class _Converter:
 
 # LibYAML's C parser when PyYAML was built with it (about 10x faster on large bundles); same nodes and marks.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_COMPOSE_LOCK = threading.Lock()
 MAX_DEPTH = 64  # far deeper than any policy or query; keeps parsers off the C stack's edge
 
 
@@ -181,7 +183,8 @@ def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem
     if too_deep(text):
         return None, [Problem(file, None, None, f"the document is nested too deeply (more than {MAX_DEPTH} levels)")]
     try:
-        nodes = list(yaml.compose_all(text, Loader=_LOADER))
+        with _COMPOSE_LOCK:  # LibYAML's composer is not safe to run from several threads at once
+            nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
