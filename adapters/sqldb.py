@@ -87,17 +87,17 @@ class Database:
     def _begin(self, locks: Sequence[str]) -> None:
         raise NotImplementedError
 
-    def _commit(self) -> None:
-        raise NotImplementedError
+    def _commit(self) -> None:  # both backends run their connection in autocommit and use explicit SQL
+        self.db.execute("COMMIT")
 
     def _rollback(self) -> None:
-        raise NotImplementedError
+        self.db.execute("ROLLBACK")
 
     def lock(self, name: str) -> None:
         """Serialise on ``name`` until the end of the current transaction (no-op on SQLite)."""
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.db.close()
 
     # -- shared ----------------------------------------------------------------------------------
     @contextmanager
@@ -168,15 +168,6 @@ class SqliteDatabase(Database):
                     raise StorageError(f"{self.where}: cannot lock the database: {e}") from None
                 time.sleep(0.01)
 
-    def _commit(self) -> None:
-        self.db.execute("COMMIT")
-
-    def _rollback(self) -> None:
-        self.db.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.db.close()
-
 
 class PostgresDatabase(Database):
     kind = "postgresql"
@@ -236,15 +227,6 @@ class PostgresDatabase(Database):
             except self._psycopg.Error:
                 pass
             raise StorageError(f"{self.where}: cannot begin a transaction: {_first_line(e)}") from None
-
-    def _commit(self) -> None:
-        self.db.execute("COMMIT")
-
-    def _rollback(self) -> None:
-        self.db.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.db.close()
 
 
 def _first_line(e: BaseException) -> str:
