@@ -9,12 +9,13 @@ from typing import Any, Iterable, Sequence
 from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError
-from rules.decision_log import DecisionLog, VerifyResult
+from rules.decision_log import DecisionLog, Entry, VerifyResult
 from rules.explain import explain_decision
 from rules.model import Bundle
 from rules.policy import load_bundle
 from rules.query import Query
 from rules.settings import Settings
+from rules.trace import full_decision, statics_for
 
 Evidence = CustodyEvidence | PriceEvidence
 
@@ -58,6 +59,7 @@ class Dacp:
         self.log_enabled = log_enabled
         self.verifier = verifier  # adapters.custody.CustodyVerifier (injected by the doors; rules/ never imports chains)
         self.prices = prices  # adapters.custody.PriceReader: on-chain or file prices replace the query's
+        self._stored: dict[str, Bundle] = {}
 
     @cached_property
     def bundle(self) -> Bundle:
@@ -82,15 +84,17 @@ class Dacp:
         With ``verify``, custody is verified on-chain through the verifier first; its evidence replaces
         the query's custody claims and is stored with the decision. A verification that fails makes
         the decision ineligible with the reason (it is not an error of the whole batch)."""
-        decisions = []
-        for i, q in enumerate(queries):
-            ev = list(evidence[i]) if evidence else []
-            verification = None
-            if verify:
+        engine = self.engine
+        if verify:  # one by one: each reads the chain, then is decided
+            decisions = []
+            for i, q in enumerate(queries):
+                ev = list(evidence[i]) if evidence else []
                 verification = self.verify_custody(q, ev)
-            decisions.append(self.engine.decide(q, ev, verification=verification))
-            if progress:
-                progress(i + 1)
+                decisions.append(engine.decide(q, ev, verification=verification))
+                if progress:
+                    progress(i + 1)
+        else:
+            decisions = engine.decide_many(queries, evidence, progress=progress)
         if self.log_enabled:
             self.log.append(self._records(queries, decisions))
         return decisions
@@ -110,20 +114,33 @@ class Dacp:
             return {"status": "failed", "reason": e.reason, "message": e.message}
         return {"status": "verified"}
 
-    def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> Iterable[tuple]:
-        for q, d in zip(queries, decisions):
-            yield ("decision", d.id, self.bundle, {"query": q.raw, "decision": d.to_json()})
+    def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> list[tuple]:
+        bundle = self.bundle
+        return [("decision", d.id, bundle, {"query": q.raw, "decision": d.to_log()}) for q, d in zip(queries, decisions)]
+
+    def logged_decision(self, entry: Entry) -> dict[str, Any]:
+        """A logged decision in its public form: its compact trace expanded with the stored bundle."""
+        return full_decision(entry.body["decision"], statics_for(self.stored_bundle(entry.bundle_hash or "")))
+
+    def stored_bundle(self, bundle_hash: str) -> Bundle:
+        """The bundle a logged decision was made under (from the log, checked against its hash)."""
+        if self._bundle is not None and self._bundle.hash == bundle_hash:
+            return self._bundle
+        found = self._stored.get(bundle_hash)
+        if found is None:
+            found = self._stored[bundle_hash] = self.log.bundle(bundle_hash)
+        return found
 
     def explain(self, decision_id: str) -> str:
         entry = self.log.get(decision_id)
-        return explain_decision(entry.body["decision"], recorded_at=entry.recorded_at, seq=entry.seq)
+        return explain_decision(self.logged_decision(entry), recorded_at=entry.recorded_at, seq=entry.seq)
 
     def replay(self, decision_id: str, evaluator: str | None = None) -> ReplayResult:
         from rules.query import parse_query
 
         entry = self.log.get(decision_id)
-        bundle = self.log.bundle(entry.bundle_hash or "")
-        original = entry.body["decision"]
+        bundle = self.stored_bundle(entry.bundle_hash or "")
+        original = self.logged_decision(entry)
         engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
         evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
         replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"],

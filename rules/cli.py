@@ -254,8 +254,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     dacp = Dacp(_settings(args))
     if args.json:
         e = dacp.log.get(args.decision_id)
+        body = dict(e.body)
+        if isinstance(body.get("decision"), dict):  # the trace expanded with the stored bundle
+            body["decision"] = dacp.logged_decision(e)
         _out({"seq": e.seq, "recorded_at": e.recorded_at, "bundle": e.bundle_hash, "entry_hash": e.entry_hash,
-              **e.body})
+              **body})
     else:
         print(dacp.explain(args.decision_id))
     return 0

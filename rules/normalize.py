@@ -7,13 +7,13 @@ closed). Verified on-chain custody evidence, when given, replaces the query's cl
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Sequence
 
 from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.compiler import day_number
-from rules.facts import DAY_KEY, FACTS
+from rules.facts import ALWAYS_PRESENT, DAY_KEY, FACTS
 from rules.model import Asset, Bundle
 from rules.query import Query
 
@@ -22,34 +22,50 @@ def _k(name: str) -> str:
     return FACTS[name].key
 
 
+# The keys, once (normalize runs for every decision).
+K_ASSET, K_CLASS, K_CHAIN, K_PARTICIPANT, K_PHASE = (_k(n) for n in ALWAYS_PRESENT)
+K_COVERS = _k("custody.balance_covers_quantity")
+K_PRICE_AGE = _k("price.age_minutes")
+K_PEG = _k("stablecoin.peg_deviation_bps")
+K_ISSUER, K_ISSUER_OK, K_ATTESTATION_AGE = (_k(n) for n in (
+    "stablecoin.issuer", "stablecoin.issuer_matches_registry", "stablecoin.reserve_attestation_age_days"))
+K_NAV_AGE, K_ALLOWLISTED = _k("fund.nav_age_days"), _k("fund.holder_allowlisted")
+CUSTODY_FIELDS = tuple((f, _k("custody." + f)) for f in (
+    "custodian", "segregated", "confirmations", "finality", "token_paused", "address_frozen", "holder_allowed"))
+FUND_FIELDS = tuple((f, _k("fund." + f)) for f in ("holder_allowlisted", "redemption_days", "wam_days"))
+FUND_CLASSES = frozenset(("tokenized_treasury_fund", "tokenized_money_market_fund"))
+MINUTE = timedelta(minutes=1)
+
+
 def peg_deviation_bps(price: Decimal) -> int:
     """|price - 1| in basis points, rounded up (conservative)."""
     return int((abs(price - 1) * 10000).to_integral_value(rounding=ROUND_CEILING))
 
 
 def normalize(bundle: Bundle, asset: Asset, query: Query,
-              evidence: Sequence[CustodyEvidence | PriceEvidence] = ()) -> dict[str, Any]:
-    day = query.day
+              evidence: Sequence[CustodyEvidence | PriceEvidence] = (), day: date | None = None) -> dict[str, Any]:
+    """The facts of ``query`` about ``asset`` (``day``: the query's UTC day, if the caller has it)."""
+    if day is None:
+        day = query.day
     phase = bundle.phase_at(day)
     facts: dict[str, Any] = {
         DAY_KEY: day_number(day),
-        _k("asset"): asset.symbol,
-        _k("asset.class"): asset.klass,
-        _k("asset.chain"): asset.chain,
-        _k("participant"): query.participant,
-        _k("programme.phase"): phase.id if phase else "none",
+        K_ASSET: asset.symbol,
+        K_CLASS: asset.klass,
+        K_CHAIN: asset.chain,
+        K_PARTICIPANT: query.participant,
+        K_PHASE: phase.id if phase else "none",
     }
     c = query.custody
-    for name, field in (("custody.custodian", "custodian"), ("custody.segregated", "segregated"),
-                        ("custody.confirmations", "confirmations"), ("custody.finality", "finality"),
-                        ("custody.token_paused", "token_paused"), ("custody.address_frozen", "address_frozen"),
-                        ("custody.holder_allowed", "holder_allowed")):
-        if field in c:
-            facts[_k(name)] = c[field]
-    if "balance" in c:
-        facts[_k("custody.balance_covers_quantity")] = c["balance"] >= query.quantity
+    if c:
+        for field, key in CUSTODY_FIELDS:
+            if field in c:
+                facts[key] = c[field]
+        if "balance" in c:
+            facts[K_COVERS] = c["balance"] >= query.quantity
 
-    price_updated_at = query.evidence.get("price_updated_at")
+    qev = query.evidence
+    price_updated_at = qev.get("price_updated_at")
     price = query.price_usd
     for ev in evidence:
         if isinstance(ev, PriceEvidence) and ev.asset == asset.symbol:
@@ -57,26 +73,26 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
             price = ev.price_usd
     if price_updated_at is not None:
         age = query.as_of - price_updated_at
-        facts[_k("price.age_minutes")] = max(0, math.ceil(age / timedelta(minutes=1)))
+        facts[K_PRICE_AGE] = max(0, math.ceil(age / MINUTE))
 
-    if asset.klass == "payment_stablecoin":
-        facts[_k("stablecoin.peg_deviation_bps")] = peg_deviation_bps(price)
-        sc = query.evidence.get("stablecoin", {})
+    klass = asset.klass
+    if klass == "payment_stablecoin":
+        facts[K_PEG] = peg_deviation_bps(price)
+        sc = qev.get("stablecoin", {})
         if "issuer" in sc:
-            facts[_k("stablecoin.issuer")] = sc["issuer"]
-            facts[_k("stablecoin.issuer_matches_registry")] = asset.issuer is not None and sc["issuer"] == asset.issuer
+            facts[K_ISSUER] = sc["issuer"]
+            facts[K_ISSUER_OK] = asset.issuer is not None and sc["issuer"] == asset.issuer
         if "reserve_attestation_date" in sc:
-            facts[_k("stablecoin.reserve_attestation_age_days")] = (day - sc["reserve_attestation_date"]).days
-    fund = query.evidence.get("fund", {})
-    if asset.klass in ("tokenized_treasury_fund", "tokenized_money_market_fund"):
+            facts[K_ATTESTATION_AGE] = (day - sc["reserve_attestation_date"]).days
+    elif klass in FUND_CLASSES:
+        fund = qev.get("fund", {})
         if "nav_date" in fund:
-            facts[_k("fund.nav_age_days")] = (day - fund["nav_date"]).days
-        for name, field in (("fund.holder_allowlisted", "holder_allowlisted"), ("fund.redemption_days", "redemption_days"),
-                            ("fund.wam_days", "wam_days")):
+            facts[K_NAV_AGE] = (day - fund["nav_date"]).days
+        for field, key in FUND_FIELDS:
             if field in fund:
-                facts[_k(name)] = fund[field]
+                facts[key] = fund[field]
         if c.get("holder_allowed") is False:  # the custodian says no: that outweighs a transfer agent's yes
-            facts[_k("fund.holder_allowlisted")] = False
+            facts[K_ALLOWLISTED] = False
     for ev in evidence:  # last: on-chain evidence replaces the query's claims
         if isinstance(ev, CustodyEvidence) and ev.asset == asset.symbol:
             _apply_custody_evidence(facts, ev, query)

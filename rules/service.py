@@ -877,7 +877,7 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
             if e.kind != "decision" or "decision" not in e.body:
                 raise HttpError(404, "not_found", f"log entry {decision_id!r} is a {e.kind}, not a decision")
             return {"decision_id": decision_id, "seq": e.seq, "recorded_at": e.recorded_at, "bundle": e.bundle_hash,
-                    "entry_hash": e.entry_hash, "query": e.body.get("query"), "decision": e.body["decision"],
+                    "entry_hash": e.entry_hash, "query": e.body.get("query"), "decision": d.logged_decision(e),
                     "explanation": d.explain(decision_id)}
         body = await anyio.to_thread.run_sync(partial(svc.read, read))
         return reply({**body, "policy_bundle": active.hash})

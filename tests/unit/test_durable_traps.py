@@ -37,7 +37,8 @@ def bundle():
 
 @lru_cache(maxsize=1)
 def engine():
-    return Engine.for_bundle(bundle(), "durable_rules")
+    """Every decision through durable_rules (no fact reuse): these tests are about each evaluation."""
+    return Engine.for_bundle(bundle(), "durable_rules", reuse_facts=False)
 
 
 @lru_cache(maxsize=None)
@@ -189,8 +190,32 @@ def test_engine_asserts_one_fact_per_evaluation(monkeypatch):
         return real(self, ruleset, fact, complete)
 
     monkeypatch.setattr(type(host), "assert_fact", spy)
-    engine().decide(queries()[0])
+    Engine.for_bundle(bundle(), "durable_rules", reuse_facts=False).decide(queries()[0])
     assert len(calls) == 1 and isinstance(calls[0], dict)
+
+
+def test_identical_facts_reach_durable_rules_once_per_engine(monkeypatch):
+    """Fact reuse: a batch sends each distinct fact set through durable_rules once, and only the
+    same facts (types included: True is not 1) are reused."""
+    calls = []
+    host = de._host()
+    real = type(host).assert_fact
+
+    def spy(self, ruleset, fact, complete=None):
+        calls.append(fact)
+        return real(self, ruleset, fact, complete)
+
+    monkeypatch.setattr(type(host), "assert_fact", spy)
+    e = Engine.for_bundle(bundle(), "durable_rules")
+    q = queries()[0]
+    first = e.decide(q).to_json()
+    again = e.decide(q).to_json()
+    assert len(calls) == 1 and e.stats == {"decisions": 2, "evaluations": 1}
+    assert {k: v for k, v in first.items() if k != "decision_id"} == {k: v for k, v in again.items() if k != "decision_id"}
+    py = Engine.for_bundle(bundle(), "python")
+    yes = py.criteria({"custody__segregated": True})
+    one = py.criteria({"custody__segregated": 1})
+    assert py.stats["evaluations"] == 2 and yes is not one
 
 
 # -- ruleset names ---------------------------------------------------------------------------------
