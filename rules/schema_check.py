@@ -6,7 +6,7 @@ import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -15,6 +15,16 @@ from rules.errors import Problem
 from rules.yamlsrc import SourceDoc
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
+
+
+@lru_cache(maxsize=None)
+def certainly_valid(name: str) -> Callable[[Any], bool]:
+    """The fast acceptance check of ``rules/schema/<name>.schema.json`` (``rules.fastschema``):
+    ``True`` means jsonschema would accept the document; ``False`` means ask jsonschema."""
+    from rules.fastschema import compile_check
+
+    validator(name)  # the schema itself is checked against the meta-schema first
+    return compile_check(json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8")))
 
 
 @lru_cache(maxsize=None)
