@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError
 from rules.decision_log import DecisionLog, Entry, VerifyResult
 from rules.explain import explain_decision
+from rules.gcpause import gc_paused
 from rules.model import Bundle
 from rules.policy import load_bundle
 from rules.query import Query
 from rules.settings import Settings
-from rules.trace import full_decision, statics_for
+from rules.logged import log_body, public_decision
 
 Evidence = CustodyEvidence | PriceEvidence
 
@@ -84,6 +85,34 @@ class Dacp:
         With ``verify``, custody is verified on-chain through the verifier first; its evidence replaces
         the query's custody claims and is stored with the decision. A verification that fails makes
         the decision ineligible with the reason (it is not an error of the whole batch)."""
+        with gc_paused():  # the batch and its log entries stay alive until logged: see rules.gcpause
+            return self._evaluate(queries, evidence, progress, verify)
+
+    def evaluate_stream(self, queries: Sequence[Query], chunk: int = 10_000,
+                        evidence: Sequence[Sequence[Evidence]] | None = None, progress: Any = None,
+                        verify: bool = False) -> Iterator[list[Decision]]:
+        """``evaluate`` a large batch ``chunk`` queries at a time: each chunk is decided, committed to
+        the log in one transaction, and only then yielded (no decision leaves unlogged).
+
+        The cyclic garbage collector stays paused until the stream ends, so a consumer that writes each
+        chunk out and drops it frees the decisions before the collector would ever walk them (see
+        ``rules.gcpause``). A storage failure stops the stream: the chunks yielded before it are logged,
+        none after it is decided."""
+        if chunk < 1:
+            raise InputError("the chunk size must be at least 1", "chunk")
+        done = 0
+        with gc_paused():
+            for start in range(0, len(queries), chunk):
+                part = queries[start:start + chunk]
+                ev = evidence[start:start + chunk] if evidence else None
+                step = (lambda n, base=done: progress(base + n)) if progress else None
+                decisions = self._evaluate(part, ev, step, verify)
+                done += len(part)
+                yield decisions
+                del decisions
+
+    def _evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None,
+                  progress: Any, verify: bool) -> list[Decision]:
         engine = self.engine
         if verify:  # one by one: each reads the chain, then is decided
             decisions = []
@@ -116,11 +145,11 @@ class Dacp:
 
     def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> list[tuple]:
         bundle = self.bundle
-        return [("decision", d.id, bundle, {"query": q.raw, "decision": d.to_log()}) for q, d in zip(queries, decisions)]
+        return [("decision", d.id, bundle, log_body(q, d)) for q, d in zip(queries, decisions)]
 
     def logged_decision(self, entry: Entry) -> dict[str, Any]:
-        """A logged decision in its public form: its compact trace expanded with the stored bundle."""
-        return full_decision(entry.body["decision"], statics_for(self.stored_bundle(entry.bundle_hash or "")))
+        """A logged decision in its public form (restored from its entry and the stored bundle)."""
+        return public_decision(entry.body, entry.entry_id, self.stored_bundle(entry.bundle_hash or ""))
 
     def stored_bundle(self, bundle_hash: str) -> Bundle:
         """The bundle a logged decision was made under (from the log, checked against its hash)."""

@@ -6,33 +6,43 @@ Every rule of the bundle appears in the trace (``reasons``) with its outcome:
 
 Fast by construction, because clearing re-decides whole books when prices move:
 
-* what depends only on the bundle, the asset and the day (applicable rules, phases, schedules and
-  limits in force, the trace entries they give) is worked out once per (asset, day): a *plan*;
-* criteria outcomes depend only on the facts, so a batch reuses them for identical facts (bounded
-  memo; every distinct fact set still goes through the evaluator, durable_rules included);
+* what depends only on the bundle, the asset and the day (the facts of the day, the phases,
+  schedules and limits in force, the trace entries they give) is worked out once per (asset, day):
+  a *plan*;
+* criteria outcomes depend only on the *class* of the facts (``rules.factclass``: how each fact
+  compares with the constants the rules compare it with), so the evaluator - durable_rules by
+  default - decides each class once per engine and every decision of that class reuses its
+  outcomes; the trace still shows each decision's own observed values;
 * the trace is built compact (``rules.trace``) and expanded to the public form only when asked for.
 """
 
 from __future__ import annotations
 
-import os
+import itertools
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Any, Callable, Protocol, Sequence
 
 from adapters.evidence import CustodyEvidence, PriceEvidence
-from rules.compiler import CompiledBundle, CompiledRule, compile_bundle
+from rules.compiler import CompiledBundle, compile_bundle
 from rules.errors import InputError
+from rules.factclass import FactClasses, PlanClasses, keys_of
 from rules.facts import FACTS
-from rules.model import Asset, Bundle, HaircutSchedule, Limit
-from rules.normalize import normalize
+from rules.gcpause import gc_paused
+from rules.ids import new_id
+from rules.model import Asset, Bundle, HaircutSchedule
+from rules.normalize import base_facts, normalize
 from rules.query import Query
-from rules.trace import IN_FORCE, REGISTERED, SCHEDULE, VERIFIED, Statics, copy_json, expand, statics_for
+from rules.trace import (CODE, IN_FORCE, MISSING, REGISTERED, SCHEDULE, VERIFIED, Statics, copy_json, expand, iso,
+                         plain, statics_for)
 
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
 ONE = Decimal(1)
+SHARE_STEP = Decimal("0.0001")  # shares are reported to the basis point, rounded down
 PRECISION = 80  # digits: quantity (<= 10**12, 18 places) x price (<= 10**9, 18 places) stays exact
+MEMO_SIZE = 4096  # plans and fact classes remembered per engine
+_ABSENT = object()
 
 
 class Evaluator(Protocol):
@@ -41,35 +51,18 @@ class Evaluator(Protocol):
     def outcomes(self, facts: dict[str, Any]) -> dict[int, str]: ...
 
 
-MEMO_SIZE = 4096  # distinct fact sets remembered per engine (about 2 KB each)
-QUARTER_BP = Decimal("0.0001")
-
-
-def _s(d: Decimal | int) -> str:
-    """Decimal to a plain string without exponent."""
-    if type(d) is not Decimal:  # policy numbers may be int: format(1000000, "f") is '1000000.000000'
-        d = Decimal(d)
-    t = str(d)  # the same digits as format(d, "f") unless it chose an exponent; 3x cheaper
-    return format(d, "f") if "E" in t else t
-
-
-def _iso(d: Any) -> str | None:
-    return None if d is None else d.isoformat()
-
-
 class Decision:
     """One decision: ``head`` (verdict, values, policy) and the compact trace.
 
-    ``to_json()`` is the public form, with the trace expanded into ``reasons``; ``to_log()`` is what the
-    decision log stores (the compact trace; the rest comes from the stored bundle, see ``rules.trace``)."""
+    ``to_json()`` is the public form, with the trace expanded into ``reasons`` (fresh objects each
+    call); the decision log stores its compact form (``rules.logged``)."""
 
-    __slots__ = ("head", "trace", "statics", "_json")
+    __slots__ = ("head", "trace", "statics")
 
     def __init__(self, head: dict[str, Any], trace: list[Any], statics: Statics):
         self.head = head
         self.trace = trace
         self.statics = statics
-        self._json: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -84,24 +77,13 @@ class Decision:
         return self.to_json()
 
     def to_json(self) -> dict[str, Any]:
-        if self._json is None:
-            out: dict[str, Any] = {}
-            for k, v in self.head.items():
-                if k == "failed_rules":
-                    out["reasons"] = expand(self.trace, self.statics)
-                out[k] = copy_json(v) if k == "haircut" else v  # its components are shared with the plan
-            self._json = out
-        return self._json
-
-    def to_log(self) -> dict[str, Any]:
-        out = dict(self.head)
-        out["trace"] = self.trace
+        out: dict[str, Any] = {}
+        for k, v in self.head.items():
+            if k == "failed_rules":
+                out["reasons"] = expand(self.trace, self.statics)
+            out[k] = copy_json(v) if type(v) in (dict, list) else v  # parts are shared with the plan
         return out
 
-
-def _threshold(rule: CompiledRule) -> Any:
-    v = rule.check.value
-    return {"op": rule.check.op, "value": list(v) if isinstance(v, tuple) else v}
 
 
 @dataclass(frozen=True)
@@ -109,16 +91,19 @@ class _Plan:
     """What a decision needs that depends only on the bundle, the asset and the day."""
 
     asset: Asset | None
-    day: str
     lead: tuple  # trace entries: bundle in force, asset registered
+    lead_failed: tuple  # ids of the lead rules that failed
+    base: dict[str, Any] | None  # facts of the asset and the day
     phases: tuple  # trace entries of the phases
     schedule: HaircutSchedule | None
     other_haircuts: tuple  # trace entries of the schedules (and their add-ons) that do not apply
-    fixed_base: tuple | None  # (base, decided_by, components, observed, threshold) for schedules by sources
-    add_ons: tuple  # (AddOn, trace threshold, fact key or None, compiled rule index or None)
-    limits: tuple  # (Limit in force, member symbols, trace threshold) or (None, trace entry)
-    schedule_src: dict[str, Any] | None
+    fixed_base: tuple | None  # (base, decided_by, components, trace entry) for schedules by sources
+    add_ons: tuple  # (AddOn, compiled rule index or None, ref, fact key or None, haircut text)
+    limits: tuple  # (Limit in force, member symbols, ref, threshold) or (None, trace entry)
+    schedule_missing: tuple | None  # the trace entry when no schedule applies
     quantum: Decimal | None  # the asset's smallest unit
+    statics: Statics
+    classes: PlanClasses | None = None  # the classes of the decisions' facts (rules.factclass)
 
 
 @dataclass
@@ -128,16 +113,29 @@ class Engine:
     compiled: CompiledBundle
     evaluator: Evaluator
     check: Evaluator | None = None  # optional second evaluator; a disagreement raises
-    reuse_facts: bool = True  # remember criteria outcomes per distinct fact set (bounded)
+    reuse_facts: bool = True  # evaluate each class of facts once (see rules.factclass)
     stats: dict[str, int] = field(default_factory=lambda: {"decisions": 0, "evaluations": 0})
 
     def __post_init__(self) -> None:
         self.statics = statics_for(self.bundle)
+        self.classes = FactClasses(self.compiled)
         self._plans: dict[tuple[str, Any], _Plan] = {}
-        self._memo: dict[Any, tuple] = {}
-        self._criteria = tuple((r.index, r.id, FACTS[r.check.fact].key, _threshold(r))
+        self._by_class: dict[tuple, tuple] = {}
+        self._as_of: dict[Any, str] = {}
+        ref = self.statics.ref
+        self._criteria = tuple((r.index, ref[r.id], FACTS[r.check.fact].key)
                                for r in self.compiled.rules if r.kind == "criterion")
         self._add_on_rules = {r.id: r for r in self.compiled.rules if r.kind == "add_on"}
+        # Whether a rule applies depends on the asset and the day only - the same for every decision
+        # of a plan - when its conditions test nothing else; then a plan's classes need only the facts
+        # its applicable rules test (checked against the evaluator's outcomes on every new class).
+        base = set(base_facts(self.bundle, next(iter(self.bundle.assets.values())), self.bundle.start_date)) \
+            if self.bundle.assets else set()
+        self._plan_local = all(keys_of(r.applies) <= base for r in self.compiled.rules)
+        self._serial = itertools.count()
+        b = self.bundle
+        self._policy = {"bundle": b.hash, "name": b.name, "version": b.version}
+        self._name = self.evaluator.name
 
     @property
     def bundle(self) -> Bundle:
@@ -165,7 +163,7 @@ class Engine:
         self.stats["decisions"] += 1
         with localcontext() as ctx:
             ctx.prec = PRECISION
-            head, trace = _decide(self, query, evidence, decision_id or _new_id(), verification)
+            head, trace = _decide(self, query, evidence, decision_id or new_id(), verification)
         return Decision(head, trace, self.statics)
 
     def decide_many(self, queries: Sequence[Query], evidence: Sequence[Sequence[Any]] | None = None,
@@ -175,11 +173,11 @@ class Engine:
         out = []
         statics = self.statics
         stats = self.stats
-        with localcontext() as ctx:
+        with gc_paused(), localcontext() as ctx:
             ctx.prec = PRECISION
             for i, q in enumerate(queries):
                 stats["decisions"] += 1
-                head, trace = _decide(self, q, evidence[i] if evidence else (), _new_id(),
+                head, trace = _decide(self, q, evidence[i] if evidence else (), new_id(),
                                       verifications[i] if verifications else None)
                 out.append(Decision(head, trace, statics))
                 if progress:
@@ -196,21 +194,56 @@ class Engine:
             p = self._plans[key] = _make_plan(self, symbol, day)
         return p
 
-    # -- criteria: through the evaluator once per distinct fact set ------------------------------
-    def criteria(self, facts: dict[str, Any]) -> tuple[dict[int, str], tuple, tuple]:
+    def as_of_text(self, as_of: Any) -> str:
+        t = self._as_of.get(as_of)
+        if t is None:
+            if len(self._as_of) >= MEMO_SIZE:
+                self._as_of.clear()
+            t = self._as_of[as_of] = as_of.isoformat().replace("+00:00", "Z")
+        return t
+
+    # -- criteria: through the evaluator once per class of facts ---------------------------------
+    def criteria(self, facts: dict[str, Any], plan: _Plan | None = None) -> tuple[dict[int, str], list, tuple]:
         """(outcomes by compiled rule index, criteria trace entries, failed criteria ids)."""
         if not self.reuse_facts:
-            return self._evaluate(facts)
-        # bool is an int in Python (True == 1): the types are part of the key
-        key = (tuple(facts.items()), tuple(map(type, facts.values())))
-        hit = self._memo.get(key)
+            outcomes = self._evaluate(facts)
+            template, varying, failed = self._template(facts, outcomes, set())
+            return outcomes, list(template), failed
+        classes = plan.classes if plan is not None else None
+        cls = classes.of(facts) if classes is not None else self.classes.of(facts)
+        hit = self._by_class.get(cls)
         if hit is None:
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            hit = self._memo[key] = self._evaluate(facts)
-        return hit
+            if len(self._by_class) >= 4 * MEMO_SIZE:
+                self._by_class.clear()
+            outcomes = self._evaluate(facts)
+            if classes is not None:
+                _check_applicability(self, plan, outcomes)
+            hit = self._by_class[cls] = (outcomes, *self._template(facts, outcomes,
+                                                                   classes.pinned(cls) if classes else set()))
+        outcomes, template, varying, failed = hit
+        items = list(template)
+        get = facts.get
+        for pos, ref, code, key in varying:  # observed values the class does not pin down: this decision's
+            v = get(key, _ABSENT)
+            items[pos] = (ref, code) if v is _ABSENT or (v == MISSING and type(v) is str) else (ref, code, v)
+        return outcomes, items, failed
 
-    def _evaluate(self, facts: dict[str, Any]) -> tuple[dict[int, str], tuple, tuple]:
+    def _template(self, facts: dict[str, Any], outcomes: dict[int, str], pinned: set[str]
+                  ) -> tuple[tuple, tuple, tuple]:
+        """The criteria trace entries for ``facts``, which of them carry a value that other facts of
+        the same class may differ in (all but ``pinned``), and the failed criteria."""
+        items, varying, failed = [], [], []
+        for pos, (index, ref, key) in enumerate(self._criteria):
+            code = CODE[outcomes[index]]
+            v = facts.get(key, _ABSENT)
+            items.append((ref, code) if v is _ABSENT or (v == MISSING and type(v) is str) else (ref, code, v))
+            if key not in pinned:
+                varying.append((pos, ref, code, key))
+            if code == "f":
+                failed.append(self.statics.rules[ref] if isinstance(ref, int) else ref)
+        return tuple(items), tuple(varying), tuple(failed)
+
+    def _evaluate(self, facts: dict[str, Any]) -> dict[int, str]:
         self.stats["evaluations"] += 1
         out = self.evaluator.outcomes(facts)
         if self.check is not None:
@@ -220,84 +253,84 @@ class Engine:
 
                 diff = {self.compiled.rules[i].id: (out[i], other.get(i)) for i in out if out[i] != other.get(i)}
                 raise EngineError(f"evaluators disagree: {diff}")
-        items = tuple((rid, out[i], facts.get(k, "missing"), thr) for i, rid, k, thr in self._criteria)
-        return out, items, tuple(it[0] for it in items if it[1] == "fail")
-
-
-_IDS: list[str] = []
-
-
-def _new_id() -> str:
-    """A random (version 4) UUID, as ``str(uuid.uuid4())``; drawn from the OS in blocks (cheaper)."""
-    while True:
-        try:
-            return _IDS.pop()  # atomic; another thread may empty the list between a check and a pop
-        except IndexError:
-            _IDS.extend(_uuid4_block(512))
-
-
-def _uuid4_block(n: int) -> list[str]:
-    h = os.urandom(16 * n).hex()
-    out = []
-    for i in range(0, 32 * n, 32):
-        u = h[i:i + 32]
-        variant = "89ab"[int(u[16], 16) & 3]  # RFC 4122: version nibble 4, variant bits 10xx
-        out.append(f"{u[:8]}-{u[8:12]}-4{u[13:16]}-{variant}{u[17:20]}-{u[20:]}")
-    return out
+        return out
 
 
 def _make_plan(engine: Engine, symbol: str, day: Any) -> _Plan:
     bundle = engine.bundle
+    st = engine.statics
     asset = bundle.assets.get(symbol)
     d = day.isoformat()
     in_force = bundle.dated.in_force(day)
-    lead = ((IN_FORCE[0], "pass" if in_force else "fail", d,
-             {"from": _iso(bundle.dated.effective_from), "to": _iso(bundle.dated.effective_to)}),
-            (REGISTERED[0], "pass" if asset else "fail", symbol, {"op": "one_of", "value": sorted(bundle.assets)}))
+    lead = (st.item(IN_FORCE[0], "pass" if in_force else "fail", d),
+            st.item(REGISTERED[0], "pass" if asset else "fail", symbol))
+    lead_failed = tuple(r for r, ok in ((IN_FORCE[0], in_force), (REGISTERED[0], asset is not None)) if not ok)
     if asset is None:
-        return _Plan(None, d, lead, (), None, (), None, (), (), None, None)
+        return _Plan(None, lead, lead_failed, None, (), None, (), None, (), (), None, None, st)
     phase = bundle.phase_at(day)
-    phases = tuple((p.id, "applied" if p is phase else "not_applicable", d, {"from": _iso(p.starts), "to": _iso(p.ends)})
-                   for p in bundle.phases)
+    phases = tuple(st.item(p.id, "applied" if p is phase else "not_applicable", d) for p in bundle.phases)
     sched = _schedule(bundle, asset, day)
     others: list[tuple] = []
     for h in bundle.haircuts:
         if h is not sched:
-            others.append((h.id, "not_applicable", None, None))
-            others.extend((a.id, "not_applicable", None, None) for a in h.add_ons)
+            others.append(st.item(h.id, "not_applicable", None))
+            others.extend(st.item(a.id, "not_applicable", None, None) for a in h.add_ons)
     fixed = None
     add_ons: list[tuple] = []
-    if sched is not None:
+    missing = None
+    if sched is None:
+        missing = st.item(SCHEDULE[0], "fail", asset.symbol, None,
+                          {"policy": {"file": asset.src.file, "line": asset.src.line}})
+    else:
         if sched.sources:
             top = max(sched.sources, key=lambda s: s.haircut)
-            base, decided_by = top.haircut, top.id
-            components = [{"rule": s.id, "kind": "source", "haircut": _s(s.haircut), "source": s.source,
+            components = [{"rule": s.id, "kind": "source", "haircut": plain(s.haircut), "source": s.source,
                            "decisive": s is top} for s in sched.sources]
-            base, decided_by = _floor(sched, base, decided_by, components)
-            fixed = (base, decided_by, tuple(components), {s.id: _s(s.haircut) for s in sched.sources},
-                     {"base": _s(base), "decided_by": decided_by})
+            base, decided_by = _floor(sched, top.haircut, top.id, components)
+            fixed = (base, decided_by, tuple(components),
+                     st.item(sched.id, "applied", {s.id: plain(s.haircut) for s in sched.sources},
+                             {"base": plain(base), "decided_by": decided_by}))
         for a in sched.add_ons:
+            # the add-on's component in the decision, applied or not (shared: Decision.to_json copies)
+            shown = tuple({"rule": a.id, "kind": "add_on", "haircut": plain(a.haircut), "applied": hit}
+                          for hit in (False, True))
             if a.when is not None:
                 rule = engine._add_on_rules[a.id]
-                add_ons.append((a, _threshold(rule), FACTS[rule.check.fact].key, rule.index, _s(a.haircut)))
+                add_ons.append((a.haircut, rule.index, st.ref[a.id], FACTS[rule.check.fact].key, None, shown))
             else:
-                add_ons.append((a, {"op": "share_above", "value": _s(a.when_share_above)}, None, None, _s(a.haircut)))
+                add_ons.append((a.haircut, None, st.ref[a.id], None, a.when_share_above, shown))
     limits: list[tuple] = []
     for lim in bundle.limits:
         if not (lim.applies.matches(asset) and lim.dated.in_force(day)):
-            limits.append((None, (lim.id, "not_applicable", None, None)))
+            limits.append((None, st.item(lim.id, "not_applicable", None, None)))
             continue
         members = (asset.symbol,) if lim.scope == "asset" else tuple(
             s for s, a in bundle.assets.items() if lim.applies.matches(a))
-        limits.append((lim, members, _limit_threshold(lim)))
-    return _Plan(asset, d, lead, phases, sched, tuple(others), fixed, tuple(add_ons), tuple(limits),
-                 {"file": asset.src.file, "line": asset.src.line}, Decimal(1).scaleb(-asset.decimals))
+        share = lim.max_share if lim.max_share is not None and lim.max_share < 1 else None
+        limits.append((lim, members, st.ref[lim.id], st.threshold(lim.id), lim.max_value_usd, share,
+                       ONE - share if share is not None else None, lim.min_total_usd or ZERO))
+    base = base_facts(bundle, asset, day)
+    classes = PlanClasses(engine.compiled, base, tag=next(engine._serial)) if engine._plan_local else None
+    return _Plan(asset, lead, lead_failed, base, phases, sched, tuple(others), fixed, tuple(add_ons), tuple(limits),
+                 missing, Decimal(1).scaleb(-asset.decimals), st, classes)
+
+
+def _check_applicability(engine: Engine, plan: _Plan, outcomes: dict[int, str]) -> None:
+    """The evaluator must agree with the plan on which rules apply (else classes could merge facts
+    that differ in what a rule tests): a disagreement is an engine error, never a decision."""
+    for index, applicable in plan.classes.applies if plan.classes else ():
+        if (outcomes[index] != "not_applicable") != applicable:
+            from rules.durable_engine import EngineError
+
+            rule = engine.compiled.rules[index]
+            raise EngineError(f"rule {rule.id}: the plan for {plan.asset.symbol if plan.asset else '?'} says it "
+                              f"{'applies' if applicable else 'does not apply'}, the evaluator says {outcomes[index]}")
 
 
 def _floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list) -> tuple[Decimal, str]:
     if sched.floor is not None:
         floor_decides = sched.floor > base
-        components.append({"rule": sched.id, "kind": "floor", "haircut": _s(sched.floor), "decisive": floor_decides})
+        components.append({"rule": sched.id, "kind": "floor", "haircut": plain(sched.floor), "decisive": floor_decides})
         if floor_decides:
             return sched.floor, f"{sched.id}.floor"
     return base, decided_by
@@ -306,49 +339,32 @@ def _floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: l
 def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: str,
             verification: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
     """The decision's head and its compact trace."""
-    bundle = engine.bundle
-    day = query.day
-    plan = engine.plan(query.asset, day)
+    plan = engine.plan(query.asset, query.day)
     price = query.price_usd
-    out: dict[str, Any] = {
-        "decision_id": decision_id,
-        "query_id": query.id,
-        "eligible": False,
-        "account": query.account,
-        "participant": query.participant,
-        "asset": query.asset,
-        "quantity": _s(query.quantity),
-        "price_usd": _s(price),
-        "as_of": query.as_of.isoformat().replace("+00:00", "Z"),
-        "policy": {"bundle": bundle.hash, "name": bundle.name, "version": bundle.version},
-        "engine": engine.evaluator.name,
-    }
+    quantity = query.quantity
     trace: list[Any] = list(plan.lead)
     asset = plan.asset
     if asset is None:
-        out.update(market_value_usd=None, haircut=None, value_after_haircut_usd=None, counted_quantity="0",
-                   excluded_by_limits_usd=None, collateral_value_usd="0",
-                   failed_rules=[it[0] for it in trace if it[1] == "fail"])
-        return out, trace
+        return _head(engine, query, decision_id, price, False, None, None, None, "0", None, "0",
+                     list(plan.lead_failed), verification, evidence), trace
     _check_quantity_precision(query, asset)
-    _check_portfolio(query, bundle)
+    _check_portfolio(query, engine.bundle)
 
     for ev in evidence:
         if isinstance(ev, PriceEvidence) and ev.asset == asset.symbol:
             price = ev.price_usd
-            out["price_usd"] = _s(price)
-    facts = normalize(bundle, asset, query, evidence, day)
-    outcomes, criteria, failed_criteria = engine.criteria(facts)
+    facts = normalize(engine.bundle, asset, query, evidence, plan.base)
+    outcomes, criteria, failed_criteria = engine.criteria(facts, plan)
     trace.extend(plan.phases)
     trace.extend(criteria)
-    failed = [it[0] for it in plan.lead if it[1] == "fail"]
+    failed = list(plan.lead_failed)
     failed.extend(failed_criteria)
     if verification is not None:
         ok = verification.get("status") == "verified"
         custody = next((e for e in evidence if isinstance(e, CustodyEvidence)), None)
-        observed = ({"block": custody.block_number, "block_hash": custody.block_hash, "balance": _s(custody.quantity)}
+        observed = ({"block": custody.block_number, "block_hash": custody.block_hash, "balance": plain(custody.quantity)}
                     if ok and custody else {k: v for k, v in verification.items() if k != "status"})
-        trace.append((VERIFIED[0], "pass" if ok and custody else "fail", observed, None))
+        trace.append(engine.statics.item(VERIFIED[0], "pass" if ok and custody else "fail", observed))
         if not (ok and custody):
             failed.append(VERIFIED[0])
 
@@ -356,45 +372,69 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
     by_asset: dict[str, Decimal] = {}
     total_before = ZERO
     for h in query.portfolio:
-        by_asset[h.asset] = by_asset.get(h.asset, ZERO) + h.collateral_value_usd
-        total_before += h.collateral_value_usd
-    market_value = query.quantity * price
-    haircut = _haircut(plan, trace, failed, facts, outcomes, market_value, by_asset, total_before)
+        v = h.collateral_value_usd
+        by_asset[h.asset] = by_asset[h.asset] + v if h.asset in by_asset else v
+        total_before += v
+    market_value = quantity * price
+    haircut, total = _haircut(plan, trace, failed, facts, outcomes, market_value, by_asset, total_before)
     eligible = not failed
-    after_haircut = market_value * (1 - haircut.pop("total_exact")) if haircut else ZERO
+    after_haircut = market_value * (ONE - total) if haircut else ZERO
     counted = _limits(plan, trace, after_haircut, by_asset, total_before)
-    collateral = counted.quantize(CENT, ROUND_DOWN) if eligible else ZERO
     if eligible:
-        counted_qty = query.quantity * counted / after_haircut if after_haircut else ZERO
-        counted_qty = counted_qty.quantize(plan.quantum, ROUND_DOWN)
+        collateral = plain(counted.quantize(CENT, ROUND_DOWN))
+        counted_qty = quantity * counted / after_haircut if after_haircut else ZERO
+        counted_qty = plain(counted_qty.quantize(plan.quantum, ROUND_DOWN))
     else:
-        counted_qty = ZERO
-    out["eligible"] = eligible
-    out["market_value_usd"] = _s(market_value.quantize(CENT, ROUND_DOWN))
-    out["haircut"] = haircut
-    out["value_after_haircut_usd"] = _s(after_haircut.quantize(CENT, ROUND_DOWN))
-    out["counted_quantity"] = _s(counted_qty)
-    out["excluded_by_limits_usd"] = _s((after_haircut - counted).quantize(CENT, ROUND_DOWN))
-    out["collateral_value_usd"] = _s(collateral)
-    out["failed_rules"] = failed
+        collateral = counted_qty = "0"
+    return _head(engine, query, decision_id, price, eligible, plain(market_value.quantize(CENT, ROUND_DOWN)),
+                 haircut, plain(after_haircut.quantize(CENT, ROUND_DOWN)), counted_qty,
+                 plain((after_haircut - counted).quantize(CENT, ROUND_DOWN)), collateral, failed, verification,
+                 evidence), trace
+
+
+def _head(engine: Engine, query: Query, decision_id: str, price: Decimal, eligible: bool, market_value: str | None,
+          haircut: dict[str, Any] | None, after_haircut: str | None, counted_qty: str, excluded: str | None,
+          collateral: str, failed: list[str], verification: dict[str, Any] | None,
+          evidence: Sequence[Any]) -> dict[str, Any]:
+    out = {
+        "decision_id": decision_id,
+        "query_id": query.id,
+        "eligible": eligible,
+        "account": query.account,
+        "participant": query.participant,
+        "asset": query.asset,
+        "quantity": plain(query.quantity),
+        "price_usd": plain(price),
+        "as_of": engine.as_of_text(query.as_of),
+        "policy": engine._policy,  # shared: Decision.to_json copies it
+        "engine": engine._name,
+        "market_value_usd": market_value,
+        "haircut": haircut,
+        "value_after_haircut_usd": after_haircut,
+        "counted_quantity": counted_qty,
+        "excluded_by_limits_usd": excluded,
+        "collateral_value_usd": collateral,
+        "failed_rules": failed,
+    }
     if verification is not None:
         out["verification"] = dict(verification)
     if evidence:
         out["evidence"] = [e.to_json() for e in evidence]
-    return out, trace
+    return out
 
 
 def _check_quantity_precision(query: Query, asset: Asset) -> None:
     exp = query.quantity.as_tuple().exponent
     if isinstance(exp, int) and -exp > asset.decimals:
-        raise InputError(f"{_s(query.quantity)} has more decimal places than {asset.symbol} has ({asset.decimals})",
+        raise InputError(f"{plain(query.quantity)} has more decimal places than {asset.symbol} has ({asset.decimals})",
                          "quantity")
 
 
 def _check_portfolio(query: Query, bundle: Bundle) -> None:
+    assets = bundle.assets
     for i, h in enumerate(query.portfolio):
-        if h.asset not in bundle.assets:
-            raise InputError(f"unknown asset {h.asset!r} (known: {', '.join(sorted(bundle.assets))})",
+        if h.asset not in assets:
+            raise InputError(f"unknown asset {h.asset!r} (known: {', '.join(sorted(assets))})",
                              f"portfolio[{i}].asset")
 
 
@@ -404,101 +444,120 @@ def _schedule(bundle: Bundle, asset: Asset, day: Any) -> HaircutSchedule | None:
 
 
 def _haircut(plan: _Plan, trace: list, failed: list, facts: dict[str, Any], outcomes: dict[int, str],
-             market_value: Decimal, by_asset: dict[str, Decimal], total_before: Decimal) -> dict[str, Any] | None:
-    """The haircut and its trace entries; ``None`` (and a failed rule) when there is none."""
+             market_value: Decimal, by_asset: dict[str, Decimal], total_before: Decimal
+             ) -> tuple[dict[str, Any] | None, Decimal]:
+    """The haircut and its exact total, with their trace entries; ``None`` (and a failed rule) when
+    there is none."""
     sched = plan.schedule
     # Schedules that do not apply to this asset still appear in the trace, with their add-ons.
     trace.extend(plan.other_haircuts)
     if sched is None:
-        trace.append((SCHEDULE[0], "fail", plan.asset.symbol, None, {"policy": plan.schedule_src}))
+        trace.append(plan.schedule_missing)
         failed.append(SCHEDULE[0])
-        return None
+        return None, ZERO
     if plan.fixed_base is not None:
-        base, decided_by, fixed_components, observed, threshold = plan.fixed_base
+        base, decided_by, fixed_components, entry = plan.fixed_base
         components = list(fixed_components)  # shared with the plan: Decision.to_json copies them
+        trace.append(entry)
     else:
         key = FACTS[sched.bucket_fact].key
         value = facts.get(key)
+        st = plan.statics
         if value is None:
-            trace.append((sched.id, "fail", {sched.bucket_fact: "missing"}, "a bucket needs this fact"))
+            trace.append(st.item(sched.id, "fail", {sched.bucket_fact: "missing"}, "a bucket needs this fact"))
             failed.append(sched.id)
-            return None
+            return None, ZERO
         bucket = next(b for b in sched.buckets if b.up_to is None or value <= b.up_to)
-        base, decided_by = bucket.haircut, f"{sched.id}[{sched.bucket_fact}<={bucket.up_to}]" if bucket.up_to is not None \
+        base = bucket.haircut
+        decided_by = f"{sched.id}[{sched.bucket_fact}<={bucket.up_to}]" if bucket.up_to is not None \
             else f"{sched.id}[{sched.bucket_fact}>{sched.buckets[-2].up_to if len(sched.buckets) > 1 else 0}]"
-        components = [{"rule": sched.id, "kind": "bucket", "haircut": _s(bucket.haircut), "fact": sched.bucket_fact,
+        components = [{"rule": sched.id, "kind": "bucket", "haircut": plain(bucket.haircut), "fact": sched.bucket_fact,
                        "observed": value, "up_to": bucket.up_to, "decisive": True}]
-        observed = {sched.bucket_fact: value}
         base, decided_by = _floor(sched, base, decided_by, components)
-        threshold = {"base": _s(base), "decided_by": decided_by}
-    trace.append((sched.id, "applied", observed, threshold))
+        trace.append(st.item(sched.id, "applied", {sched.bucket_fact: value}, {"base": plain(base),
+                                                                              "decided_by": decided_by}))
     total = base
-    value_after_base = market_value * (1 - base)
-    for a, thr, key, index, haircut_text in plan.add_ons:
-        if index is not None:
-            hit = outcomes[index] == "pass"
-            obs: Any = facts.get(key, "missing")
-        else:
-            mine = by_asset.get(plan.asset.symbol, ZERO) + value_after_base
-            everything = total_before + value_after_base
-            share = mine / everything if everything else ZERO
-            hit = share > a.when_share_above
-            obs = _s(share.quantize(QUARTER_BP, ROUND_DOWN))
-        if hit:
-            total += a.haircut
-        components.append({"rule": a.id, "kind": "add_on", "haircut": haircut_text, "applied": hit})
-        trace.append((a.id, "applied" if hit else "not_applicable", obs, thr))
+    if plan.add_ons:
+        value_after_base = market_value * (ONE - base)
+        for haircut, index, ref, key, share_above, shown in plan.add_ons:
+            if index is not None:
+                hit = outcomes[index] == "pass"
+                obs = facts.get(key, _ABSENT)
+                item = (ref, "a" if hit else "n") if obs is _ABSENT else (ref, "a" if hit else "n", obs)
+            else:
+                mine = by_asset.get(plan.asset.symbol, ZERO) + value_after_base
+                everything = total_before + value_after_base
+                hit = mine > share_above * everything if everything else ZERO > share_above
+                item = (ref, "a" if hit else "n", _share(mine, everything))
+            if hit:
+                total += haircut
+            components.append(shown[hit])
+            trace.append(item)
     if total > ONE:
         total = ONE
-    return {"total": _s(total), "base": _s(base), "decided_by": decided_by, "schedule": sched.id,
-            "components": components, "total_exact": total}
+    return {"total": plain(total), "base": plain(base), "decided_by": decided_by, "schedule": sched.id,
+            "components": components}, total
+
+
+def _share(part: Decimal, whole: Decimal) -> str:
+    """part / whole as a fraction rounded down to the basis point, e.g. '0.4137' (exact: an integer
+    division, no rounded quotient in between)."""
+    n = part * 10000 // whole if whole else ZERO
+    return str(n.scaleb(-4)) if n else "0.0000"  # 0 would print as 0E-4
+
+
+def _cents(d: Decimal) -> str:
+    """Money rounded down to the cent, as text (a value quantized to cents never prints an exponent)."""
+    return str(d.quantize(CENT, ROUND_DOWN))
+
+
+_NOT_BINDING = {"counted_usd": None}  # shared: decoding copies it
 
 
 def _limits(plan: _Plan, trace: list, value: Decimal, by_asset: dict[str, Decimal], total_before: Decimal) -> Decimal:
     """Apply every limit in force: the counted value is the least any limit allows."""
     counted = value
     requested = None
+    everything = total_before + value
     for step in plan.limits:
         lim = step[0]
         if lim is None:
             trace.append(step[1])
             continue
+        _, members, ref, threshold, max_value, share, rest, min_total = step
         if requested is None:
-            requested = _s(value.quantize(CENT, ROUND_DOWN))
+            requested = _cents(value)
         group = ZERO
-        for symbol in step[1]:
+        for symbol in members:
             if symbol in by_asset:
                 group += by_asset[symbol]
-        allowed = _allowed(lim, group, total_before, value)
+        # the largest new value x <= value that keeps the group within the limit
+        allowed = value
+        if max_value is not None:
+            room = max_value - group
+            if room < allowed:
+                allowed = room if room > ZERO else ZERO
+        if share is not None and everything > min_total:
+            # (group + x) / (total + x) <= s  <=>  x <= cap = (s*total - group) / (1 - s), and below the
+            # threshold the share limit does not bite: x may reach min_total - total whatever the share.
+            # The division only when the cap binds (rest > 0: cap < allowed <=> s*total - group < allowed*rest).
+            excess = share * total_before - group
+            floor = min_total - total_before
+            if allowed > ZERO and allowed > floor and excess < allowed * rest:
+                cap = excess / rest
+                if cap < ZERO:
+                    cap = ZERO
+                if floor > cap:
+                    cap = floor
+                allowed = cap
+        if allowed < ZERO:
+            allowed = ZERO
         binding = allowed < counted
         if binding:
             counted = allowed
-        everything = total_before + value
-        share_after = (group + value) / everything if everything else ZERO
-        trace.append((lim.id, "applied" if binding else "pass",
-                      {"group_value_usd": _s(group.quantize(CENT, ROUND_DOWN)),
-                       "share_after": _s(share_after.quantize(QUARTER_BP, ROUND_DOWN)),
+        trace.append((ref, "a" if binding else "p",
+                      {"group_value_usd": _cents(group), "share_after": _share(group + value, everything),
                        "requested_usd": requested},
-                      step[2],
-                      {"counted_usd": _s(allowed.quantize(CENT, ROUND_DOWN)) if binding else None}))
+                      threshold,
+                      {"counted_usd": _cents(allowed)} if binding else _NOT_BINDING))
     return counted if counted > ZERO else ZERO
-
-
-def _limit_threshold(lim: Limit) -> dict[str, str]:
-    return {k: _s(v) for k, v in (("max_share", lim.max_share), ("max_value_usd", lim.max_value_usd),
-                                  ("min_total_usd", lim.min_total_usd)) if v is not None}
-
-
-def _allowed(lim: Limit, group: Decimal, total: Decimal, value: Decimal) -> Decimal:
-    """Largest new value x <= value that keeps the group within the limit."""
-    allowed = value
-    if lim.max_value_usd is not None:
-        allowed = min(allowed, max(lim.max_value_usd - group, Decimal(0)))
-    if lim.max_share is not None and lim.max_share < 1:
-        threshold = lim.min_total_usd or Decimal(0)
-        if total + value > threshold:
-            # (group + x) / (total + x) <= s  <=>  x <= (s*total - group) / (1 - s)
-            cap = max((lim.max_share * total - group) / (1 - lim.max_share), Decimal(0))
-            cap = max(cap, threshold - total)  # below the threshold the share limit does not bite
-            allowed = min(allowed, cap)
-    return max(allowed, Decimal(0))

@@ -42,20 +42,20 @@ def peg_deviation_bps(price: Decimal) -> int:
     return int((abs(price - 1) * 10000).to_integral_value(rounding=ROUND_CEILING))
 
 
-def normalize(bundle: Bundle, asset: Asset, query: Query,
-              evidence: Sequence[CustodyEvidence | PriceEvidence] = (), day: date | None = None) -> dict[str, Any]:
-    """The facts of ``query`` about ``asset`` (``day``: the query's UTC day, if the caller has it)."""
-    if day is None:
-        day = query.day
+def base_facts(bundle: Bundle, asset: Asset, day: date) -> dict[str, Any]:
+    """The facts that depend only on the bundle, the asset and the day (the same for a whole book)."""
     phase = bundle.phase_at(day)
-    facts: dict[str, Any] = {
-        DAY_KEY: day_number(day),
-        K_ASSET: asset.symbol,
-        K_CLASS: asset.klass,
-        K_CHAIN: asset.chain,
-        K_PARTICIPANT: query.participant,
-        K_PHASE: phase.id if phase else "none",
-    }
+    return {DAY_KEY: day_number(day), K_ASSET: asset.symbol, K_CLASS: asset.klass, K_CHAIN: asset.chain,
+            K_PHASE: phase.id if phase else "none"}
+
+
+def normalize(bundle: Bundle, asset: Asset, query: Query,
+              evidence: Sequence[CustodyEvidence | PriceEvidence] = (), base: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The facts of ``query`` about ``asset``. ``base``: ``base_facts`` of the query's day, if the
+    caller has them (the engine keeps them per asset and day)."""
+    facts = dict(base if base is not None else base_facts(bundle, asset, query.day))
+    facts[K_PARTICIPANT] = query.participant
     c = query.custody
     if c:
         for field, key in CUSTODY_FIELDS:
@@ -83,11 +83,11 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
             facts[K_ISSUER] = sc["issuer"]
             facts[K_ISSUER_OK] = asset.issuer is not None and sc["issuer"] == asset.issuer
         if "reserve_attestation_date" in sc:
-            facts[K_ATTESTATION_AGE] = (day - sc["reserve_attestation_date"]).days
+            facts[K_ATTESTATION_AGE] = (query.day - sc["reserve_attestation_date"]).days
     elif klass in FUND_CLASSES:
         fund = qev.get("fund", {})
         if "nav_date" in fund:
-            facts[K_NAV_AGE] = (day - fund["nav_date"]).days
+            facts[K_NAV_AGE] = (query.day - fund["nav_date"]).days
         for field, key in FUND_FIELDS:
             if field in fund:
                 facts[key] = fund[field]

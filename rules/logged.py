@@ -1,0 +1,74 @@
+"""The form a decision takes in the decision log, and back.
+
+An entry of kind ``decision`` written by ``Dacp.evaluate`` holds ``{"format": 2, "query": <the query
+as given>, "decision": <the decision, compact>}``. The compact decision leaves out what the entry
+already says elsewhere - its id (the entry id), the query's own fields (query id, account,
+participant, asset, quantity, as of; the price unless evidence replaced it) and the policy (the
+entry's bundle, stored by hash) - and keeps its trace compact (``rules.trace``). ``public_decision``
+puts them back; ``tests/unit/test_logged.py`` checks that the round trip gives every corpus decision
+back exactly.
+
+Entries written before this format (no ``format`` key: the full decision with ``reasons``) read as
+they are.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from rules.model import Bundle
+from rules.trace import expand, plain, statics_for
+
+if TYPE_CHECKING:
+    from rules.decide import Decision
+    from rules.query import Query
+
+FORMAT = 2
+# Decision keys in their public order; those marked True are restored from the entry.
+_KEYS = (("decision_id", True), ("query_id", True), ("eligible", False), ("account", True), ("participant", True),
+         ("asset", True), ("quantity", True), ("price_usd", True), ("as_of", True), ("policy", True))
+_FROM_ENTRY = frozenset(k for k, derived in _KEYS if derived)
+
+
+def log_body(query: "Query", decision: "Decision") -> dict[str, Any]:
+    """The body of the decision-log entry of ``decision`` (made for ``query``)."""
+    head = decision.head
+    out = {k: v for k, v in head.items() if k not in _FROM_ENTRY}
+    if head["price_usd"] != plain(query.price_usd):  # on-chain or file price evidence replaced the query's
+        out["price_usd"] = head["price_usd"]
+    out["trace"] = decision.trace
+    return {"format": FORMAT, "query": query.raw, "decision": out}
+
+
+def public_decision(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict[str, Any]:
+    """The public form of a logged decision (``body``: the entry's body; ``bundle``: its stored bundle)."""
+    decision = body["decision"]
+    if body.get("format") != FORMAT:
+        return decision  # written before the compact form: complete as it is
+    from rules.query import _timestamp
+
+    raw = body["query"]
+    restored = {
+        "decision_id": entry_id,
+        "query_id": raw.get("id"),
+        "account": raw["account"],
+        "participant": raw["participant"],
+        "asset": raw["asset"],
+        "quantity": plain(Decimal(raw["quantity"])),
+        "price_usd": decision.get("price_usd", None) or plain(Decimal(raw["price_usd"])),
+        "as_of": _timestamp(raw["as_of"], "as_of").isoformat().replace("+00:00", "Z"),
+        "policy": {"bundle": bundle.hash, "name": bundle.name, "version": bundle.version},
+    }
+    out: dict[str, Any] = {}
+    for k, derived in _KEYS:
+        out[k] = restored[k] if derived else decision[k]
+    reasons = expand(decision["trace"], statics_for(bundle))
+    for k, v in decision.items():
+        if k in out or k == "trace":
+            continue
+        if k == "failed_rules":
+            out["reasons"] = reasons
+        out[k] = v
+    out.setdefault("reasons", reasons)
+    return out
