@@ -27,6 +27,8 @@ from typing import Any, Iterable, Iterator, Sequence
 from rules.errors import InputError, StorageError
 
 BUSY_DEADLINE_S = 120.0
+PAGE_SIZE = 65536
+CACHE_KIB = 32768  # page cache per connection (a batch of 10,000 entries is about 25 MB)
 _PG = re.compile(r"^postgres(?:ql)?:/+", re.IGNORECASE)
 
 
@@ -145,6 +147,11 @@ class SqliteDatabase(Database):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            # A new database gets large pages: decision-log entries are 2-3 KB, one to a 4 KB page (a
+            # third of each page wasted); with 64 KB pages a batch writes a twentieth as many WAL frames.
+            # (The page size is fixed once the first table exists; existing databases keep theirs.)
+            self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")

@@ -3,7 +3,14 @@
 Each entry stores the hash of the previous entry, its sequence number, kind, time, the bundle hash
 and a body (query, decision, evidence) as canonical JSON; ``entry_hash`` is sha256 over all of that.
 Changing, deleting, inserting or reordering entries breaks the chain and ``verify`` names the first
-entry affected. Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the chain catches
+entry affected.
+
+Hash schemes (``meta.hash_scheme``; a log keeps the scheme it was created with):
+
+* 2 (new logs): sha256 of ``dacp-log/2\n`` + the header ``[seq,entry_id,kind,recorded_at,bundle_hash,
+  prev_hash]`` as compact JSON + ``\n`` + the body's UTF-8 bytes, exactly as stored;
+* 1 (logs created before it): sha256 of the canonical JSON object of those fields with the body as a
+  JSON string inside it (which re-encoded every body a second time). Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the chain catches
 edits made around them. Truncating the tail leaves a valid shorter chain: compare the head hash
 ``verify`` prints with one recorded elsewhere (``--expect-head``).
 
@@ -28,15 +35,19 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
+
+import orjson
 
 from adapters.sqldb import Database, open_database
+from rules.gcpause import gc_paused
 from rules.errors import InputError, StorageError
 from rules.model import Bundle
 from rules.policy import load_bundle_from_sources
 
 GENESIS = "0" * 64
 SCHEMA_VERSION = 1
+HASH_SCHEME = 2  # of new logs (see the module docstring)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,22 +93,35 @@ def plain_canonical(value: Any) -> str:
 
     Log bodies are plain JSON (decisions carry money as strings), so unlike the policy canonical form
     no number is rewritten: what is stored is what was decided."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+    except (TypeError, orjson.JSONEncodeError):  # an int beyond 64 bits, or not JSON at all (raises below)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def entry_hash(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
-               prev_hash: str) -> str:
-    material = plain_canonical({"seq": seq, "entry_id": entry_id, "kind": kind, "recorded_at": recorded_at,
-                               "bundle_hash": bundle, "body": body, "prev_hash": prev_hash})
+def entry_hash_v1(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
+                  prev_hash: str) -> str:
+    material = json.dumps({"seq": seq, "entry_id": entry_id, "kind": kind, "recorded_at": recorded_at,
+                           "bundle_hash": bundle, "body": body, "prev_hash": prev_hash},
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def entry_hash_v2(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
+                  prev_hash: str) -> str:
+    header = orjson.dumps([seq, entry_id, kind, recorded_at, bundle, prev_hash])  # = json.dumps(separators=(",", ":"))
+    return hashlib.sha256(b"dacp-log/2\n" + header + b"\n" + body.encode("utf-8")).hexdigest()
+
+
+ENTRY_HASH = {1: entry_hash_v1, 2: entry_hash_v2}
+entry_hash = entry_hash_v2
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     seq: int
     entry_id: str
     kind: str
@@ -156,8 +180,15 @@ class DecisionLog:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                self.db.execute("INSERT INTO meta VALUES ('hash_scheme', ?)", (str(HASH_SCHEME),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StorageError(f"{self.where}: decision log schema version {row[0]}, expected {SCHEMA_VERSION}")
+            row = self.db.execute("SELECT value FROM meta WHERE key='hash_scheme'").fetchone()
+            scheme = int(row[0]) if row else 1  # logs from before the key existed
+            if scheme not in ENTRY_HASH:
+                raise StorageError(f"{self.where}: decision log hash scheme {scheme} is not known to this version")
+            self.hash_scheme = scheme
+            self._entry_hash = ENTRY_HASH[scheme]
 
     def close(self) -> None:
         if self._owns_db:
@@ -186,34 +217,43 @@ class DecisionLog:
                          json.dumps(dict(bundle.sources), sort_keys=True), _now()))
 
     def append(self, records: Iterable[tuple[str, str, Bundle | None, Mapping[str, Any]]]) -> list[Entry]:
-        """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries.
+        """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries
+        (their bodies are the records' own objects, not copies).
 
-        Inside a transaction the caller opened on ``self.db``, the records commit (or roll back) with it."""
+        Inside a transaction the caller opened on ``self.db``, the records commit (or roll back) with it.
+        The entries of one call are recorded at one time: the time of the append."""
         records = list(records)
         out: list[Entry] = []
         if not records:
             return out
-        try:
-            with self._write(LOG_LOCK):
-                for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
-                    self._store_bundle_tx(b)
-                row = self.db.execute("SELECT seq, entry_hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = (row[0], row[1]) if row else (0, GENESIS)
-                rows = []
-                for kind, entry_id, bundle, body in records:
-                    seq += 1
+        texts = []
+        with gc_paused():  # bodies are the bulk of the work: encode them before taking the write lock
+            for r in records:
+                try:
+                    texts.append(plain_canonical(r[3]))
+                except (TypeError, ValueError) as e:
+                    raise StorageError(f"{self.where}: entry {r[1]!r} is not plain JSON: {e}") from None
+            try:
+                with self._write(LOG_LOCK):
+                    for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
+                        self._store_bundle_tx(b)
+                    row = self.db.execute("SELECT seq, entry_hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
+                    seq, prev = (row[0], row[1]) if row else (0, GENESIS)
                     at = _now()
-                    text = plain_canonical(body)
-                    bh = bundle.hash if bundle else None
-                    h = entry_hash(seq, entry_id, kind, at, bh, text, prev)
-                    rows.append((seq, entry_id, kind, at, bh, text, prev, h))
-                    out.append(Entry(seq, entry_id, kind, at, bh, dict(body), prev, h))
-                    prev = h
-                self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        except sqlite3.IntegrityError as e:
-            raise StorageError(f"{self.where}: entry refused: {e}") from None
-        except sqlite3.OperationalError as e:
-            raise StorageError(f"{self.where}: cannot write the decision log: {e}") from None
+                    rows = []
+                    hash_of = self._entry_hash
+                    for (kind, entry_id, bundle, body), text in zip(records, texts):
+                        seq += 1
+                        bh = bundle.hash if bundle else None
+                        h = hash_of(seq, entry_id, kind, at, bh, text, prev)
+                        rows.append((seq, entry_id, kind, at, bh, text, prev, h))
+                        out.append(Entry(seq, entry_id, kind, at, bh, body, prev, h))
+                        prev = h
+                    self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except sqlite3.IntegrityError as e:
+                raise StorageError(f"{self.where}: entry refused: {e}") from None
+            except sqlite3.OperationalError as e:
+                raise StorageError(f"{self.where}: cannot write the decision log: {e}") from None
         return out
 
     # -- reading -------------------------------------------------------------------------------
@@ -251,7 +291,7 @@ class DecisionLog:
         prev, expected_seq = GENESIS, 1
         for i, r in enumerate(rows):
             seq, entry_id, kind, at, bh, body, prev_hash, stored = r
-            recomputed = entry_hash(seq, entry_id, kind, at, bh, body, prev_hash)
+            recomputed = self._entry_hash(seq, entry_id, kind, at, bh, body, prev_hash)
             if seq != expected_seq:
                 return VerifyResult(False, len(rows), prev, f"entries {expected_seq}..{seq - 1} were deleted "
                                     f"(sequence jumps from {expected_seq - 1} to {seq})", expected_seq)
