@@ -109,8 +109,11 @@ def entry_hash_v1(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: 
 
 def entry_hash_v2(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
                   prev_hash: str) -> str:
-    header = orjson.dumps([seq, entry_id, kind, recorded_at, bundle, prev_hash])  # = json.dumps(separators=(",", ":"))
-    return hashlib.sha256(b"dacp-log/2\n" + header + b"\n" + body.encode("utf-8")).hexdigest()
+    h = hashlib.sha256(b"dacp-log/2\n")
+    h.update(orjson.dumps([seq, entry_id, kind, recorded_at, bundle, prev_hash]))  # = json.dumps(separators=(",", ":"))
+    h.update(b"\n")
+    h.update(body.encode("utf-8"))
+    return h.hexdigest()
 
 
 ENTRY_HASH = {1: entry_hash_v1, 2: entry_hash_v2}

@@ -19,6 +19,7 @@ from rules.facts import FACTS
 from rules.model import (AddOn, AppliesTo, Asset, Bucket, Bundle, Check, Criterion, Custodian, Dated,
                          HaircutSchedule, HaircutSource, Limit, Participant, Phase, Src)
 from rules.schema_check import check_document
+from rules.trace import ENGINE_RULES
 from rules.yamlsrc import SourceDoc, load_yaml_text
 
 POLICY_KINDS = ("programme", "assets", "eligibility", "haircuts", "limits")
@@ -150,7 +151,10 @@ class _Builder:
         self.problems.append(Problem(doc.file, line, col, message, rule_id))
 
     def claim_id(self, rule_id: str, doc: SourceDoc, path: tuple) -> None:
-        if rule_id in self.ids:
+        if rule_id in ENGINE_RULES:
+            self.problem(doc, path, f"the rule id {rule_id!r} is reserved for the engine's own rule "
+                         f"({ENGINE_RULES[rule_id]!r}); choose another id", rule_id)
+        elif rule_id in self.ids:
             self.problem(doc, path, f"the rule id {rule_id!r} is already used at {self.ids[rule_id]}; ids must be unique",
                          rule_id)
         else:

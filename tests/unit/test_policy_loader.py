@@ -224,6 +224,16 @@ def test_duplicate_rule_ids_across_two_eligibility_files(tmp_path):
     assert p.file == "more.yaml" and p.line == 3 and "already used at eligibility.yaml:" in p.message
 
 
+@pytest.mark.parametrize("reserved", ["bundle.in-force", "registry.asset-registered", "haircut.schedule",
+                                      "custody.onchain-verification"])
+def test_the_engines_own_rule_ids_are_reserved(tmp_path, reserved):
+    """A decision's trace names each rule once: a bundle rule cannot take the id of an engine rule."""
+    d = copy_bundle(tmp_path)
+    edit(d, "eligibility.yaml", "  - id: price.fresh", f"  - id: {reserved}")
+    (p,) = problems_of(d)
+    assert p.file == "eligibility.yaml" and p.rule_id == reserved and "is reserved for the engine's own rule" in p.message
+
+
 def test_effective_to_before_effective_from(tmp_path):
     d = copy_bundle(tmp_path)
     edit(d, "eligibility.yaml", "    check: {fact: price.age_minutes, at_most: 60}",
