@@ -28,7 +28,7 @@ from rules.errors import InputError, StorageError
 
 BUSY_DEADLINE_S = 120.0
 PAGE_SIZE = 65536
-CACHE_KIB = 32768  # page cache per connection (a batch of 10,000 entries is about 25 MB)
+CACHE_KIB = 8192  # page cache per connection (a chunk of 500 decision-log entries is about 1.3 MB)
 _PG = re.compile(r"^postgres(?:ql)?:/+", re.IGNORECASE)
 
 

@@ -1,208 +1,130 @@
-"""Decision throughput and latency, side by side with raw durable_rules and plain Python.
+"""Decision throughput, latency, compile time and memory - beside raw durable_rules and plain Python.
 
-    .venv/bin/python bench/bench_decisions.py            # full run (about a minute)
-    .venv/bin/python bench/bench_decisions.py --quick    # seconds; what CI runs to prove the script works
+    .venv/bin/python bench/bench_decisions.py            # the full run (a few minutes)
+    .venv/bin/python bench/bench_decisions.py --quick    # seconds: what CI runs to prove the script works
 
-Prints, on one generated mix of queries (every asset, eligible and not, with portfolios):
-  * batch decisions/s through the full engine (normalise, evaluate, haircut, limits, full trace)
-    with the decision log on (one SQLite transaction per batch), for each evaluator;
-  * single-query latency p50/p99 in-process (no log);
-  * bundle load + compile time;
-  * the same facts through raw durable_rules assert_fact/retract_fact (no trace, no guards), and
-    through the plain-Python evaluator of the same compiled conditions alone; ratios to the engine.
-Figures are per process on one core (the engine is single-threaded).
+One process pinned to one core (``--cpu``, default the last one). One generated book of queries
+(``tests/workload.py``: every asset class, eligible and not, portfolios that make the concentration
+limits bite), and on those same queries:
+
+* batch: decisions/s through the engine with the full trace and the decision log on (SQLite,
+  ``synchronous=FULL``, one transaction per chunk as ``dacp evaluate --batch`` does), for each
+  evaluator; the same without the log; every decision through durable_rules (no reuse); JSON Lines
+  in and out as the CLI does; and, next to them, the same facts through raw durable_rules
+  ``assert_fact``/``retract_fact`` and through the plain-Python evaluation of the same criteria;
+* single query in-process: p50/p99 of one decision (and of one decision with its own log commit);
+* policy load + compile: the shipped bundle and a generated bundle of 1,000 more rules;
+* memory: resident set over 10^6 decisions with the log on (it must stay flat);
+* that the decisions are identical across evaluators.
+
+Figures are wall-clock on this machine; ratios compare runs on the same queries.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import io
 import json
+import os
 import platform
-import random
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rules.api import Dacp  # noqa: E402
+
+from rules.api import Dacp, comparable  # noqa: E402
 from rules.compiler import QID, compile_bundle  # noqa: E402
 from rules.decide import Engine  # noqa: E402
 from rules.normalize import normalize  # noqa: E402
 from rules.policy import load_bundle  # noqa: E402
 from rules.pyeval import PythonEvaluator  # noqa: E402
-from rules.query import parse_query  # noqa: E402
+from rules.query import parse_json_text, parse_query  # noqa: E402
 from rules.settings import Settings  # noqa: E402
+from tests.workload import book  # noqa: E402
 
-EXAMPLES = ROOT / "examples" / "queries"
-
-
-def generate(n: int, seed: int = 7) -> list[dict]:
-    """A realistic mix: the shipped examples varied in quantity, price, custody and portfolio."""
-    rnd = random.Random(seed)
-    bases = [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))]
-    out = []
-    for i in range(n):
-        q = json.loads(json.dumps(rnd.choice(bases)))
-        q["id"] = f"bench-{i}"
-        q["account"] = f"ACC-{rnd.randrange(5000):04d}"
-        q["quantity"] = str((int(q["quantity"].split(".")[0]) or 1) * rnd.randrange(1, 40) // 10 + 1)
-        if rnd.random() < 0.1 and "custody" in q:
-            q["custody"]["segregated"] = False
-        q["portfolio"] = [{"asset": rnd.choice(["BTC", "ETH", "USDC", "BUIDL", "OUSG"]),
-                           "collateral_value_usd": f"{rnd.randrange(10_000, 5_000_000)}.00"} for _ in range(rnd.randrange(0, 6))]
-        out.append(q)
-    return out
+POLICIES = ROOT / "policies"
+CHUNK = 500  # decisions per log transaction, as the CLI streams them
+TARGETS = {"batch": 50_000, "p99_ms": 2.0, "compile_s": 1.0}
 
 
-def rate(n: int, seconds: float) -> str:
-    return f"{n / seconds:>12,.0f} /s"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: prove the script runs")
-    ap.add_argument("-n", type=int, default=20_000, help="queries in the batch")
-    ap.add_argument("--memory", type=int, default=0, help="also decide this many queries (durable_rules, no log) "
-                    "and print resident memory as it goes, to show it stays flat")
-    args = ap.parse_args()
-    n = 500 if args.quick else args.n
-    singles = 200 if args.quick else 5_000
-
-    print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}; one process, one core")
-    t0 = time.perf_counter()
-    bundle = load_bundle(ROOT / "policies")
-    compiled = compile_bundle(bundle)
-    t_load = time.perf_counter() - t0
-    print(f"bundle load + check + compile: {t_load * 1000:8.1f} ms  ({len(bundle.rule_ids())} rules, "
-          f"{len(compiled.durable_definition())} durable_rules rules)")
-
-    t_gen = compile_generated(200 if args.quick else 1000)
-    print(f"generated bundle of {t_gen[0]} rules: load + check {t_gen[1] * 1000:8.1f} ms, compile {t_gen[2] * 1000:6.1f} ms, "
-          f"register in durable_rules {t_gen[3] * 1000:8.1f} ms, python evaluator {t_gen[4] * 1000:6.1f} ms")
-
-    docs = generate(n)
-    queries = [parse_query(d) for d in docs]
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for evaluator in ("durable_rules", "python"):
-            dacp = Dacp(Settings(policies=ROOT / "policies", log=Path(tmp) / f"{evaluator}.sqlite", engine=evaluator),
-                        bundle=bundle)
-            dacp.engine  # compile/register outside the timing
-            dacp.evaluate(queries[:50])
-            gc.collect()
-            t0 = time.perf_counter()
-            decisions = dacp.evaluate(queries)
-            dt = time.perf_counter() - t0
-            results[evaluator] = (dt, [d.to_json() for d in decisions])
-            assert dacp.log.verify().ok
-            print(f"batch, full trace + decision log, {evaluator:13}: {rate(n, dt)}  ({n} decisions in {dt:.2f} s)")
-
-    a = [{k: v for k, v in d.items() if k not in ("decision_id", "engine")} for d in results["durable_rules"][1]]
-    b = [{k: v for k, v in d.items() if k not in ("decision_id", "engine")} for d in results["python"][1]]
-    print(f"decisions identical across evaluators: {a == b}  "
-          f"({sum(d['eligible'] for d in results['python'][1])} eligible of {n})")
-
-    for evaluator in ("durable_rules", "python"):
-        engine = Engine.for_bundle(bundle, evaluator)
-        lat = []
-        for q in queries[:singles]:
-            t0 = time.perf_counter()
-            engine.decide(q)
-            lat.append(time.perf_counter() - t0)
-        lat.sort()
-        p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
-        print(f"single query in-process, {evaluator:13}: p50 {p50 * 1e3:6.3f} ms  p99 {p99 * 1e3:6.3f} ms  "
-              f"mean {statistics.fmean(lat) * 1e3:6.3f} ms")
-
-    # The same criteria without the engine around them.
-    facts = [normalize(bundle, bundle.assets[q.asset], q) for q in queries if q.asset in bundle.assets]
-    raw_dt = raw_durable(compiled, facts)
-    py = PythonEvaluator(compiled)
-    t0 = time.perf_counter()
-    for f in facts:
-        py.outcomes(f)
-    py_dt = time.perf_counter() - t0
-    full = results["durable_rules"][0]
-    print(f"raw durable_rules assert_fact+retract_fact: {rate(len(facts), raw_dt)}  "
-          f"(ratio raw/engine-durable = {(len(facts) / raw_dt) / (n / full):.2f})")
-    print(f"plain-Python evaluation of the same criteria: {rate(len(facts), py_dt)}  "
-          f"(ratio plain/engine-durable = {(len(facts) / py_dt) / (n / full):.2f}, "
-          f"plain/engine-python = {(len(facts) / py_dt) / (n / results['python'][0]):.2f})")
-    if args.memory or args.quick:
-        memory_run(bundle, queries, args.memory or 5_000)
-    print("target (issue 6): >= 50,000 decisions/s per core in batch with trace and log")
+# -- helpers -------------------------------------------------------------------------------------
+def pin(cpu: int | None) -> str:
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no sched_setaffinity here)"
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[-1] if cpu is None else cpu
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu} of {os.cpu_count()}"
 
 
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_run(bundle, queries, total: int) -> None:
-    """Decide ``total`` queries through durable_rules, printing RSS ten times along the way."""
-    engine = Engine.for_bundle(bundle, "durable_rules")
-    step = max(total // 10, 1)
-    marks = []
-    t0 = time.perf_counter()
-    for i in range(total):
-        engine.decide(queries[i % len(queries)])
-        if (i + 1) % step == 0:
-            marks.append(rss_mib())
-    dt = time.perf_counter() - t0
-    print(f"memory over {total:,} decisions (durable_rules): RSS MiB " + " ".join(f"{m:.0f}" for m in marks) +
-          f"  (growth after the first tenth: {marks[-1] - marks[0]:+.1f} MiB; {total / dt:,.0f} decisions/s)")
-
-
-def compile_generated(n_rules: int) -> tuple[int, float, float, float, float]:
-    """A bundle like the shipped one with ``n_rules`` extra criteria of every check form."""
-    from rules.durable_engine import ensure_registered
-
-    checks = ["{fact: custody.confirmations, at_least: %d}", "{fact: stablecoin.reserve_attestation_age_days, at_most: %d}",
-              "{fact: custody.custodian, one_of: [c%d, anchorage, bny-digital]}", "{fact: custody.segregated, equals: true}",
-              "{fact: fund.nav_age_days, at_most: %d}", "{fact: participant, in_list: participants}"]
-    scopes = ["", "\n    applies_to: {assets: [BTC, ETH]}", "\n    applies_to: {classes: [payment_stablecoin]}",
-              "\n    applies_to: {chains: [ethereum]}\n    effective_from: 2026-01-01"]
-    lines = ["kind: eligibility", "criteria:"]
-    for i in range(n_rules):
-        check = checks[i % len(checks)]
-        check = check % (i % 50) if "%d" in check else check
-        lines.append(f"  - id: generated.rule-{i}\n    description: Generated rule number {i} for the benchmark."
-                     f"\n    rationale: Benchmark of policy load and compile time.{scopes[i % len(scopes)]}"
-                     f"\n    check: {check}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in (ROOT / "policies").glob("*.yaml"):
-            (Path(tmp) / f.name).write_text(f.read_text())
-        (Path(tmp) / "generated.yaml").write_text("\n".join(lines) + "\n")
+def best_rate(n: int, run: Callable[[], Any], repeat: int) -> float:
+    """Decisions per second of the best of ``repeat`` runs (the least disturbed by the machine)."""
+    best = 0.0
+    for _ in range(repeat):
+        gc.collect()
         t0 = time.perf_counter()
-        bundle = load_bundle(tmp)
-        t1 = time.perf_counter()
-        compiled = compile_bundle(bundle)
-        t2 = time.perf_counter()
-        ensure_registered(compiled)
-        t3 = time.perf_counter()
-        PythonEvaluator(compiled)
-        t4 = time.perf_counter()
-    return len(bundle.rule_ids()), t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        run()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
 
 
-def raw_durable(compiled, facts) -> float:
-    """assert_fact + retract_fact through durable_rules' host directly, counting firings only."""
+def percentiles(samples: list[float]) -> tuple[float, float, float]:
+    s = sorted(samples)
+    return s[len(s) // 2] * 1e3, s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, s[-1] * 1e3
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    def add(self, measure: str, figure: str, note: str = "") -> None:
+        self.rows.append((measure, figure, note))
+        print(f"  {measure:<58} {figure:>18}  {note}", flush=True)
+
+
+# -- the measures -----------------------------------------------------------------------------------
+def stream(dacp: Dacp, queries: list) -> int:
+    n = 0
+    for chunk in dacp.evaluate_stream(queries, CHUNK):
+        n += len(chunk)
+    return n
+
+
+def jsonl_end_to_end(dacp: Dacp, lines: list[str]) -> int:
+    """What ``dacp evaluate --batch`` does: parse every line, then decide, log and print per chunk."""
+    queries = [parse_query(parse_json_text(line, f"stdin:{i}"), f"stdin:{i}") for i, line in enumerate(lines, 1)]
+    out = io.BytesIO()
+    for chunk in dacp.evaluate_stream(queries, CHUNK):
+        out.write(b"".join(d.to_json_bytes() + b"\n" for d in chunk))
+    return len(queries)
+
+
+def raw_durable(compiled, facts: list[dict]) -> tuple[float, list[float]]:
+    """The same facts through durable_rules' host directly: assert_fact + retract_fact, firings
+    counted, nothing else (no trace, no type checks, no decision)."""
     from durable import engine as dengine
 
     class Quiet(dengine.Host):
-        def _run(self) -> None:
+        def _run(self) -> None:  # no timer threads (see rules.durable_engine)
             return None
 
     host = Quiet()
     fired = [0]
 
-    def action(c) -> None:
+    def action(c: Any) -> None:
         fired[0] += 1
 
     definition = compiled.durable_definition()
@@ -210,13 +132,245 @@ def raw_durable(compiled, facts) -> float:
         rule["run"] = action
     name = "raw_" + compiled.ruleset_name
     host.register_rulesets({name: definition})
+    lat = []
     t0 = time.perf_counter()
     for i, f in enumerate(facts):
+        s = time.perf_counter()
         fact = dict(f, **{QID: i, "sid": "raw"})
         host.assert_fact(name, fact)
         host.retract_fact(name, fact)
-    return time.perf_counter() - t0
+        lat.append(time.perf_counter() - s)
+    total = time.perf_counter() - t0
+    assert fired[0] >= len(facts), "durable_rules fired nothing"
+    return len(facts) / total, lat
+
+
+def plain_python(compiled, facts: list[dict]) -> tuple[float, list[float]]:
+    py = PythonEvaluator(compiled)
+    lat = []
+    t0 = time.perf_counter()
+    for f in facts:
+        s = time.perf_counter()
+        py.outcomes(f)
+        lat.append(time.perf_counter() - s)
+    return len(facts) / (time.perf_counter() - t0), lat
+
+
+def generated_bundle(tmp: Path, n_rules: int) -> Path:
+    """The shipped bundle plus ``n_rules`` criteria of every check form, scope and date."""
+    checks = ["{fact: custody.confirmations, at_least: %d}", "{fact: stablecoin.reserve_attestation_age_days, at_most: %d}",
+              "{fact: custody.custodian, one_of: [c%d, anchorage, bny-digital]}", "{fact: custody.segregated, equals: true}",
+              "{fact: fund.nav_age_days, at_most: %d}", "{fact: participant, in_list: participants}",
+              "{fact: price.age_minutes, at_most: %d}", "{fact: custody.finality, one_of: [finalized, safe]}"]
+    scopes = ["", "\n    applies_to: {assets: [BTC, ETH]}", "\n    applies_to: {classes: [payment_stablecoin]}",
+              "\n    applies_to: {chains: [ethereum]}\n    effective_from: 2026-01-01",
+              "\n    applies_to: {classes: [tokenized_treasury_fund]}\n    effective_to: 2027-01-01"]
+    lines = ["kind: eligibility", "criteria:"]
+    for i in range(n_rules):
+        check = checks[i % len(checks)]
+        check = check % (i % 50 + 1) if "%d" in check else check
+        lines.append(f"  - id: generated.rule-{i}\n    description: Generated rule number {i} for the benchmark."
+                     f"\n    rationale: Benchmark of policy load and compile time.{scopes[i % len(scopes)]}"
+                     f"\n    check: {check}")
+    d = tmp / f"generated-{n_rules}"
+    d.mkdir()
+    for f in POLICIES.glob("*.yaml"):
+        (d / f.name).write_text(f.read_text())
+    (d / "generated.yaml").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def load_and_compile(directory: Path, queries: list) -> dict[str, float]:
+    """Seconds: load + check, compile (conditions and durable_rules rulesets as data), register in
+    durable_rules, build the Python evaluator, first decision of every asset (plans and classes)."""
+    from rules.durable_engine import ensure_registered
+
+    t0 = time.perf_counter()
+    bundle = load_bundle(directory)
+    t1 = time.perf_counter()
+    compiled = compile_bundle(bundle)
+    shards = compiled.durable_shards()
+    t2 = time.perf_counter()
+    ensure_registered(compiled)
+    t3 = time.perf_counter()
+    PythonEvaluator(compiled)
+    t4 = time.perf_counter()
+    engine = Engine.for_bundle(bundle, "durable_rules")
+    firsts = {q.asset: q for q in queries if q.asset in bundle.assets}
+    decisions = [engine.decide(q) for q in firsts.values()]
+    t5 = time.perf_counter()
+    for d in decisions:  # every rule of the bundle in every trace
+        assert {r["rule"] for r in d.to_json()["reasons"]} >= set(bundle.rule_ids())
+    return {"rules": len(bundle.rule_ids()), "shards": len(shards), "load": t1 - t0, "compile": t2 - t1,
+            "register": t3 - t2, "python": t4 - t3, "first": t5 - t4, "bundle": bundle}
+
+
+def memory_run(bundle, queries: list, total: int, log: Path, engine: str) -> tuple[list[float], float, float]:
+    """Decide ``total`` queries (the book over and over) with the log on; RSS ten times on the way."""
+    dacp = Dacp(Settings(policies=POLICIES, log=log, engine=engine), bundle=bundle)
+    step = max(total // 10, 1)
+    marks, done = [], 0
+    t0 = time.perf_counter()
+    while done < total:
+        part = queries[: min(len(queries), total - done)]
+        for chunk in dacp.evaluate_stream(part, CHUNK):
+            before = done
+            done += len(chunk)
+            if done // step > before // step:
+                marks.append(rss_mib())
+        del part
+    dt = time.perf_counter() - t0
+    entries = dacp.log.count()
+    dacp.log.close()
+    return marks, total / dt, entries
+
+
+# -- main ------------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: prove the script runs (CI)")
+    ap.add_argument("-n", type=int, default=50_000, help="queries in the book (default 50,000)")
+    ap.add_argument("--memory", type=int, default=1_000_000, help="decisions in the memory run (default 10^6)")
+    ap.add_argument("--rules", type=int, default=1000, help="rules added to the generated bundle (default 1,000)")
+    ap.add_argument("--cpu", type=int, help="the CPU to pin to (default the last one)")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
+    args = ap.parse_args()
+    n = 1_500 if args.quick else args.n
+    n_durable = 300 if args.quick else 5_000  # the slow paths run on a prefix of the same book
+    singles = 300 if args.quick else 5_000
+    memory = 20_000 if args.quick else args.memory
+    n_rules = 100 if args.quick else args.rules
+    repeat = 1 if args.quick else 3
+
+    where = pin(args.cpu)
+    print(f"dacp decision benchmark - {platform.machine()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
+          f"{platform.system()} {platform.release()}; one process {where}")
+    out: dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(), "cpu": where}
+    table = Table()
+    tmp = Path(tempfile.mkdtemp(prefix="dacp-bench-"))
+    try:
+        docs = book(n, seed=2026)
+        lines = [json.dumps(d) for d in docs]
+        queries = [parse_query(d) for d in docs]
+        fresh = [parse_query(d) for d in book(singles, seed=77)]  # never seen by the engines below
+        shipped = load_and_compile(POLICIES, queries)
+        bundle = shipped.pop("bundle")
+        compiled = compile_bundle(bundle)
+        known = [q for q in queries if q.asset in bundle.assets]
+        facts = [normalize(bundle, bundle.assets[q.asset], q) for q in known]
+        decided = None
+        print(f"book: {n:,} queries, {len({d['account'] for d in docs}):,} accounts, "
+              f"{len({d['asset'] for d in docs})} assets; chunks of {CHUNK} per log transaction")
+
+        print("\nbatch (decisions per second, best of %d)" % repeat)
+        rates: dict[str, float] = {}
+        results: dict[str, list] = {}
+        for evaluator in ("durable_rules", "python"):
+            dacp = Dacp(Settings(policies=POLICIES, log=tmp / f"{evaluator}.sqlite", engine=evaluator), bundle=bundle)
+            stream(dacp, queries[:CHUNK])  # compile, register, first plans: outside the timing
+            rates[f"log_{evaluator}"] = best_rate(n, lambda: stream(dacp, queries), repeat)
+            table.add(f"engine {evaluator}, full trace + decision log", f"{rates[f'log_{evaluator}']:,.0f} /s",
+                      f"({dacp.engine.stats['evaluations']:,} evaluations for {dacp.engine.stats['decisions']:,} "
+                      "decisions: criteria reused per fact class)")
+            quiet = Dacp(Settings(policies=POLICIES, log=tmp / "unused.sqlite", engine=evaluator), bundle=bundle,
+                         log_enabled=False)
+            stream(quiet, queries[:CHUNK])
+            rates[f"nolog_{evaluator}"] = best_rate(n, lambda: stream(quiet, queries), repeat)
+            table.add(f"engine {evaluator}, full trace, no log", f"{rates[f'nolog_{evaluator}']:,.0f} /s")
+            with_ids = [d.to_json() for c in quiet.evaluate_stream(queries, CHUNK) for d in c]
+            results[evaluator] = [comparable(d) for d in with_ids]
+            decided = with_ids
+        slow = Dacp(Settings(policies=POLICIES, log=tmp / "noreuse.sqlite", engine="durable_rules"), bundle=bundle)
+        slow.engine.reuse_facts = False
+        rates["log_durable_noreuse"] = best_rate(n_durable, lambda: stream(slow, queries[:n_durable]), 1)
+        table.add("engine durable_rules, every decision through it, + log", f"{rates['log_durable_noreuse']:,.0f} /s",
+                  f"(first {n_durable:,} queries)")
+        dacp = Dacp(Settings(policies=POLICIES, log=tmp / "cli.sqlite", engine="durable_rules"), bundle=bundle)
+        jsonl_end_to_end(dacp, lines[:CHUNK])
+        rates["jsonl"] = best_rate(n, lambda: jsonl_end_to_end(dacp, lines), repeat)
+        table.add("JSON Lines in, parse + decide + log + JSON out (CLI path)", f"{rates['jsonl']:,.0f} /s")
+        raw_rate, raw_lat = raw_durable(compiled, facts[:n_durable])
+        py_rate, py_lat = plain_python(compiled, facts)
+        rates["raw_durable"], rates["plain_python"] = raw_rate, py_rate
+        table.add("raw durable_rules assert_fact + retract_fact, same facts", f"{raw_rate:,.0f} /s",
+                  f"engine with trace + log = {rates['log_durable_rules'] / raw_rate:.1f}x raw durable_rules")
+        table.add("plain-Python evaluation of the same criteria alone", f"{py_rate:,.0f} /s",
+                  f"engine with trace + log = {rates['log_durable_rules'] / py_rate:.2f}x plain Python")
+        same = results["durable_rules"] == results["python"]
+        table.add("decisions identical across evaluators", "yes" if same else "NO",
+                  f"({sum(d['eligible'] for d in decided):,} eligible of {n:,}; every field and trace entry)")
+        out["batch"] = rates
+
+        print("\nsingle query, in-process (%s fresh queries, one at a time)" % f"{singles:,}")
+        lat_out: dict[str, Any] = {}
+        for evaluator in ("durable_rules", "python"):
+            engine = Engine.for_bundle(bundle, evaluator)
+            engine.decide(queries[0])
+            samples = []
+            for q in fresh:
+                t0 = time.perf_counter()
+                engine.decide(q)
+                samples.append(time.perf_counter() - t0)
+            p50, p99, worst = percentiles(samples)
+            lat_out[evaluator] = (p50, p99, worst)
+            table.add(f"engine {evaluator}, decide", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms, max {worst:.2f} ms "
+                      f"(a new fact class goes through {evaluator})")
+        dacp = Dacp(Settings(policies=POLICIES, log=tmp / "single.sqlite", engine="durable_rules"), bundle=bundle)
+        dacp.evaluate([queries[0]])
+        samples = []
+        for q in fresh[:min(len(fresh), 2000)]:
+            t0 = time.perf_counter()
+            dacp.evaluate([q])
+            samples.append(time.perf_counter() - t0)
+        p50, p99, worst = percentiles(samples)
+        lat_out["durable_rules_logged"] = (p50, p99, worst)
+        table.add("engine durable_rules, decide + its own log commit", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms")
+        p50, p99, _ = percentiles(raw_lat)
+        table.add("raw durable_rules assert_fact + retract_fact", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms")
+        p50, p99, _ = percentiles(py_lat)
+        table.add("plain-Python evaluation of the criteria", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms")
+        out["latency_ms"] = lat_out
+
+        print("\npolicy load + compile (seconds)")
+        gen = load_and_compile(generated_bundle(tmp, n_rules), queries)
+        gen.pop("bundle")
+        for label, r in ((f"shipped bundle ({shipped['rules']} rules)", shipped),
+                         (f"generated bundle ({gen['rules']:,} rules, {gen['shards']} durable_rules shards)", gen)):
+            table.add(label + ": load + check", f"{r['load']:.3f} s")
+            table.add("    compile to conditions and durable_rules rulesets", f"{r['compile']:.3f} s",
+                      f"register in durable_rules {r['register']:.3f} s; Python evaluator {r['python']:.3f} s "
+                      f"(register / Python = {r['register'] / max(r['python'], 1e-9):.0f}x)")
+            table.add("    first decision of each asset (plans, fact classes)", f"{r['first']:.3f} s")
+        out["compile"] = {"shipped": shipped, "generated": gen}
+
+        print(f"\nmemory over {memory:,} decisions (durable_rules, log on, the book over and over)")
+        marks, mem_rate, entries = memory_run(bundle, queries, memory, tmp / "memory.sqlite", "durable_rules")
+        growth = marks[-1] - marks[0]
+        table.add("resident set, MiB, at each tenth", " ".join(f"{m:.0f}" for m in marks),
+                  f"growth after the first tenth {growth:+.1f} MiB; {mem_rate:,.0f} decisions/s; {entries:,} log entries")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        table.add("peak resident set of the whole run", f"{peak:,.0f} MiB")
+        out["memory"] = {"marks_mib": marks, "growth_mib": growth, "rate": mem_rate, "peak_mib": peak}
+
+        print("\ntargets (issue 6, one core)")
+        best = max(rates["log_durable_rules"], rates["log_python"])
+        table.add(f"batch with trace and log >= {TARGETS['batch']:,}/s", f"{best:,.0f} /s",
+                  "met" if best >= TARGETS["batch"] else f"NOT met ({best / TARGETS['batch']:.0%} of it)")
+        p99 = max(lat_out["durable_rules"][1], lat_out["python"][1])
+        table.add(f"single query p99 <= {TARGETS['p99_ms']} ms", f"{p99:.3f} ms",
+                  "met" if p99 <= TARGETS["p99_ms"] else "NOT met")
+        compile_s = gen["compile"] + gen["register"] + gen["python"]
+        table.add(f"compile of {gen['rules']:,} rules <= {TARGETS['compile_s']} s", f"{compile_s:.3f} s",
+                  "met" if compile_s <= TARGETS["compile_s"] else "NOT met")
+        table.add("memory flat over the run", f"{growth:+.1f} MiB", "flat" if abs(growth) < 32 else "GROWING")
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        return 0 if same else 1
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import orjson
+
 from rules.api import Dacp
 from rules.errors import DacpError, InputError, PolicyError
 from rules.progress import Progress
@@ -179,18 +181,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 prices=_prices(s) if args.verify else None)
     progress = Progress(len(queries), "evaluating", enabled=True if args.progress else None) \
         if len(queries) >= 1000 or args.progress else None
+    fmt = args.format or ("jsonl" if args.batch or len(queries) > 1 else "json")
+    if fmt == "jsonl":
+        return _evaluate_jsonl(dacp, queries, progress, args, s)
     decisions = [d.to_json() for d in dacp.evaluate(queries, progress=progress, verify=args.verify)]
-    fmt = args.format or ("jsonl" if args.batch or len(decisions) > 1 else "json")
     if fmt == "json":
         _out(decisions[0] if len(decisions) == 1 else decisions)
-    elif fmt == "jsonl":
-        w = sys.stdout.write
-        for d in decisions:
-            w(json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n")
     else:
         _table(decisions)
     if not args.no_log:
         print(f"{len(decisions)} decision(s) appended to {s.log}", file=sys.stderr)
+    return 0
+
+
+STREAM_CHUNK = 500  # decisions per log transaction when streaming JSON Lines (see bench/bench_decisions.py)
+
+
+def _evaluate_jsonl(dacp: Dacp, queries: list[Query], progress: Any, args: argparse.Namespace, s: Settings) -> int:
+    """Decide, log and print a batch a chunk at a time: each chunk is printed once its log entries are
+    committed, so memory stays flat however long the batch. A storage failure stops it: what was
+    printed before is logged, nothing after it was decided."""
+    out = sys.stdout.buffer
+    done = 0
+    try:
+        for chunk in dacp.evaluate_stream(queries, STREAM_CHUNK, progress=progress, verify=args.verify):
+            out.write(b"".join(d.to_json_bytes() + b"\n" for d in chunk))
+            done += len(chunk)
+    except DacpError:
+        out.flush()
+        if done:
+            print(f"dacp: the {done} decision(s) printed before the error below were decided and logged; "
+                  "none after them was", file=sys.stderr)
+        raise
+    out.flush()
+    if not args.no_log:
+        print(f"{done} decision(s) appended to {s.log}", file=sys.stderr)
     return 0
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
+import orjson
+
 from rules.model import Bundle, Check, Limit, Src
 
 # Rules the engine adds to the bundle's own (reserved: a bundle cannot use these ids).
@@ -40,6 +42,11 @@ MISSING = "missing"  # the observed value of a fact the query and evidence did n
 STATIC = object()  # "the rule's own threshold"
 
 Item = Sequence[Any]  # a compact trace entry
+_CONTAINERS = (dict, list)
+
+
+def _same(v: Any) -> Any:
+    return v
 
 
 def plain(d: Decimal | int) -> str:
@@ -105,6 +112,7 @@ class Statics:
                 self._decode[self.ref[rule]] = entry
         for rule in ENGINE_RULES:
             self.ref[rule] = rule
+        self._json: dict[Any, bytes] = {}
 
     def registered_src(self) -> dict[str, Any] | None:
         return self.by_rule[REGISTERED[0]][1]
@@ -124,19 +132,34 @@ class Statics:
             return (ref, CODE[outcome])
         return (ref, CODE[outcome], observed)
 
-    def decode(self, item: Item) -> dict[str, Any]:
-        """One compact entry -> its public form (fresh objects: the caller may change them)."""
+    def entry_json(self, item: Item) -> bytes:
+        """The JSON of one entry's public form, remembered for entries that recur (bounded)."""
+        n = len(item)
+        if n > 2 and (n > 4 or type(item[2]) in _CONTAINERS or (n > 3 and type(item[3]) in _CONTAINERS)):
+            return orjson.dumps(self.decode(item, fresh=False))  # a limit's or a schedule's: made each time
+        key = (item, type(item[2])) if n > 2 else item  # True == 1 in Python, not in JSON
+        found = self._json.get(key)
+        if found is None:
+            if len(self._json) >= 65536:
+                self._json.clear()
+            found = self._json[key] = orjson.dumps(self.decode(item, fresh=False))
+        return found
+
+    def decode(self, item: Item, fresh: bool = True) -> dict[str, Any]:
+        """One compact entry -> its public form (with ``fresh``, new objects the caller may change;
+        without, parts shared with the bundle's statics: only to serialise at once)."""
         known = self._decode.get(item[0])
         if known is None:
             raise ValueError(f"trace names rule {item[0]!r}, which bundle {self.bundle_hash[:12]} does not have")
         rule, description, policy, threshold = known
         n = len(item)
         outcome = OUTCOME.get(item[1], item[1])
+        copy = copy_json if fresh else _same
         r = {"rule": rule, "outcome": outcome, "description": description,
-             "observed": copy_json(item[2]) if n > 2 else MISSING,
-             "threshold": copy_json(item[3] if n > 3 else threshold), "policy": dict(policy) if policy else None}
+             "observed": copy(item[2]) if n > 2 else MISSING,
+             "threshold": copy(item[3] if n > 3 else threshold), "policy": dict(policy) if fresh and policy else policy}
         if n > 4 and item[4]:
-            r.update(copy_json(item[4]))
+            r.update(copy(item[4]))
         return r
 
 

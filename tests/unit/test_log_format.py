@@ -209,3 +209,15 @@ def test_the_collector_pause_nests_and_restores():
         assert not gc.isenabled()  # it was off before: it stays off
     finally:
         gc.enable()
+
+
+def test_the_public_json_bytes_are_the_public_decision(tmp_path, bundle):
+    """What the CLI prints for a batch is exactly the public decision, however it is put together."""
+    engine = Dacp(Settings(policies=POLICIES, log=tmp_path / "x.sqlite", engine="python"), bundle=bundle).engine
+    decisions = engine.decide_many([parse_query(d) for d in corpus(600, seed=15)])
+    for d in decisions + decisions[:50]:  # the second time from the remembered entries
+        assert d.to_json_bytes() == orjson.dumps(d.to_json())
+    q = parse_query(corpus(1, seed=16)[0] | {"asset": "BTC"})
+    ev = PriceEvidence(asset="BTC", price_usd=q.price_usd, updated_at=q.as_of, source="file:test")
+    d = engine.decide(q, [ev], verification={"status": "failed", "reason": "node_unreachable", "message": "down"})
+    assert d.to_json_bytes() == orjson.dumps(d.to_json())

@@ -1,0 +1,27 @@
+"""The benchmark script runs (its ``--quick`` sizes) and reports what it must. Not a timed test: no
+figure is checked, only that every measure is printed and the decisions agree across evaluators."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def test_the_decision_benchmark_runs_and_reports_every_measure(tmp_path):
+    out = tmp_path / "figures.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_decisions.py"), "--quick", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = run.stdout
+    for measure in ("full trace + decision log", "full trace, no log", "every decision through it",
+                    "raw durable_rules assert_fact + retract_fact", "plain-Python evaluation of the same criteria",
+                    "JSON Lines in", "p50", "p99", "load + check", "register in durable_rules",
+                    "resident set", "targets (issue 6, one core)"):
+        assert measure in text, measure
+    assert "decisions identical across evaluators" in text and " yes " in text
+    figures = json.loads(out.read_text())
+    assert {"batch", "latency_ms", "compile", "memory"} <= set(figures)
+    assert all(v > 0 for v in figures["batch"].values())
