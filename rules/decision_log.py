@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -171,6 +172,8 @@ class DecisionLog:
         except sqlite3.DatabaseError as e:
             raise StorageError(f"{self.where}: cannot open the decision log: {e}") from None
         self._stored_bundles: set[str] = set()
+        # Seconds spent appending, by step (and the entries appended): where a logged decision's time goes.
+        self.timings: dict[str, float] = dict.fromkeys(("encode", "lock", "chain", "insert", "commit", "entries", "bytes"), 0)
 
     def _init(self) -> None:
         with self._write(SCHEMA_LOCK):
@@ -230,12 +233,15 @@ class DecisionLog:
         if not records:
             return out
         texts = []
+        clock = time.perf_counter
+        t0 = clock()
         with gc_paused():  # bodies are the bulk of the work: encode them before taking the write lock
             for r in records:
                 try:
                     texts.append(plain_canonical(r[3]))
                 except (TypeError, ValueError) as e:
                     raise StorageError(f"{self.where}: entry {r[1]!r} is not plain JSON: {e}") from None
+            t1 = clock()
             try:
                 with self._write(LOG_LOCK):
                     for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
@@ -245,6 +251,7 @@ class DecisionLog:
                     at = _now()
                     rows = []
                     hash_of = self._entry_hash
+                    t2 = clock()
                     for (kind, entry_id, bundle, body), text in zip(records, texts):
                         seq += 1
                         bh = bundle.hash if bundle else None
@@ -252,11 +259,22 @@ class DecisionLog:
                         rows.append((seq, entry_id, kind, at, bh, text, prev, h))
                         out.append(Entry(seq, entry_id, kind, at, bh, body, prev, h))
                         prev = h
+                    t3 = clock()
                     self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    t4 = clock()
             except sqlite3.IntegrityError as e:
                 raise StorageError(f"{self.where}: entry refused: {e}") from None
             except sqlite3.OperationalError as e:
                 raise StorageError(f"{self.where}: cannot write the decision log: {e}") from None
+        t5 = clock()
+        tm = self.timings
+        tm["encode"] += t1 - t0
+        tm["lock"] += t2 - t1
+        tm["chain"] += t3 - t2
+        tm["insert"] += t4 - t3
+        tm["commit"] += t5 - t4  # zero inside a caller's transaction: its commit is the caller's
+        tm["entries"] += len(records)
+        tm["bytes"] += sum(map(len, texts))
         return out
 
     # -- reading -------------------------------------------------------------------------------
