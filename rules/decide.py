@@ -31,7 +31,7 @@ from rules.errors import InputError
 from rules.factclass import FactClasses, PlanClasses, keys_of
 from rules.facts import FACTS
 from rules.gcpause import gc_paused
-from rules.ids import new_id
+from rules.ids import new_id, new_ids
 from rules.model import Asset, Bundle, HaircutSchedule
 from rules.normalize import base_facts, normalize
 from rules.query import Query
@@ -191,11 +191,12 @@ class Engine:
         out = []
         statics = self.statics
         stats = self.stats
+        ids = new_ids(len(queries))
         with gc_paused(), localcontext() as ctx:
             ctx.prec = PRECISION
             for i, q in enumerate(queries):
                 stats["decisions"] += 1
-                head, trace = _decide(self, q, evidence[i] if evidence else (), new_id(),
+                head, trace = _decide(self, q, evidence[i] if evidence else (), ids[i],
                                       verifications[i] if verifications else None)
                 out.append(Decision(head, trace, statics))
                 if progress:

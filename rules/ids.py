@@ -45,3 +45,38 @@ def new_id() -> str:
     u = (last << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
     h = f"{u:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` new ids at once, in order (the same layout as ``new_id``; one lock and one read of the
+    clock and of the OS's random source for the lot)."""
+    if n <= 0:
+        return []
+    now = time.time_ns() // 1_000_000
+    with _LOCK:
+        last, counter = _state
+        if now > last:
+            last, counter = now, _random62() & 0x7FF
+            first = True
+        else:
+            first = False
+        stamps = []
+        for _ in range(n):
+            if first:
+                first = False
+            else:
+                counter += 1
+                if counter > 0xFFF:
+                    last, counter = last + 1, _random62() & 0x7FF
+            stamps.append((last, counter))
+        _state[0], _state[1] = last, counter
+    rand = os.urandom(8 * n).hex()
+    out = []
+    text_of: dict[int, str] = {}
+    for i, (ms, c) in enumerate(stamps):
+        t = text_of.get(ms)
+        if t is None:
+            t = text_of[ms] = f"{ms:012x}"
+        r = rand[16 * i:16 * i + 16]
+        out.append(f"{t[:8]}-{t[8:]}-7{c:03x}-{'89ab'[int(r[0], 16) & 3]}{r[1:4]}-{r[4:]}")
+    return out

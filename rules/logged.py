@@ -15,6 +15,7 @@ they are.
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from rules.model import Bundle
@@ -28,13 +29,13 @@ FORMAT = 2
 # Decision keys in their public order; those marked True are restored from the entry.
 _KEYS = (("decision_id", True), ("query_id", True), ("eligible", False), ("account", True), ("participant", True),
          ("asset", True), ("quantity", True), ("price_usd", True), ("as_of", True), ("policy", True))
-_FROM_ENTRY = frozenset(k for k, derived in _KEYS if derived)
 
 
 def log_body(query: "Query", decision: "Decision") -> dict[str, Any]:
     """The body of the decision-log entry of ``decision`` (made for ``query``)."""
     head = decision.head
-    out = {k: v for k, v in head.items() if k not in _FROM_ENTRY}
+    out = dict(islice(head.items(), len(_KEYS), None))  # the head starts with _KEYS, in that order
+    out["eligible"] = head["eligible"]
     if head["price_usd"] != plain(query.price_usd):  # on-chain or file price evidence replaced the query's
         out["price_usd"] = head["price_usd"]
     out["trace"] = decision.trace

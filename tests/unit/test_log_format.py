@@ -133,6 +133,14 @@ def test_a_price_from_evidence_is_kept_in_the_entry(tmp_path, bundle):
     assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
 
 
+def test_a_decision_head_starts_with_the_keys_the_entry_restores(bundle):
+    from rules.logged import _KEYS
+
+    engine = Dacp(Settings(policies=POLICIES, log=":memory:", engine="python"), bundle=bundle, log_enabled=False).engine
+    for q in [parse_query(d) for d in corpus(50, seed=17)]:
+        assert tuple(engine.decide(q).head)[:len(_KEYS)] == tuple(k for k, _ in _KEYS)
+
+
 def test_the_entry_leaves_out_what_the_entry_says_elsewhere(tmp_path, bundle):
     dacp = dacp_for(tmp_path, bundle)
     q = parse_query(corpus(1, seed=12)[0])
@@ -174,6 +182,19 @@ def test_decision_ids_are_uuid7_in_order():
     ids = [new_id() for _ in range(20000)]
     assert len(set(ids)) == len(ids) and ids == sorted(ids)
     for i in ids[:: 997]:
+        u = uuid.UUID(i)
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == i
+
+
+def test_ids_made_in_bulk_are_uuid7_in_order_and_after_the_ones_before():
+    import uuid
+
+    from rules.ids import new_ids
+
+    before = new_id()
+    ids = new_ids(10000) + new_ids(3) + [new_id()]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) and ids[0] > before and new_ids(0) == []
+    for i in ids[:: 499]:
         u = uuid.UUID(i)
         assert u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == i
 
