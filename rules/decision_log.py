@@ -125,6 +125,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+class RawJSON(bytes):
+    """A body already encoded as JSON (UTF-8): stored as it is."""
+
+
 class Entry(NamedTuple):
     seq: int
     entry_id: str
@@ -224,7 +228,8 @@ class DecisionLog:
 
     def append(self, records: Iterable[tuple[str, str, Bundle | None, Mapping[str, Any]]]) -> list[Entry]:
         """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries
-        (their bodies are the records' own objects, not copies).
+        (their bodies are the records' own objects, not copies). A body is plain JSON data, or a
+        ``RawJSON`` the caller encoded (stored as it is).
 
         Inside a transaction the caller opened on ``self.db``, the records commit (or roll back) with it.
         The entries of one call are recorded at one time: the time of the append."""
@@ -237,8 +242,12 @@ class DecisionLog:
         t0 = clock()
         with gc_paused():  # bodies are the bulk of the work: encode them before taking the write lock
             for r in records:
+                body = r[3]
+                if type(body) is RawJSON:
+                    texts.append(body.decode("utf-8"))
+                    continue
                 try:
-                    texts.append(plain_canonical(r[3]))
+                    texts.append(plain_canonical(body))
                 except (TypeError, ValueError) as e:
                     raise StorageError(f"{self.where}: entry {r[1]!r} is not plain JSON: {e}") from None
             t1 = clock()

@@ -18,6 +18,9 @@ from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from rules.decision_log import RawJSON
 from rules.model import Bundle
 from rules.trace import expand, plain, statics_for
 
@@ -31,7 +34,7 @@ _KEYS = (("decision_id", True), ("query_id", True), ("eligible", False), ("accou
          ("asset", True), ("quantity", True), ("price_usd", True), ("as_of", True), ("policy", True))
 
 
-def log_body(query: "Query", decision: "Decision") -> dict[str, Any]:
+def log_body(query: "Query", decision: "Decision") -> "dict[str, Any] | RawJSON":
     """The body of the decision-log entry of ``decision`` (made for ``query``)."""
     head = decision.head
     out = dict(islice(head.items(), len(_KEYS), None))  # the head starts with _KEYS, in that order
@@ -39,6 +42,8 @@ def log_body(query: "Query", decision: "Decision") -> dict[str, Any]:
     if head["price_usd"] != plain(query.price_usd):  # on-chain or file price evidence replaced the query's
         out["price_usd"] = head["price_usd"]
     out["trace"] = decision.trace
+    if query.raw_json is not None:  # the query as it was encoded when parsed: only the decision is new
+        return RawJSON(b'{"format":2,"query":' + query.raw_json + b',"decision":' + orjson.dumps(out) + b"}")
     return {"format": FORMAT, "query": query.raw, "decision": out}
 
 

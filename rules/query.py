@@ -13,6 +13,8 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from rules.errors import InputError
 from rules.schema_check import certainly_valid, describe, validator
 from rules.yamlsrc import MAX_DEPTH, load_yaml_text, too_deep
@@ -30,7 +32,8 @@ class Holding:
 
 @dataclass(frozen=True)
 class Query:
-    """A checked query. ``raw`` is the document as given (stored in the decision log)."""
+    """A checked query. ``raw`` is the document as given (stored in the decision log); ``raw_json`` the
+    same as compact JSON, encoded while the document is fresh from parsing (the log stores it as is)."""
 
     account: str
     participant: str
@@ -43,6 +46,7 @@ class Query:
     custody: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     portfolio: tuple[Holding, ...] = ()
+    raw_json: bytes | None = None
 
     @property
     def day(self) -> date:
@@ -159,7 +163,15 @@ def parse_query(doc: Any, where: str = "query") -> Query:
         quantity=_decimal(doc["quantity"], f"{where}.quantity", maximum=MAX_QUANTITY),
         price_usd=_decimal(doc["price_usd"], f"{where}.price_usd", maximum=MAX_PRICE),
         as_of=as_of, raw=doc, id=doc.get("id"), custody=custody, evidence=ev_checked, portfolio=portfolio,
+        raw_json=_compact_json(doc),
     )
+
+
+def _compact_json(doc: dict[str, Any]) -> bytes | None:
+    try:
+        return orjson.dumps(doc)
+    except (TypeError, orjson.JSONEncodeError):  # beyond what orjson writes: the log encodes the dict itself
+        return None
 
 
 def load_query_text(text: str, where: str) -> Query:

@@ -147,7 +147,8 @@ def test_the_entry_leaves_out_what_the_entry_says_elsewhere(tmp_path, bundle):
     (d,) = dacp.evaluate([q])
     logged = dacp.log.get(d.id).body["decision"]
     assert not {"decision_id", "account", "participant", "asset", "quantity", "as_of", "policy", "reasons"} & set(logged)
-    assert log_body(q, d)["decision"]["trace"] == d.trace
+    assert json.loads(log_body(q, d))["decision"]["trace"] == json.loads(orjson.dumps(d.trace))
+    assert json.loads(log_body(q, d))["query"] == q.raw  # the query as given, encoded when it was parsed
 
 
 # -- streaming ---------------------------------------------------------------------------------------
