@@ -35,6 +35,27 @@ _TYPES: dict[str, Check] = {
 _NOT_NUMBERS = (str, dict, list, bool, type(None))  # what minimum and maximum ignore; a float or Decimal: not sure
 
 
+def _min(n: int) -> Check:
+    return lambda x: x >= n
+
+
+def _max(n: int) -> Check:
+    return lambda x: x <= n
+
+
+def _min_len(n: int) -> Check:
+    return lambda x: len(x) >= n
+
+
+def _max_len(n: int) -> Check:
+    return lambda x: len(x) <= n
+
+
+# keyword, the JSON type it applies to, the check of a value's length
+_SIZES = (("minLength", "string", _min_len), ("maxLength", "string", _max_len),
+          ("minItems", "array", _min_len), ("maxItems", "array", _max_len))
+
+
 class UnsupportedSchema(ValueError):
     pass
 
@@ -78,30 +99,18 @@ def _compile(node: dict[str, Any], root: dict[str, Any], where: str) -> Check:
         if t == "string" and len(set(node) - _ANNOTATIONS) == 2:  # the common case, in one call
             return lambda x: type(x) is str and search(x) is not None
         on["string"].append(lambda x: search(x) is not None)
-    if "minLength" in node:
-        n1 = node["minLength"]
-        on["string"].append(lambda x: len(x) >= n1)
-    if "maxLength" in node:
-        n2 = node["maxLength"]
-        on["string"].append(lambda x: len(x) <= n2)
-    if "minItems" in node:
-        n3 = node["minItems"]
-        on["array"].append(lambda x: len(x) >= n3)
-    if "maxItems" in node:
-        n4 = node["maxItems"]
-        on["array"].append(lambda x: len(x) <= n4)
+    for key, kind, size in _SIZES:
+        if key in node:
+            on[kind].append(size(node[key]))
     if node.get("uniqueItems"):
         # strings only: their equality is plain equality (jsonschema's own rules differ for 1 and True)
         on["array"].append(lambda x: all(type(i) is str for i in x) and len(set(x)) == len(x))
     if "items" in node:
         item = _compile(node["items"], root, f"{where}/items")
         on["array"].append(lambda x: all(map(item, x)))
-    if "minimum" in node:
-        n5 = node["minimum"]
-        on["integer"].append(lambda x: x >= n5)
-    if "maximum" in node:
-        n6 = node["maximum"]
-        on["integer"].append(lambda x: x <= n6)
+    for key, bound in (("minimum", _min), ("maximum", _max)):
+        if key in node:
+            on["integer"].append(bound(node[key]))
     if "properties" in node or "required" in node or "additionalProperties" in node:
         props = {k: _compile(v, root, f"{where}/properties/{k}") for k, v in node.get("properties", {}).items()}
         required = tuple(node.get("required", ()))

@@ -180,7 +180,9 @@ def test_batch_runs_only_one_states_actions_synchronously(call):
     assert sorted(ran) == sorted(sids)
 
 
-def test_engine_asserts_one_fact_per_evaluation(monkeypatch):
+@pytest.fixture
+def asserted(monkeypatch):
+    """Every fact the engine asserts into durable_rules, in order."""
     calls = []
     host = de._host()
     real = type(host).assert_fact
@@ -190,22 +192,18 @@ def test_engine_asserts_one_fact_per_evaluation(monkeypatch):
         return real(self, ruleset, fact, complete)
 
     monkeypatch.setattr(type(host), "assert_fact", spy)
+    return calls
+
+
+def test_engine_asserts_one_fact_per_evaluation(asserted):
     Engine.for_bundle(bundle(), "durable_rules", reuse_facts=False).decide(queries()[0])
-    assert len(calls) == 1 and isinstance(calls[0], dict)
+    assert len(asserted) == 1 and isinstance(asserted[0], dict)
 
 
-def test_identical_facts_reach_durable_rules_once_per_engine(monkeypatch):
-    """Fact reuse: a batch sends each distinct fact set through durable_rules once, and only the
-    same facts (types included: True is not 1) are reused."""
-    calls = []
-    host = de._host()
-    real = type(host).assert_fact
-
-    def spy(self, ruleset, fact, complete=None):
-        calls.append(fact)
-        return real(self, ruleset, fact, complete)
-
-    monkeypatch.setattr(type(host), "assert_fact", spy)
+def test_identical_facts_reach_durable_rules_once_per_engine(asserted):
+    """Fact reuse: a batch sends each class of facts through durable_rules once (rules.factclass),
+    and a value of another type (True is not 1) is never taken for the same."""
+    calls = asserted
     e = Engine.for_bundle(bundle(), "durable_rules")
     q = queries()[0]
     first = e.decide(q).to_json()
