@@ -29,11 +29,11 @@ from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.compiler import CompiledBundle, compile_bundle
 from rules.errors import InputError
 from rules.factclass import FactClasses, PlanClasses, keys_of
-from rules.facts import FACTS
+from rules.facts import DAY_KEY, FACTS
 from rules.gcpause import gc_paused
 from rules.ids import new_id, new_ids
 from rules.model import Asset, Bundle, HaircutSchedule
-from rules.normalize import base_facts, normalize
+from rules.normalize import K_PHASE, base_facts, normalize
 from rules.query import Query
 from rules.trace import (CODE, IN_FORCE, MISSING, REGISTERED, SCHEDULE, VERIFIED, Statics, copy_json, expand, iso,
                          plain, statics_for)
@@ -151,6 +151,7 @@ class Engine:
             if self.bundle.assets else set()
         self._plan_local = all(keys_of(r.applies) <= base for r in self.compiled.rules)
         self._serial = itertools.count()
+        self._classes_by_day: dict[tuple, PlanClasses] = {}
         b = self.bundle
         self._policy = {"bundle": b.hash, "name": b.name, "version": b.version}
         self._name = self.evaluator.name
@@ -329,9 +330,21 @@ def _make_plan(engine: Engine, symbol: str, day: Any) -> _Plan:
         limits.append((lim, members, st.ref[lim.id], st.threshold(lim.id), lim.max_value_usd, share,
                        ONE - share if share is not None else None, lim.min_total_usd or ZERO))
     base = base_facts(bundle, asset, day)
-    classes = PlanClasses(engine.compiled, base, tag=next(engine._serial)) if engine._plan_local else None
+    classes = _plan_classes(engine, asset, base) if engine._plan_local else None
     return _Plan(asset, lead, lead_failed, base, phases, sched, tuple(others), fixed, tuple(add_ons), tuple(limits),
                  missing, Decimal(1).scaleb(-asset.decimals), st, classes)
+
+
+def _plan_classes(engine: Engine, asset: Asset, base: dict[str, Any]) -> PlanClasses:
+    """The fact classes for ``base``, shared by every day whose day number compares alike with every
+    date the rules name (same asset, same phase): their rules fold to the same formulas."""
+    key = (asset.symbol, base[K_PHASE], engine.classes.kind(DAY_KEY, base[DAY_KEY]))
+    found = engine._classes_by_day.get(key)
+    if found is None:
+        if len(engine._classes_by_day) >= MEMO_SIZE:
+            engine._classes_by_day.clear()
+        found = engine._classes_by_day[key] = PlanClasses(engine.compiled, base, tag=next(engine._serial))
+    return found
 
 
 def _check_applicability(engine: Engine, plan: _Plan, outcomes: dict[int, str]) -> None:

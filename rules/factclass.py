@@ -89,6 +89,12 @@ class FactClasses:
         self.keys = tuple(sorted(self._how))
         self.of = self.over(self.keys)
 
+    def kind(self, key: str, value: Any) -> Any:
+        """Which of the values the rules tell apart ``value`` is, for fact ``key`` alone (an int: its
+        position among the constants; anything else: itself)."""
+        want, how = self._how.get(key, (None, None))
+        return how(value) if want is int and how is not None and type(value) is int else value
+
     def over(self, keys: Iterable[str], tag: Any = None) -> Callable[[Mapping[str, Any]], tuple]:
         """The class function over ``keys`` only (the caller knows the other facts cannot change an
         outcome); its classes start with ``tag``."""

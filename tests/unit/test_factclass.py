@@ -150,3 +150,20 @@ def test_an_evaluator_that_disagrees_with_the_plan_is_an_engine_error():
 def test_day_number_is_part_of_the_base():
     b = bundle()
     assert base_facts(b, b.assets["BTC"], date(2026, 1, 2))[DAY_KEY] == day_number(date(2026, 1, 2))
+
+
+def test_days_that_compare_alike_with_every_rule_date_share_their_classes():
+    """A year of history is not 365 times the work: the classes of an asset are made once per span of
+    days between the dates the rules name (and per phase)."""
+    engine = Engine.for_bundle(bundle(), "python")
+    same = [engine.plan("BTC", date(2026, 11, d)).classes for d in (2, 20, 29)]
+    assert same[0] is same[1] is same[2]
+    # FCM-CHARLIE's admission ends on 2026-09-01: the day before and the day itself differ
+    assert engine.plan("BTC", date(2026, 8, 31)).classes is not engine.plan("BTC", date(2026, 9, 1)).classes
+    assert engine.plan("BTC", date(2026, 11, 20)).classes is not engine.plan("ETH", date(2026, 11, 20)).classes
+    docs = [d for d in book(300, seed=31)]
+    for day in ("2026-08-31T10:00:00Z", "2026-09-01T10:00:00Z", "2026-11-02T10:00:00Z", "2026-11-29T10:00:00Z"):
+        queries = [parse_query({**d, "as_of": day, "evidence": {}}) for d in docs]
+        fresh = Engine.for_bundle(bundle(), "python", reuse_facts=False)
+        for q, d in zip(queries, engine.decide_many(queries)):
+            assert d.to_json() == fresh.decide(q, decision_id=d.id).to_json()
