@@ -152,6 +152,8 @@ class Engine:
         self._plan_local = all(keys_of(r.applies) <= base for r in self.compiled.rules)
         self._serial = itertools.count()
         self._classes_by_day: dict[tuple, PlanClasses] = {}
+        # classes remembered: each holds an outcome per compiled rule, so fewer for a large bundle (~64 MB)
+        self._class_limit = max(256, min(4 * MEMO_SIZE, 500_000 // max(1, len(self.compiled.rules))))
         b = self.bundle
         self._policy = {"bundle": b.hash, "name": b.name, "version": b.version}
         self._name = self.evaluator.name
@@ -233,7 +235,7 @@ class Engine:
         cls = classes.of(facts) if classes is not None else self.classes.of(facts)
         hit = self._by_class.get(cls)
         if hit is None:
-            if len(self._by_class) >= 4 * MEMO_SIZE:
+            if len(self._by_class) >= self._class_limit:
                 self._by_class.clear()
             outcomes = self._evaluate(facts)
             if classes is not None:
