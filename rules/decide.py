@@ -103,7 +103,6 @@ class Decision:
         return b"".join((orjson.dumps(before)[:-1], b',"reasons":[', reasons, b"],", orjson.dumps(after)[1:]))
 
 
-
 @dataclass(frozen=True)
 class _Plan:
     """What a decision needs that depends only on the bundle, the asset and the day."""
@@ -116,8 +115,10 @@ class _Plan:
     schedule: HaircutSchedule | None
     other_haircuts: tuple  # trace entries of the schedules (and their add-ons) that do not apply
     fixed_base: tuple | None  # (base, decided_by, components, trace entry) for schedules by sources
-    add_ons: tuple  # (AddOn, compiled rule index or None, ref, fact key or None, haircut text)
-    limits: tuple  # (Limit in force, member symbols, ref, threshold) or (None, trace entry)
+    add_ons: tuple  # (haircut, compiled rule index or None, ref, fact key or None, share above or None,
+    #                  its component not applied / applied)
+    limits: tuple  # (Limit in force, member symbols, ref, threshold, max value, max share, 1 - share,
+    #                 min total) or (None, trace entry)
     schedule_missing: tuple | None  # the trace entry when no schedule applies
     quantum: Decimal | None  # the asset's smallest unit
     statics: Statics

@@ -1,22 +1,29 @@
 """Fact classes: which facts a compiled bundle cannot tell apart, so that one evaluation serves them all.
 
 Every condition the compiler emits compares one fact with a constant (``eq``, ``neq``, ``ge``, ``gt``,
-``le``, ``lt``) or tests that it exists. So two fact dicts that agree on which facts exist and, for
-every fact, on how it compares with *every constant any condition compares that fact with*, make
-every condition - hence every rule outcome - come out the same, in durable_rules and in the Python
-evaluator alike. The class of a fact dict is that agreement, as a tuple:
+``le``, ``lt``) or tests that it exists. Two levels use that:
 
-* an int fact: its position among the sorted constants (``2*i+1`` strictly between the i-th and the
-  next, ``2*i`` equal to the i-th);
+``FactClasses`` (whole bundle): two fact dicts that agree on which facts exist and, for every fact, on
+how it compares with *every constant any condition compares that fact with*, make every condition -
+hence every rule outcome - come out the same, in durable_rules and in the Python evaluator alike:
+
+* an int fact: its position among the sorted constants;
 * a str fact: itself if some condition names it, else one token for "any other word";
-* a bool fact: itself;
-* a fact no condition tests: left out (it cannot change an outcome);
-* a missing fact: missing; a value of an unexpected type: itself, with its type (never merged with
+* a bool fact: itself; a fact no condition tests: left out; a missing fact: missing;
+* a value of an unexpected type, or an int beyond 2**53: itself, with its type (never merged with
   anything: the evaluator gets it and refuses it).
 
+``PlanClasses`` (one asset on one day, what ``Engine`` uses): the asset's and the day's facts are folded
+into every rule first (``fold``); the rules whose applicability folds to false drop out; then, fact by
+fact, the kinds above are merged when they fold every remaining rule to the same formula - the three
+custodians approved for the asset's chain are one class, the admitted FCMs another, every price age
+within the limit a third. Syntactically equal formulas give equal outcomes whatever the other facts
+are, so merging never changes an outcome.
+
 ``Engine.criteria`` evaluates the first fact dict of each class and reuses the outcomes for the rest
-(the observed values in the trace are always the decision's own). ``tests/unit/test_factclass.py``
-checks that the reuse never changes an outcome.
+(the observed values in the trace are always the decision's own), and checks the evaluator's outcomes
+against the plan's applicability on every new class. ``tests/unit/test_factclass.py`` checks that facts
+of one class have the same outcomes in both evaluators.
 """
 
 from __future__ import annotations
