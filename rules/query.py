@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,11 +21,13 @@ from rules.yamlsrc import MAX_DEPTH, load_yaml_text, too_deep
 
 MAX_QUANTITY = Decimal(10) ** 12  # whole units; far above any real holding, far below overflow
 MAX_PRICE = Decimal(10) ** 9
+MAX_HOLDING_USD = Decimal(10) ** 15
 MAX_QUERY_BYTES = 1_000_000
 
 
-@dataclass(frozen=True)
-class Holding:
+class Holding(NamedTuple):
+    """One other holding of the account (for the concentration limits)."""
+
     asset: str
     collateral_value_usd: Decimal
 
@@ -118,6 +120,14 @@ def _decimal(text: str, where: str, *, maximum: Decimal, positive: bool = True) 
     return value
 
 
+def _holding(h: dict[str, Any], i: int, where: str) -> Holding:
+    value = Decimal(h["collateral_value_usd"])  # the schema's pattern: a plain non-negative decimal
+    if value > MAX_HOLDING_USD:  # the place named only when something is wrong (most books hold many)
+        _decimal(h["collateral_value_usd"], f"{where}.portfolio[{i}].collateral_value_usd", maximum=MAX_HOLDING_USD,
+                 positive=False)
+    return Holding(h["asset"], value)
+
+
 def parse_query(doc: Any, where: str = "query") -> Query:
     """Check a parsed document against the query schema and convert it to a ``Query``."""
     if not isinstance(doc, dict):
@@ -154,10 +164,7 @@ def parse_query(doc: Any, where: str = "query") -> Query:
     custody = dict(doc.get("custody") or {})
     if "balance" in custody:
         custody["balance"] = _decimal(custody["balance"], f"{where}.custody.balance", maximum=MAX_QUANTITY, positive=False)
-    portfolio = tuple(
-        Holding(h["asset"], _decimal(h["collateral_value_usd"], f"{where}.portfolio[{i}].collateral_value_usd",
-                                     maximum=Decimal(10) ** 15, positive=False))
-        for i, h in enumerate(doc.get("portfolio") or []))
+    portfolio = tuple(_holding(h, i, where) for i, h in enumerate(doc.get("portfolio") or ()))
     return Query(
         account=doc["account"], participant=doc["participant"], asset=doc["asset"],
         quantity=_decimal(doc["quantity"], f"{where}.quantity", maximum=MAX_QUANTITY),
