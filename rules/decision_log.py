@@ -101,7 +101,7 @@ def plain_canonical(value: Any) -> str:
 
 
 def entry_hash_v1(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
-                  prev_hash: str) -> str:
+                  prev_hash: str, data: bytes | None = None) -> str:
     material = json.dumps({"seq": seq, "entry_id": entry_id, "kind": kind, "recorded_at": recorded_at,
                            "bundle_hash": bundle, "body": body, "prev_hash": prev_hash},
                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -109,11 +109,12 @@ def entry_hash_v1(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: 
 
 
 def entry_hash_v2(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
-                  prev_hash: str) -> str:
+                  prev_hash: str, data: bytes | None = None) -> str:
+    """``data``: ``body`` as UTF-8, if the caller has it already."""
     h = hashlib.sha256(b"dacp-log/2\n")
     h.update(orjson.dumps([seq, entry_id, kind, recorded_at, bundle, prev_hash]))  # = json.dumps(separators=(",", ":"))
     h.update(b"\n")
-    h.update(body.encode("utf-8"))
+    h.update(body.encode("utf-8") if data is None else data)
     return h.hexdigest()
 
 
@@ -237,7 +238,8 @@ class DecisionLog:
         out: list[Entry] = []
         if not records:
             return out
-        texts = []
+        texts: list[str] = []
+        datas: list[bytes | None] = []
         clock = time.perf_counter
         t0 = clock()
         with gc_paused():  # bodies are the bulk of the work: encode them before taking the write lock
@@ -245,7 +247,9 @@ class DecisionLog:
                 body = r[3]
                 if type(body) is RawJSON:
                     texts.append(body.decode("utf-8"))
+                    datas.append(body)
                     continue
+                datas.append(None)
                 try:
                     texts.append(plain_canonical(body))
                 except (TypeError, ValueError) as e:
@@ -261,10 +265,10 @@ class DecisionLog:
                     rows = []
                     hash_of = self._entry_hash
                     t2 = clock()
-                    for (kind, entry_id, bundle, body), text in zip(records, texts):
+                    for (kind, entry_id, bundle, body), text, data in zip(records, texts, datas):
                         seq += 1
                         bh = bundle.hash if bundle else None
-                        h = hash_of(seq, entry_id, kind, at, bh, text, prev)
+                        h = hash_of(seq, entry_id, kind, at, bh, text, prev, data)
                         rows.append((seq, entry_id, kind, at, bh, text, prev, h))
                         out.append(Entry(seq, entry_id, kind, at, bh, body, prev, h))
                         prev = h

@@ -43,7 +43,7 @@ def log_body(query: "Query", decision: "Decision") -> "dict[str, Any] | RawJSON"
         out["price_usd"] = head["price_usd"]
     out["trace"] = decision.trace
     if query.raw_json is not None:  # the query as it was encoded when parsed: only the decision is new
-        return RawJSON(b'{"format":2,"query":' + query.raw_json + b',"decision":' + orjson.dumps(out) + b"}")
+        return RawJSON(b"".join((b'{"format":2,"query":', query.raw_json, b',"decision":', orjson.dumps(out), b"}")))
     return {"format": FORMAT, "query": query.raw, "decision": out}
 
 
