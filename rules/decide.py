@@ -226,12 +226,17 @@ class Engine:
         return t
 
     # -- criteria: through the evaluator once per class of facts ---------------------------------
-    def criteria(self, facts: dict[str, Any], plan: _Plan | None = None) -> tuple[dict[int, str], list, tuple]:
-        """(outcomes by compiled rule index, criteria trace entries, failed criteria ids)."""
+    def criteria(self, facts: dict[str, Any], plan: _Plan | None = None, trace: list | None = None
+                 ) -> tuple[dict[int, str], tuple]:
+        """(outcomes by compiled rule index, failed criteria ids); the criteria's trace entries are
+        appended to ``trace``."""
+        if trace is None:
+            trace = []
         if not self.reuse_facts:
             outcomes = self._evaluate(facts)
             template, varying, failed = self._template(facts, outcomes, set())
-            return outcomes, list(template), failed
+            trace.extend(template)
+            return outcomes, failed
         classes = plan.classes if plan is not None else None
         cls = classes.of(facts) if classes is not None else self.classes.of(facts)
         hit = self._by_class.get(cls)
@@ -244,12 +249,13 @@ class Engine:
             hit = self._by_class[cls] = (outcomes, *self._template(facts, outcomes,
                                                                    classes.pinned(cls) if classes else set()))
         outcomes, template, varying, failed = hit
-        items = list(template)
+        start = len(trace)
+        trace.extend(template)
         get = facts.get
         for pos, ref, code, key in varying:  # observed values the class does not pin down: this decision's
             v = get(key, _ABSENT)
-            items[pos] = (ref, code) if v is _ABSENT or (v == MISSING and type(v) is str) else (ref, code, v)
-        return outcomes, items, failed
+            trace[start + pos] = (ref, code) if v is _ABSENT or (v == MISSING and type(v) is str) else (ref, code, v)
+        return outcomes, failed
 
     def _template(self, facts: dict[str, Any], outcomes: dict[int, str], pinned: set[str]
                   ) -> tuple[tuple, tuple, tuple]:
@@ -389,9 +395,8 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
         if isinstance(ev, PriceEvidence) and ev.asset == asset.symbol:
             price = ev.price_usd
     facts = normalize(engine.bundle, asset, query, evidence, plan.base)
-    outcomes, criteria, failed_criteria = engine.criteria(facts, plan)
     trace.extend(plan.phases)
-    trace.extend(criteria)
+    outcomes, failed_criteria = engine.criteria(facts, plan, trace)
     failed = list(plan.lead_failed)
     failed.extend(failed_criteria)
     if verification is not None:
@@ -416,15 +421,13 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
     after_haircut = market_value * (ONE - total) if haircut else ZERO
     counted = _limits(plan, trace, after_haircut, by_asset, total_before)
     if eligible:
-        collateral = plain(counted.quantize(CENT, ROUND_DOWN))
+        collateral = _cents(counted)
         counted_qty = quantity * counted / after_haircut if after_haircut else ZERO
         counted_qty = plain(counted_qty.quantize(plan.quantum, ROUND_DOWN))
     else:
         collateral = counted_qty = "0"
-    return _head(engine, query, decision_id, price, eligible, plain(market_value.quantize(CENT, ROUND_DOWN)),
-                 haircut, plain(after_haircut.quantize(CENT, ROUND_DOWN)), counted_qty,
-                 plain((after_haircut - counted).quantize(CENT, ROUND_DOWN)), collateral, failed, verification,
-                 evidence), trace
+    return _head(engine, query, decision_id, price, eligible, _cents(market_value), haircut, _cents(after_haircut),
+                 counted_qty, _cents(after_haircut - counted), collateral, failed, verification, evidence), trace
 
 
 def _head(engine: Engine, query: Query, decision_id: str, price: Decimal, eligible: bool, market_value: str | None,

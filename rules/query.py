@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -50,8 +51,9 @@ class Query:
     portfolio: tuple[Holding, ...] = ()
     raw_json: bytes | None = None
 
-    @property
+    @cached_property
     def day(self) -> date:
+        """The UTC day of ``as_of`` (worked out once: the engine and the facts both need it)."""
         return self.as_of.astimezone(timezone.utc).date()
 
 
