@@ -51,29 +51,8 @@ def _atoms(c: Cond, out: list[Cond]) -> None:
 
 
 def constants(compiled: CompiledBundle) -> dict[str, tuple[set[Any], set[str]]]:
-    """Per fact key: every constant a condition compares it with, and the comparisons used."""
-    atoms: list[Cond] = []
-    for r in compiled.rules:
-        _atoms(r.applies, atoms)
-        _atoms(r.passes, atoms)
-    out: dict[str, tuple[set[Any], set[str]]] = {}
-    for a in atoms:
-        if a[1] == QID:
-            continue
-        values, ops = out.setdefault(a[1], (set(), set()))
-        ops.add(a[0])
-        if a[0] in _COMPARE:
-            values.add(a[2])
-        elif a[0] not in ("ex", "nex"):  # pragma: no cover - the compiler emits nothing else
-            raise ValueError(f"fact classes do not know the condition {a[0]!r}")
-    return out
-
-
-def _int_class(points: tuple[int, ...]) -> Callable[[int], int]:
-    def cls(v: int) -> int:
-        i = bisect_left(points, v)
-        return 2 * i if i < len(points) and points[i] == v else 2 * i + 1
-    return cls
+    """Per fact key: every constant a condition of ``compiled`` compares it with, and the comparisons used."""
+    return constants_of([c for r in compiled.rules for c in (r.applies, r.passes)])
 
 
 class FactClasses:
@@ -88,7 +67,7 @@ class FactClasses:
             if any(type(v) is not want for v in values):  # a constant of another type: compare exactly
                 self._how[key] = (want, None)
             elif want is int:
-                self._how[key] = (int, _int_class(tuple(sorted(values))))
+                self._how[key] = (int, _int_kind(tuple(sorted(values))))
             elif want is str and ops <= {"eq", "neq", "ex", "nex"}:  # words are only ever equal or not
                 self._how[key] = (str, frozenset(values))
             else:
@@ -240,7 +219,7 @@ class PlanClasses:
         self._single: list[frozenset[int]] = []  # per fact: the classes only one value can be in
         for key in sorted(consts):
             want = _KEY_TYPES[key]
-            values = consts[key]
+            values = consts[key][0]
             if any(type(v) is not want for v in values):  # pragma: no cover - the loader types every check
                 raise ValueError(f"fact {key!r} is compared with a value of another type")
             mine = [f for f in rules if key in keys_of(f)]
@@ -281,17 +260,21 @@ class PlanClasses:
         return tuple(out)
 
 
-def constants_of(conds: Iterable[Cond]) -> dict[str, set[Any]]:
-    out: dict[str, set[Any]] = {}
+def constants_of(conds: Iterable[Cond]) -> dict[str, tuple[set[Any], set[str]]]:
+    """Per fact key: every constant the conditions compare it with, and the comparisons used."""
+    out: dict[str, tuple[set[Any], set[str]]] = {}
     for c in conds:
         atoms: list[Cond] = []
         _atoms(c, atoms)
         for a in atoms:
             if a[0] in ("true", "false") or a[1] == QID:
                 continue
-            values = out.setdefault(a[1], set())
+            values, ops = out.setdefault(a[1], (set(), set()))
+            ops.add(a[0])
             if a[0] in _COMPARE:
                 values.add(a[2])
+            elif a[0] not in ("ex", "nex"):  # pragma: no cover - the compiler emits nothing else
+                raise ValueError(f"fact classes do not know the condition {a[0]!r}")
     return out
 
 
