@@ -34,7 +34,7 @@ from rules.gcpause import gc_paused
 from rules.ids import new_id, new_ids
 from rules.model import Asset, Bundle, HaircutSchedule
 from rules.normalize import K_PHASE, base_facts, normalize
-from rules.query import Query
+from rules.query import Query, as_of_text
 from rules.trace import (CODE, IN_FORCE, MISSING, REGISTERED, SCHEDULE, VERIFIED, Statics, copy_json, expand, iso,
                          plain, statics_for)
 
@@ -222,7 +222,7 @@ class Engine:
         if t is None:
             if len(self._as_of) >= MEMO_SIZE:
                 self._as_of.clear()
-            t = self._as_of[as_of] = as_of.isoformat().replace("+00:00", "Z")
+            t = self._as_of[as_of] = as_of_text(as_of)
         return t
 
     # -- criteria: through the evaluator once per class of facts ---------------------------------

@@ -52,7 +52,7 @@ def public_decision(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict
     decision = body["decision"]
     if body.get("format") != FORMAT:
         return decision  # written before the compact form: complete as it is
-    from rules.query import _timestamp
+    from rules.query import _timestamp, as_of_text
 
     raw = body["query"]
     restored = {
@@ -63,7 +63,7 @@ def public_decision(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict
         "asset": raw["asset"],
         "quantity": plain(Decimal(raw["quantity"])),
         "price_usd": decision.get("price_usd", None) or plain(Decimal(raw["price_usd"])),
-        "as_of": _timestamp(raw["as_of"], "as_of").isoformat().replace("+00:00", "Z"),
+        "as_of": as_of_text(_timestamp(raw["as_of"], "as_of")),
         "policy": {"bundle": bundle.hash, "name": bundle.name, "version": bundle.version},
     }
     out: dict[str, Any] = {}

@@ -106,6 +106,11 @@ def _timestamp(text: str, where: str) -> datetime:
         raise InputError(f"{text!r} is not a real date and time", where) from None
 
 
+def as_of_text(as_of: datetime) -> str:
+    """A query's time as decisions show it: ISO 8601 in UTC with ``Z`` (the log restores it the same way)."""
+    return as_of.isoformat().replace("+00:00", "Z")
+
+
 def _date(text: str, where: str) -> date:
     try:
         return date.fromisoformat(text)
