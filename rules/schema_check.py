@@ -23,8 +23,7 @@ def certainly_valid(name: str) -> Callable[[Any], bool]:
     ``True`` means jsonschema would accept the document; ``False`` means ask jsonschema."""
     from rules.fastschema import compile_check
 
-    validator(name)  # the schema itself is checked against the meta-schema first
-    return compile_check(json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8")))
+    return compile_check(validator(name).schema)  # the schema checked against the meta-schema, read once
 
 
 @lru_cache(maxsize=None)
