@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.decide import Decision, Engine
@@ -12,11 +12,11 @@ from rules.errors import EvidenceError, InputError
 from rules.decision_log import DecisionLog, Entry, VerifyResult
 from rules.explain import explain_decision
 from rules.gcpause import gc_paused
+from rules.logged import log_body, public_decision
 from rules.model import Bundle
 from rules.policy import load_bundle
 from rules.query import Query
 from rules.settings import Settings
-from rules.logged import log_body, public_decision
 
 Evidence = CustodyEvidence | PriceEvidence
 

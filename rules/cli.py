@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import orjson
-
 from rules.api import Dacp
 from rules.errors import DacpError, InputError, PolicyError
 from rules.progress import Progress

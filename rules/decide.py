@@ -19,11 +19,11 @@ Fast by construction, because clearing re-decides whole books when prices move:
 from __future__ import annotations
 
 import itertools
-
-import orjson
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Any, Callable, Protocol, Sequence
+
+import orjson
 
 from adapters.evidence import CustodyEvidence, PriceEvidence
 from rules.compiler import CompiledBundle, compile_bundle
@@ -35,8 +35,8 @@ from rules.ids import new_id, new_ids
 from rules.model import Asset, Bundle, HaircutSchedule
 from rules.normalize import K_PHASE, base_facts, normalize
 from rules.query import Query, as_of_text
-from rules.trace import (CODE, IN_FORCE, MISSING, REGISTERED, SCHEDULE, VERIFIED, Statics, copy_json, expand, iso,
-                         plain, statics_for)
+from rules.trace import (CODE, IN_FORCE, MISSING, REGISTERED, SCHEDULE, VERIFIED, Statics, copy_json, expand, plain,
+                         statics_for)
 
 CENT = Decimal("0.01")
 ZERO = Decimal(0)

@@ -10,9 +10,11 @@ Hash schemes (``meta.hash_scheme``; a log keeps the scheme it was created with):
 * 2 (new logs): sha256 of ``dacp-log/2\n`` + the header ``[seq,entry_id,kind,recorded_at,bundle_hash,
   prev_hash]`` as compact JSON + ``\n`` + the body's UTF-8 bytes, exactly as stored;
 * 1 (logs created before it): sha256 of the canonical JSON object of those fields with the body as a
-  JSON string inside it (which re-encoded every body a second time). Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the chain catches
-edits made around them. Truncating the tail leaves a valid shorter chain: compare the head hash
-``verify`` prints with one recorded elsewhere (``--expect-head``).
+  JSON string inside it (which re-encoded every body a second time).
+
+Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the chain catches edits made around
+them. Truncating the tail leaves a valid shorter chain: compare the head hash ``verify`` prints with
+one recorded elsewhere (``--expect-head``).
 
 Bundles are stored once, content-addressed by their hash, with their source files, so any decision
 can be replayed under the bundle it was made with.
@@ -41,8 +43,8 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 import orjson
 
 from adapters.sqldb import Database, open_database
-from rules.gcpause import gc_paused
 from rules.errors import InputError, StorageError
+from rules.gcpause import gc_paused
 from rules.model import Bundle
 from rules.policy import load_bundle_from_sources
 
@@ -102,6 +104,7 @@ def plain_canonical(value: Any) -> str:
 
 def entry_hash_v1(seq: int, entry_id: str, kind: str, recorded_at: str, bundle: str | None, body: str,
                   prev_hash: str, data: bytes | None = None) -> str:
+    """(``data`` is accepted for the same signature as scheme 2; scheme 1 hashes the text.)"""
     material = json.dumps({"seq": seq, "entry_id": entry_id, "kind": kind, "recorded_at": recorded_at,
                            "bundle_hash": bundle, "body": body, "prev_hash": prev_hash},
                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
