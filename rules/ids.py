@@ -31,40 +31,22 @@ def _random62() -> int:
 
 def new_id() -> str:
     """A new UUIDv7 in its canonical text form, e.g. ``019ad9b4-6c3e-7a1f-9c2d-3b8e41f07a55``."""
-    now = time.time_ns() // 1_000_000
-    with _LOCK:
-        last, counter = _state
-        if now > last:
-            last, counter = now, _random62() & 0x7FF
-        else:  # the same millisecond (or the clock stepped back): keep order
-            counter += 1
-            if counter > 0xFFF:
-                last, counter = last + 1, _random62() & 0x7FF
-        _state[0], _state[1] = last, counter
-        rand = _random62()
-    u = (last << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
-    h = f"{u:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return new_ids(1)[0]
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` new ids at once, in order (the same layout as ``new_id``; one lock and one read of the
-    clock and of the OS's random source for the lot)."""
+    """``n`` new ids at once, in order (one lock, and one read of the clock and of the OS's random
+    source, for the lot)."""
     if n <= 0:
         return []
     now = time.time_ns() // 1_000_000
+    stamps = []
     with _LOCK:
         last, counter = _state
-        if now > last:
-            last, counter = now, _random62() & 0x7FF
-            first = True
-        else:
-            first = False
-        stamps = []
         for _ in range(n):
-            if first:
-                first = False
-            else:
+            if now > last:
+                last, counter = now, _random62() & 0x7FF
+            else:  # the same millisecond (or the clock stepped back): keep order
                 counter += 1
                 if counter > 0xFFF:
                     last, counter = last + 1, _random62() & 0x7FF
@@ -77,6 +59,6 @@ def new_ids(n: int) -> list[str]:
         t = text_of.get(ms)
         if t is None:
             t = text_of[ms] = f"{ms:012x}"
-        r = rand[16 * i:16 * i + 16]
+        r = rand[16 * i:16 * i + 16]  # 64 random bits: the variant's two replace the top two
         out.append(f"{t[:8]}-{t[8:]}-7{c:03x}-{'89ab'[int(r[0], 16) & 3]}{r[1:4]}-{r[4:]}")
     return out
