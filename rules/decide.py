@@ -41,7 +41,6 @@ from rules.trace import (CODE, IN_FORCE, MISSING, REGISTERED, SCHEDULE, VERIFIED
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
 ONE = Decimal(1)
-SHARE_STEP = Decimal("0.0001")  # shares are reported to the basis point, rounded down
 PRECISION = 80  # digits: quantity (<= 10**12, 18 places) x price (<= 10**9, 18 places) stays exact
 MEMO_SIZE = 4096  # plans and fact classes remembered per engine
 _ABSENT = object()

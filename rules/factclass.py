@@ -73,7 +73,7 @@ class FactClasses:
             else:
                 self._how[key] = (want, None)
         self.keys = tuple(sorted(self._how))
-        self.of = self.over(self.keys)
+        self._plan = tuple((k, *self._how[k]) for k in self.keys)
 
     def kind(self, key: str, value: Any) -> Any:
         """Which of the values the rules tell apart ``value`` is, for fact ``key`` alone (an int: its
@@ -81,29 +81,24 @@ class FactClasses:
         want, how = self._how.get(key, (None, None))
         return how(value) if want is int and how is not None and type(value) is int else value
 
-    def over(self, keys: Iterable[str], tag: Any = None) -> Callable[[Mapping[str, Any]], tuple]:
-        """The class function over ``keys`` only (the caller knows the other facts cannot change an
-        outcome); its classes start with ``tag``."""
-        plan = tuple((k, *self._how[k]) for k in sorted(keys) if k in self._how)
-
-        def of(facts: Mapping[str, Any]) -> tuple:
-            out = [tag]
-            get = facts.get
-            for key, want, how in plan:
-                v = get(key, _MISSING)
-                if v is _MISSING:
-                    out.append(v)
-                elif type(v) is not want:
-                    out.append((type(v).__name__, v))  # never equal to a class value of the right type
-                elif how is None:
-                    out.append(v)
-                elif want is int:
-                    # beyond what durable_rules compares exactly: the evaluator must see (and refuse) it
-                    out.append(how(v) if -MAX_INT_FACT <= v <= MAX_INT_FACT else ("big", v))
-                else:
-                    out.append(v if v in how else _OTHER)
-            return tuple(out)
-        return of
+    def of(self, facts: Mapping[str, Any]) -> tuple:
+        """The class of ``facts`` over every fact the bundle tests."""
+        out: list[Any] = [None]  # never a plan's tag (the engine uses one kind of class or the other)
+        get = facts.get
+        for key, want, how in self._plan:
+            v = get(key, _MISSING)
+            if v is _MISSING:
+                out.append(v)
+            elif type(v) is not want:
+                out.append((type(v).__name__, v))  # never equal to a class value of the right type
+            elif how is None:
+                out.append(v)
+            elif want is int:
+                # beyond what durable_rules compares exactly: the evaluator must see (and refuse) it
+                out.append(how(v) if -MAX_INT_FACT <= v <= MAX_INT_FACT else ("big", v))
+            else:
+                out.append(v if v in how else _OTHER)
+        return tuple(out)
 
 
 # -- per plan: the facts of the asset and the day folded in, values that act alike merged -----------

@@ -114,9 +114,6 @@ class Statics:
             self.ref[rule] = rule
         self._json: dict[Any, bytes] = {}
 
-    def registered_src(self) -> dict[str, Any] | None:
-        return self.by_rule[REGISTERED[0]][1]
-
     def threshold(self, rule: str) -> Any:
         return self.by_rule[rule][2]
 
