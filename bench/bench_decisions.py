@@ -126,13 +126,9 @@ def jsonl_end_to_end(dacp: Dacp, lines: list[str]) -> int:
 def raw_durable(compiled, facts: list[dict]) -> tuple[float, list[float]]:
     """The same facts through durable_rules' host directly: assert_fact + retract_fact, firings
     counted, nothing else (no trace, no type checks, no decision)."""
-    from durable import engine as dengine
+    from rules.durable_engine import _QuietHost  # durable's own Host, without its timer threads
 
-    class Quiet(dengine.Host):
-        def _run(self) -> None:  # no timer threads (see rules.durable_engine)
-            return None
-
-    host = Quiet()
+    host = _QuietHost()  # a host of its own, not the engine's
     fired = [0]
 
     def action(c: Any) -> None:
