@@ -100,21 +100,24 @@ class Dacp:
         none after it is decided."""
         if chunk < 1:
             raise InputError("the chunk size must be at least 1", "chunk")
+        self.engine.check_inputs(queries)  # bad input means nothing decided, not the chunks before it
         done = 0
         with gc_paused():
             for start in range(0, len(queries), chunk):
                 part = queries[start:start + chunk]
                 ev = evidence[start:start + chunk] if evidence else None
                 step = (lambda n, base=done: progress(base + n)) if progress else None
-                decisions = self._evaluate(part, ev, step, verify)
+                decisions = self._evaluate(part, ev, step, verify, checked=True)
                 done += len(part)
                 yield decisions
                 del decisions
 
     def _evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None,
-                  progress: Any, verify: bool) -> list[Decision]:
+                  progress: Any, verify: bool, checked: bool = False) -> list[Decision]:
         engine = self.engine
         if verify:  # one by one: each reads the chain, then is decided
+            if not checked:
+                engine.check_inputs(queries)  # before any node is asked
             decisions = []
             for i, q in enumerate(queries):
                 ev = list(evidence[i]) if evidence else []
@@ -123,7 +126,7 @@ class Dacp:
                 if progress:
                     progress(i + 1)
         else:
-            decisions = engine.decide_many(queries, evidence, progress=progress)
+            decisions = engine.decide_many(queries, evidence, progress=progress, checked=checked)
         if self.log_enabled:
             self.log.append(self._records(queries, decisions))
         return decisions

@@ -181,16 +181,31 @@ class Engine:
         """Decide ``query``. ``verification`` reports an on-chain custody check that was asked for:
         ``{"status": "verified"}`` or ``{"status": "failed", "reason": code, "message": words}``;
         a failed one makes the decision ineligible (fail closed)."""
+        self.check_inputs((query,))
         self.stats["decisions"] += 1
         with localcontext() as ctx:
             ctx.prec = PRECISION
             head, trace = _decide(self, query, evidence, decision_id or new_id(), verification)
         return Decision(head, trace, self.statics)
 
+    def check_inputs(self, queries: Sequence[Query]) -> None:
+        """Refuse what the bundle makes bad input (``InputError``): more decimal places than the asset
+        has, a portfolio holding of an asset the registry does not know. Every query of a batch is
+        checked before any is decided, so a bad one means nothing is decided or logged."""
+        assets = self.bundle.assets
+        for q in queries:
+            asset = assets.get(q.asset)
+            if asset is not None:  # an unknown asset itself is not bad input: it is refused, with its reason
+                _check_quantity_precision(q, asset)
+                _check_portfolio(q, self.bundle)
+
     def decide_many(self, queries: Sequence[Query], evidence: Sequence[Sequence[Any]] | None = None,
                     verifications: Sequence[dict[str, Any] | None] | None = None,
-                    progress: Callable[[int], None] | None = None) -> list[Decision]:
-        """``decide`` for each query (with its evidence and verification, if given), in order."""
+                    progress: Callable[[int], None] | None = None, checked: bool = False) -> list[Decision]:
+        """``decide`` for each query (with its evidence and verification, if given), in order; all of
+        them are checked first (``check_inputs``) unless the caller has (``checked``)."""
+        if not checked:
+            self.check_inputs(queries)
         out = []
         statics = self.statics
         stats = self.stats
@@ -387,8 +402,6 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
     if asset is None:
         return _head(engine, query, decision_id, price, False, None, None, None, "0", None, "0",
                      list(plan.lead_failed), verification, evidence), trace
-    _check_quantity_precision(query, asset)
-    _check_portfolio(query, engine.bundle)
 
     for ev in evidence:
         if isinstance(ev, PriceEvidence) and ev.asset == asset.symbol:

@@ -188,3 +188,23 @@ def test_console_script_runs_as_a_real_process(env):
     assert r.returncode == 0 and json.loads(r.stdout)["failed_rules"] == ["registry.asset-registered"]
     r = subprocess.run([str(exe), "evaluate", "--batch", "-"], input="{oops\n", capture_output=True, text=True, timeout=60)
     assert r.returncode == 3 and "Traceback" not in r.stderr and "not valid JSON" in r.stderr
+
+
+def test_a_bad_query_late_in_a_long_batch_writes_nothing(tmp_path, capsys):
+    """More queries than one streamed chunk, the last one bad for the bundle: exit 3, nothing printed,
+    nothing logged (every query is checked before the first chunk is decided)."""
+    import json as _json
+
+    from rules.cli import STREAM_CHUNK, main
+    from tests.workload import book
+
+    docs = [d for d in book(STREAM_CHUNK + 50, seed=19) if d["asset"] == "BTC"]
+    docs = (docs * (STREAM_CHUNK // len(docs) + 2))[: STREAM_CHUNK + 20]
+    docs[-1] = {**docs[-1], "quantity": "1.123456789"}  # BTC has 8 places
+    batch = tmp_path / "book.jsonl"
+    batch.write_text("\n".join(_json.dumps(d) for d in docs) + "\n")
+    log = tmp_path / "log.sqlite"
+    code = main(["evaluate", "--batch", str(batch), "--log", str(log), "--policies", str(ROOT / "policies")])
+    out = capsys.readouterr()
+    assert code == 3 and out.out == "" and "more decimal places than BTC has" in out.err and "Traceback" not in out.err
+    assert not log.exists()

@@ -243,3 +243,17 @@ def test_the_public_json_bytes_are_the_public_decision(tmp_path, bundle):
     ev = PriceEvidence(asset="BTC", price_usd=q.price_usd, updated_at=q.as_of, source="file:test")
     d = engine.decide(q, [ev], verification={"status": "failed", "reason": "node_unreachable", "message": "down"})
     assert d.to_json_bytes() == orjson.dumps(d.to_json())
+
+
+def test_bad_input_anywhere_in_a_stream_means_nothing_decided_or_logged(tmp_path, bundle):
+    """A query the bundle refuses as input (more decimal places than the asset has) in a late chunk
+    stops the stream before the first chunk is decided: nothing is yielded, nothing is logged."""
+    from rules.errors import InputError
+
+    dacp = dacp_for(tmp_path, bundle)
+    docs = [d for d in corpus(40, seed=18) if d["asset"] in bundle.assets]
+    docs.append({**docs[0], "asset": "USDC", "quantity": "1.1234567", "portfolio": []})  # USDC has 6 places
+    stream = dacp.evaluate_stream([parse_query(d) for d in docs], chunk=10)
+    with pytest.raises(InputError, match="more decimal places than USDC has"):
+        next(stream)
+    assert not (tmp_path / "log.sqlite").exists() or dacp.log.count() == 0
