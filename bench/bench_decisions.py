@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from rules.api import Dacp, comparable  # noqa: E402
+from rules.cli import STREAM_CHUNK as CHUNK, print_jsonl  # noqa: E402
 from rules.compiler import QID, compile_bundle  # noqa: E402
 from rules.decide import Engine  # noqa: E402
 from rules.normalize import normalize  # noqa: E402
@@ -53,7 +54,6 @@ from rules.settings import Settings  # noqa: E402
 from tests.workload import book  # noqa: E402
 
 POLICIES = ROOT / "policies"
-CHUNK = 500  # decisions per log transaction, as the CLI streams them
 TARGETS = {"batch": 50_000, "p99_ms": 2.0, "compile_s": 1.0}
 
 
@@ -117,10 +117,7 @@ def stream(dacp: Dacp, queries: list) -> int:
 def jsonl_end_to_end(dacp: Dacp, lines: list[str]) -> int:
     """What ``dacp evaluate --batch`` does: parse every line, then decide, log and print per chunk."""
     queries = [parse_query(parse_json_text(line, f"stdin:{i}"), f"stdin:{i}") for i, line in enumerate(lines, 1)]
-    out = io.BytesIO()
-    for chunk in dacp.evaluate_stream(queries, CHUNK):
-        out.write(b"".join(d.to_json_bytes() + b"\n" for d in chunk))
-    return len(queries)
+    return print_jsonl(dacp, queries, io.BytesIO())
 
 
 def raw_durable(compiled, facts: list[dict]) -> tuple[float, list[float]]:
