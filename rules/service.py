@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import anyio
+import orjson
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -46,6 +47,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rules.api import Dacp
+from rules.decide import Decision
 from rules.errors import DacpError, EvidenceError, InputError, PolicyError, StorageError
 from rules.query import MAX_QUERY_BYTES, parse_json_text, parse_query
 from rules.schema_check import SCHEMA_DIR
@@ -351,14 +353,14 @@ class Service:
                previous=old.hash, bundle=new.hash, name=new.dacp.bundle.name, version=new.dacp.bundle.version)
         return old, new
 
-    def decide(self, active: Active, queries: list) -> list[dict[str, Any]]:
+    def decide(self, active: Active, queries: list) -> list[Decision]:
         """Decide and log under ``active`` (the snapshot the request started with). Runs on the engine thread."""
         t0 = time.perf_counter()
-        decisions = [d.to_json() for d in active.dacp.evaluate(queries, verify=self.config.verify)]
+        decisions = active.dacp.evaluate(queries, verify=self.config.verify)
         self.metrics.decision_latency.observe(time.perf_counter() - t0)
         for d in decisions:
-            self.metrics.decisions.labels("eligible" if d["eligible"] else "ineligible").inc()
-            v = d.get("verification") or {}
+            self.metrics.decisions.labels("eligible" if d.eligible else "ineligible").inc()
+            v = d.head.get("verification") or {}
             if v.get("status") == "failed":
                 self.metrics.custody_failures.labels(str(v.get("reason", "unknown"))).inc()
         return decisions
@@ -827,7 +829,7 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
         raw = await _body(request, min(svc.config.max_body_bytes, MAX_QUERY_BYTES))
         query = parse_query(_json(raw, "body"), "query")
         decisions = await anyio.to_thread.run_sync(partial(svc.decide, active, [query]), limiter=svc.engine_limiter)
-        return reply(decisions[0])
+        return Response(decisions[0].to_json_bytes(), media_type="application/json")
 
     @app.post("/v1/eligibility/batch", operation_id="evaluate_batch", tags=["eligibility"],
               summary="Decide many queries at once; all are checked first, then decided and logged together",
@@ -857,8 +859,15 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
             shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
             raise InputError(f"{len(errors)} invalid quer{'y' if len(errors) == 1 else 'ies'}; nothing was decided "
                              "or logged: " + "; ".join(shown), "body.queries")
-        decisions = await anyio.to_thread.run_sync(partial(svc.decide, active, queries), limiter=svc.engine_limiter)
-        return reply({"decisions": decisions, "policy_bundle": active.hash})
+        def decide_and_encode() -> bytes:
+            # The decisions' JSON straight from their compact form (Decision.to_json_bytes), not dicts for a
+            # JSON encoder to walk: building and encoding ~10 KB of dicts a decision was half a batch's time.
+            decisions = svc.decide(active, queries)
+            return b"".join((b'{"decisions":[', b",".join([d.to_json_bytes() for d in decisions]),
+                             b'],"policy_bundle":', orjson.dumps(active.hash), b"}"))
+
+        body = await anyio.to_thread.run_sync(decide_and_encode, limiter=svc.engine_limiter)
+        return Response(body, media_type="application/json")
 
     # -- auditors --
     @app.get("/v1/decisions/{decision_id}", operation_id="get_decision", tags=["audit"],

@@ -86,6 +86,25 @@ def test_batch_in_order_and_all_or_nothing(client, settings):
     assert log_count(settings.log) == 2
 
 
+def test_batch_answers_are_the_cli_contract_over_a_book(client, settings):
+    """The batch response is encoded from the decisions' compact form: every decision of a varied book
+    (all assets, refusals, limits that bite) must be what the engine's public form says, and what the
+    log gives back for it."""
+    from rules.query import parse_query
+    from tests.workload import book
+
+    docs = book(120, seed=11)
+    r = client.post("/v1/eligibility/batch", json={"queries": docs}, headers=auth("clearing"))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    got = r.json()["decisions"]
+    quiet = Dacp(settings, log_enabled=False)
+    want = [d.to_json() for d in quiet.evaluate([parse_query(d) for d in docs])]
+    assert [comparable(g) for g in got] == [comparable(w) for w in want]
+    assert {d["eligible"] for d in got} == {True, False}
+    logged = Dacp(settings)
+    assert [logged.logged_decision(logged.log.get(g["decision_id"])) for g in got] == got
+
+
 def test_batch_limit(settings):
     with TestClient(create_app(settings, ServiceConfig(tokens=CONFIG.tokens, max_batch=2))) as c:
         r = c.post("/v1/eligibility/batch", json={"queries": [BTC] * 3}, headers=auth("clearing"))
@@ -346,7 +365,7 @@ def test_in_flight_request_finishes_on_its_bundle(client, policies):
     svc.reload(None, "test")
     assert svc.active.hash != before.hash
     from rules.query import parse_query
-    assert svc.decide(before, [parse_query(BTC)])[0]["policy"]["bundle"] == before.hash
+    assert svc.decide(before, [parse_query(BTC)])[0].head["policy"]["bundle"] == before.hash
 
 
 def test_reload_under_load_every_answer_is_consistent(client, policies):
