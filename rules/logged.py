@@ -39,8 +39,8 @@ def log_body(query: "Query", decision: "Decision") -> "dict[str, Any] | RawJSON"
     head = decision.head
     out = dict(islice(head.items(), len(_KEYS), None))  # the head starts with _KEYS, in that order
     out["eligible"] = head["eligible"]
-    if head["price_usd"] != plain(query.price_usd):  # on-chain or file price evidence replaced the query's
-        out["price_usd"] = head["price_usd"]
+    if head["price_usd"] != query.raw.get("price_usd"):  # evidence replaced the query's price, or the query
+        out["price_usd"] = head["price_usd"]  # wrote it in another form ("064000"): kept, never guessed
     out["trace"] = decision.trace
     if query.raw_json is not None:  # the query as it was encoded when parsed: only the decision is new
         return RawJSON(b"".join((b'{"format":2,"query":', query.raw_json, b',"decision":', orjson.dumps(out), b"}")))

@@ -133,6 +133,17 @@ def test_a_price_from_evidence_is_kept_in_the_entry(tmp_path, bundle):
     assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
 
 
+@pytest.mark.parametrize("written, shown", [("64000", "64000"), ("64000.50", "64000.50"), ("064000", "64000")])
+def test_the_price_is_restored_whatever_form_the_query_wrote_it_in(tmp_path, bundle, written, shown):
+    dacp = dacp_for(tmp_path, bundle)
+    q = parse_query(corpus(1, seed=11)[0] | {"asset": "BTC", "price_usd": written})
+    (d,) = dacp.evaluate([q])
+    body = dacp.log.get(d.id).body
+    assert d.to_json()["price_usd"] == shown
+    assert ("price_usd" in body["decision"]) == (written != shown)  # kept only when the query's text differs
+    assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
+
+
 def test_a_decision_head_starts_with_the_keys_the_entry_restores(bundle):
     from rules.logged import _KEYS
 
