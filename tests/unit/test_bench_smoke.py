@@ -17,7 +17,7 @@ def test_the_decision_benchmark_runs_and_reports_every_measure(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     text = run.stdout
     for measure in ("full trace + decision log", "full trace, no log", "every decision through it",
-                    "raw durable_rules assert_fact + retract_fact", "plain-Python evaluation of the same criteria",
+                    "raw durable_rules assert_fact + retract_fact", "decision log alone", "less the log alone", "plain-Python evaluation of the same criteria",
                     "JSON Lines in", "p50", "p99", "load + check", "register in durable_rules",
                     "resident set", "targets (issue 6, one core)"):
         assert measure in text, measure
