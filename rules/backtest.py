@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone

@@ -13,7 +13,6 @@ import json
 import re
 import sys
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from adapters.evidence import CustodyEvidence, PriceEvidence, custody_from_json
 from adapters.ledger_store import Account, Incident, JournalEntry, LedgerStore, Position, StoredRequest

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 from functools import lru_cache
 
 import pytest

@@ -3,7 +3,6 @@ rules.durable_engine."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import re

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
 
 from rules.service import ACCESS, ServiceConfig, Token, create_app, hash_token
 from rules.settings import Settings
