@@ -22,7 +22,7 @@ from rules.decision_log import DecisionLog, entry_hash_v1, entry_hash_v2
 from rules.errors import StorageError
 from rules.gcpause import gc_paused
 from rules.ids import new_id
-from rules.logged import log_body
+from rules.logged import FORMAT, log_body
 from rules.policy import load_bundle
 from rules.query import parse_query
 from rules.settings import Settings
@@ -32,6 +32,7 @@ from tests.workload import corpus
 
 POLICIES = ROOT / "policies"
 V1_LOG = ROOT / "tests" / "data" / "decision-log-v1.sqlite"
+V2_LOG = ROOT / "tests" / "data" / "decision-log-v2.sqlite"
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,28 @@ def test_a_log_of_the_previous_version_verifies_explains_replays_and_grows(tmp_p
         db.execute("DROP TRIGGER log_no_update")
         db.execute("UPDATE log SET body = replace(body, 'ACC-1001', 'ACC-1002') WHERE seq = 2")
     assert not DecisionLog(path).verify().ok
+
+
+def test_a_log_of_compact_format_2_reads_verifies_explains_replays_and_grows(tmp_path):
+    """tests/data/decision-log-v2.sqlite: 20 decisions written by the version before format 3 (limits in
+    the trace as dicts, with their thresholds) - every asset, refusals, limits that bind and that do not."""
+    path = tmp_path / "v2.sqlite"
+    shutil.copy(V2_LOG, path)
+    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules"))
+    log = dacp.log
+    assert log.hash_scheme == 2 and log.verify().ok and log.count() == 20
+    bound = 0
+    for e in log.entries():
+        assert e.body["format"] == 2
+        public = dacp.logged_decision(e)
+        bound += any(r.get("counted_usd") is not None for r in public["reasons"])
+        assert all(set(r) >= {"rule", "outcome", "description", "observed", "threshold", "policy"} for r in public["reasons"])
+        assert dacp.replay(e.entry_id).identical
+        assert "Rules evaluated:" in dacp.explain(e.entry_id)
+    assert bound == 8
+    (d,) = dacp.evaluate([parse_query(corpus(1, seed=4)[0])])
+    assert log.verify().ok and log.count() == 21 and dacp.log.get(d.id).body["format"] == FORMAT
+    assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
 
 
 def test_scheme_1_is_the_previous_versions_hash():
