@@ -116,8 +116,8 @@ class _Plan:
     fixed_base: tuple | None  # (base, decided_by, components, trace entry) for schedules by sources
     add_ons: tuple  # (haircut, compiled rule index or None, ref, fact key or None, share above or None,
     #                  its component not applied / applied)
-    limits: tuple  # (Limit in force, member symbols, ref, threshold, max value, max share, 1 - share,
-    #                 min total) or (None, trace entry)
+    limits: tuple  # (Limit in force, member symbols, ref, max value, max share, 1 - share, min total)
+    #                 or (None, trace entry)
     schedule_missing: tuple | None  # the trace entry when no schedule applies
     quantum: Decimal | None  # the asset's smallest unit
     statics: Statics
@@ -350,7 +350,7 @@ def _make_plan(engine: Engine, symbol: str, day: Any) -> _Plan:
         members = (asset.symbol,) if lim.scope == "asset" else tuple(
             s for s, a in bundle.assets.items() if lim.applies.matches(a))
         share = lim.max_share if lim.max_share is not None and lim.max_share < 1 else None
-        limits.append((lim, members, st.ref[lim.id], st.threshold(lim.id), lim.max_value_usd, share,
+        limits.append((lim, members, st.ref[lim.id], lim.max_value_usd, share,
                        ONE - share if share is not None else None, lim.min_total_usd or ZERO))
     base = base_facts(bundle, asset, day)
     classes = _plan_classes(engine, asset, base) if engine._plan_local else None
@@ -561,9 +561,6 @@ def _cents(d: Decimal) -> str:
     return str(d.quantize(CENT, ROUND_DOWN))
 
 
-_NOT_BINDING = {"counted_usd": None}  # shared: decoding copies it
-
-
 def _limits(plan: _Plan, trace: list, value: Decimal, by_asset: dict[str, Decimal], total_before: Decimal) -> Decimal:
     """Apply every limit in force: the counted value is the least any limit allows."""
     counted = value
@@ -574,7 +571,7 @@ def _limits(plan: _Plan, trace: list, value: Decimal, by_asset: dict[str, Decima
         if lim is None:
             trace.append(step[1])
             continue
-        _, members, ref, threshold, max_value, share, rest, min_total = step
+        _, members, ref, max_value, share, rest, min_total = step
         if requested is None:
             requested = _cents(value)
         group = ZERO
@@ -605,9 +602,6 @@ def _limits(plan: _Plan, trace: list, value: Decimal, by_asset: dict[str, Decima
         binding = allowed < counted
         if binding:
             counted = allowed
-        trace.append((ref, "a" if binding else "p",
-                      {"group_value_usd": _cents(group), "share_after": _share(group + value, everything),
-                       "requested_usd": requested},
-                      threshold,
-                      {"counted_usd": _cents(allowed)} if binding else _NOT_BINDING))
+        observed = [_cents(group), _share(group + value, everything), requested]  # rules.trace: LIMIT_OBSERVED
+        trace.append((ref, "a", observed, _cents(allowed)) if binding else (ref, "p", observed))
     return counted if counted > ZERO else ZERO

@@ -1,6 +1,6 @@
 """The form a decision takes in the decision log, and back.
 
-An entry of kind ``decision`` written by ``Dacp.evaluate`` holds ``{"format": 2, "query": <the query
+An entry of kind ``decision`` written by ``Dacp.evaluate`` holds ``{"format": 3, "query": <the query
 as given>, "decision": <the decision, compact>}``. The compact decision leaves out what the entry
 already says elsewhere - its id (the entry id), the query's own fields (query id, account,
 participant, asset, quantity, as of; the price unless evidence replaced it) and the policy (the
@@ -8,8 +8,9 @@ entry's bundle, stored by hash) - and keeps its trace compact (``rules.trace``).
 puts them back; ``tests/unit/test_logged.py`` checks that the round trip gives every corpus decision
 back exactly.
 
-Entries written before this format (no ``format`` key: the full decision with ``reasons``) read as
-they are.
+Format 2 differs only in how a limit in force is traced (its observed values as a dict, its threshold
+and ``counted_usd`` written out: ``rules.trace``); both read back the same way. Entries written before
+the compact form (no ``format`` key: the full decision with ``reasons``) read as they are.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from rules.decide import Decision
     from rules.query import Query
 
-FORMAT = 2
+FORMAT = 3
+READS = (2, 3)  # compact formats this version reads
+_OPEN = b'{"format":%d,"query":' % FORMAT
 # Decision keys in their public order; those marked True are restored from the entry.
 _KEYS = (("decision_id", True), ("query_id", True), ("eligible", False), ("account", True), ("participant", True),
          ("asset", True), ("quantity", True), ("price_usd", True), ("as_of", True), ("policy", True))
@@ -43,14 +46,14 @@ def log_body(query: "Query", decision: "Decision") -> "dict[str, Any] | RawJSON"
         out["price_usd"] = head["price_usd"]  # wrote it in another form ("064000"): kept, never guessed
     out["trace"] = decision.trace
     if query.raw_json is not None:  # the query as it was encoded when parsed: only the decision is new
-        return RawJSON(b"".join((b'{"format":2,"query":', query.raw_json, b',"decision":', orjson.dumps(out), b"}")))
+        return RawJSON(b"".join((_OPEN, query.raw_json, b',"decision":', orjson.dumps(out), b"}")))
     return {"format": FORMAT, "query": query.raw, "decision": out}
 
 
 def public_decision(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict[str, Any]:
     """The public form of a logged decision (``body``: the entry's body; ``bundle``: its stored bundle)."""
     decision = body["decision"]
-    if body.get("format") != FORMAT:
+    if body.get("format") not in READS:
         return decision  # written before the compact form: complete as it is
     from rules.query import _timestamp, as_of_text
 

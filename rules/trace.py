@@ -9,6 +9,13 @@ engine keeps, and the decision log stores, the *compact* trace: one short list p
     [ref, code, observed, threshold]              a threshold of this decision's (or none: null)
     [ref, code, observed, threshold, extra]       extra: more fields of the entry, e.g. counted_usd
 
+A limit in force has a layout of its own (its threshold is always the rule's own, and a book has
+several a decision, so the keys are left out):
+
+    [ref, code, [group_value_usd, share_after, requested_usd]]              the limit does not bind
+    [ref, code, [group_value_usd, share_after, requested_usd], counted_usd] it binds: the value it allows
+
+(decision-log format 2 wrote it in the general layout, observed as a dict; both decode the same.)
 ``ref`` is the rule's position in the bundle's rule ids *sorted* (``Statics.rules``; a function of
 the bundle's content alone, so of its hash), or the id itself for the engine's own rules (bundle in
 force, asset registered, haircut schedule found, custody verified on-chain). ``code`` is ``p`` pass,
@@ -40,6 +47,7 @@ CODE = {"pass": "p", "fail": "f", "not_applicable": "n", "applied": "a"}
 OUTCOME = {v: k for k, v in CODE.items()}
 MISSING = "missing"  # the observed value of a fact the query and evidence did not give
 STATIC = object()  # "the rule's own threshold"
+LIMIT_OBSERVED = ("group_value_usd", "share_after", "requested_usd")  # a limit's observed values, in order
 
 Item = Sequence[Any]  # a compact trace entry
 _CONTAINERS = (dict, list)
@@ -102,6 +110,7 @@ class Statics:
                     else {"op": "share_above", "value": plain(a.when_share_above)})
         for lim in bundle.limits:
             put(lim.id, lim.description, lim.src, limit_threshold(lim))
+        self.limits = frozenset(lim.id for lim in bundle.limits)
         self.by_rule = by
         # Decoding: a bundle rule by its position or by its id (either form reads back).
         self._decode: dict[int | str, tuple[str, str, dict[str, Any] | None, Any]] = {}
@@ -152,6 +161,10 @@ class Statics:
         n = len(item)
         outcome = OUTCOME.get(item[1], item[1])
         copy = copy_json if fresh else _same
+        if n > 2 and type(item[2]) is list and rule in self.limits:  # a limit in force: its own layout
+            return {"rule": rule, "outcome": outcome, "description": description,
+                    "observed": dict(zip(LIMIT_OBSERVED, item[2], strict=True)), "threshold": copy(threshold),
+                    "policy": dict(policy) if fresh and policy else policy, "counted_usd": item[3] if n > 3 else None}
         r = {"rule": rule, "outcome": outcome, "description": description,
              "observed": copy(item[2]) if n > 2 else MISSING,
              "threshold": copy(item[3] if n > 3 else threshold), "policy": dict(policy) if fresh and policy else policy}
@@ -200,5 +213,11 @@ def compact(reasons: Iterable[dict[str, Any]], statics: Statics) -> list[tuple]:
             extra["description"] = r.get("description")
         if r.get("policy") != policy:
             extra["policy"] = r.get("policy")
-        out.append(statics.item(rule, r["outcome"], r.get("observed"), r.get("threshold"), extra or None))
+        observed = r.get("observed")
+        if (rule in statics.limits and type(observed) is dict and tuple(observed) == LIMIT_OBSERVED
+                and r.get("threshold") == statics.threshold(rule) and set(extra) == {"counted_usd"}):
+            code, values, counted = CODE[r["outcome"]], list(observed.values()), extra["counted_usd"]
+            out.append((statics.ref[rule], code, values) if counted is None else (statics.ref[rule], code, values, counted))
+            continue
+        out.append(statics.item(rule, r["outcome"], observed, r.get("threshold"), extra or None))
     return out

@@ -7,6 +7,7 @@ import pytest
 
 from rules.api import Dacp
 from rules.decision_log import DecisionLog
+from rules.logged import FORMAT
 from rules.policy import load_bundle
 from rules.query import parse_query
 from rules.settings import Settings
@@ -35,7 +36,7 @@ def test_a_streamed_batch_is_logged_compactly_and_reads_back_exactly(target):
     assert result.ok, result.problem
     for d in decisions[::7]:
         entry = log.get(d.id)
-        assert entry.body["format"] == 2 and "reasons" not in entry.body["decision"]
+        assert entry.body["format"] == FORMAT and "reasons" not in entry.body["decision"]
         assert dacp.logged_decision(entry) == d.to_json()
     some = decisions[5]
     assert dacp.replay(some.id).identical

@@ -152,7 +152,7 @@ def test_a_price_from_evidence_is_kept_in_the_entry(tmp_path, bundle):
                        round_id=None)
     (d,) = dacp.evaluate([q], evidence=[[ev]])
     body = dacp.log.get(d.id).body
-    assert body["format"] == 2 and body["decision"]["price_usd"] == d.to_json()["price_usd"] != body["query"]["price_usd"]
+    assert body["format"] == FORMAT and body["decision"]["price_usd"] == d.to_json()["price_usd"] != body["query"]["price_usd"]
     assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
 
 
