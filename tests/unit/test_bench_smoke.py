@@ -4,8 +4,12 @@ figure is checked, only that every measure is printed and the decisions agree ac
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from tests.support import ROOT
 
@@ -25,3 +29,12 @@ def test_the_decision_benchmark_runs_and_reports_every_measure(tmp_path):
     figures = json.loads(out.read_text())
     assert {"batch", "latency_ms", "compile", "memory"} <= set(figures)
     assert all(v > 0 for v in figures["batch"].values())
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed (scripts/setup installs it as root)")
+def test_the_instruction_counter_runs_and_reports_a_count():
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "count_instructions.py"), "-n", "40", "--reps", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    found = re.search(r"([0-9,]+) instructions per decision \(with the decision log", run.stdout)
+    assert found and int(found.group(1).replace(",", "")) > 10_000, run.stdout
