@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from rules.api import Dacp, comparable  # noqa: E402
-from rules.cli import STREAM_CHUNK as CHUNK, print_jsonl  # noqa: E402
+from rules.cli import STREAM_CHUNK as CHUNK, parse_jsonl, print_jsonl  # noqa: E402
 from rules.compiler import QID, compile_bundle  # noqa: E402
 from rules.decide import Engine  # noqa: E402
 from rules.decision_log import DecisionLog, RawJSON  # noqa: E402
@@ -52,7 +52,7 @@ from rules.ids import new_ids  # noqa: E402
 from rules.normalize import normalize  # noqa: E402
 from rules.policy import load_bundle  # noqa: E402
 from rules.pyeval import PythonEvaluator  # noqa: E402
-from rules.query import parse_json_text, parse_query  # noqa: E402
+from rules.query import parse_query  # noqa: E402
 from rules.settings import Settings  # noqa: E402
 from tests.workload import book  # noqa: E402
 
@@ -117,9 +117,12 @@ def stream(dacp: Dacp, queries: list) -> int:
     return n
 
 
-def jsonl_end_to_end(dacp: Dacp, lines: list[str]) -> int:
+def jsonl_end_to_end(dacp: Dacp, text: str) -> int:
     """What ``dacp evaluate --batch`` does: parse every line, then decide, log and print per chunk."""
-    queries = [parse_query(parse_json_text(line, f"stdin:{i}"), f"stdin:{i}") for i, line in enumerate(lines, 1)]
+    queries: list = []
+    errors: list[str] = []
+    parse_jsonl(text, "stdin", queries, errors)
+    assert not errors, errors[:3]
     return print_jsonl(dacp, queries, io.BytesIO())
 
 
@@ -305,6 +308,7 @@ def main() -> int:
         bundle = shipped.pop("bundle")
         docs = book(n, seed=2026)
         lines = [json.dumps(d) for d in docs]
+        text = "\n".join(lines)  # what dacp evaluate --batch reads
         queries = [parse_query(d) for d in docs]
         fresh = [parse_query(d) for d in book(singles, seed=77)]  # never seen by the engines below
         compiled = compile_bundle(bundle)
@@ -348,8 +352,8 @@ def main() -> int:
         table.add("engine durable_rules, every decision through it, + log", f"{rates['log_durable_noreuse']:,.0f} /s",
                   f"(first {n_durable:,} queries)")
         dacp = Dacp(Settings(policies=POLICIES, log=tmp / "cli.sqlite", engine="durable_rules"), bundle=bundle)
-        jsonl_end_to_end(dacp, lines[:CHUNK])
-        rates["jsonl"] = best_rate(n, lambda: jsonl_end_to_end(dacp, lines), repeat)
+        jsonl_end_to_end(dacp, "\n".join(lines[:CHUNK]))
+        rates["jsonl"] = best_rate(n, lambda: jsonl_end_to_end(dacp, text), repeat)
         table.add("JSON Lines in, parse + decide + log + JSON out (CLI path)", f"{rates['jsonl']:,.0f} /s")
         floor_log = DecisionLog(tmp / "floor.sqlite")
         log_floor(floor_log, bundle, queries[:CHUNK])
