@@ -210,7 +210,7 @@ class PlanClasses:
                 if passes not in (TRUE, FALSE):
                     rules.append(passes)
         consts = constants_of(rules)
-        plan: list[tuple[str, type, Callable[[Any], int], tuple[int, ...], int]] = []
+        fast: list[tuple] = []  # per fact: key, type, word/flag table, other word's kind, int constants, kinds, missing
         self._single: list[frozenset[int]] = []  # per fact: the classes only one value can be in
         for key in sorted(consts):
             want = _KEY_TYPES[key]
@@ -232,10 +232,15 @@ class PlanClasses:
             missing = signatures.setdefault(tuple(fold(f, key, _MISSING) for f in mine), len(signatures))
             members.setdefault(missing, []).append((-1, _MISSING))
             self._single.append(frozenset(c for c, m in members.items() if len(m) == 1 and _one_value(want, m[0][0], len(reps))))
-            plan.append((key, want, kind, tuple(merged), missing))
-        self._plan = tuple(plan)
+            # What ``of`` runs: a word or a flag straight to its merged kind; an int through its constants.
+            if want is int:
+                fast.append((key, int, None, None, tuple(sorted(values)), tuple(merged), missing))
+            else:
+                table = {rep: merged[kind(rep)] for rep in reps[:-1 if want is str else None]}
+                fast.append((key, want, table, merged[kind(reps[-1])] if want is str else None, (), (), missing))
+        self._fast = tuple(fast)
         self.tag = tag
-        self.keys = tuple(p[0] for p in plan)
+        self.keys = tuple(f[0] for f in fast)
 
     def pinned(self, cls: tuple) -> set[str]:
         """The facts whose value ``cls`` leaves no choice about (every decision of the class has it)."""
@@ -244,14 +249,17 @@ class PlanClasses:
     def of(self, facts: Mapping[str, Any]) -> tuple:
         out: list[Any] = [self.tag]
         get = facts.get
-        for key, want, kind, merged, missing in self._plan:
+        for key, want, table, other, points, merged, missing in self._fast:
             v = get(key, _MISSING)
             if v is _MISSING:
                 out.append(missing)
             elif type(v) is not want or (want is int and not -MAX_INT_FACT <= v <= MAX_INT_FACT):
                 out.append((type(v).__name__, v))  # the evaluator must see (and refuse) it: never merged
+            elif table is not None:
+                out.append(table.get(v, other))  # a bool is always in its table: False, True
             else:
-                out.append(merged[kind(v)])
+                i = bisect_left(points, v)
+                out.append(merged[2 * i + 1 if i < len(points) and points[i] == v else 2 * i])
         return tuple(out)
 
 
