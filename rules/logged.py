@@ -5,7 +5,7 @@ as given>, "decision": <the decision, compact>}``. The compact decision leaves o
 already says elsewhere - its id (the entry id), the query's own fields (query id, account,
 participant, asset, quantity, as of; the price unless evidence replaced it) and the policy (the
 entry's bundle, stored by hash) - and keeps its trace compact (``rules.trace``). ``public_decision``
-puts them back; ``tests/unit/test_logged.py`` checks that the round trip gives every corpus decision
+puts them back; ``tests/unit/test_log_format.py`` checks that the round trip gives every corpus decision
 back exactly.
 
 Format 2 differs only in how a limit in force is traced (its observed values as a dict, its threshold
