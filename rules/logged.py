@@ -15,13 +15,14 @@ the compact form (no ``format`` key: the full decision with ``reasons``) read as
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from rules.decision_log import RawJSON
+from rules.errors import InputError, StorageError
 from rules.model import Bundle
 from rules.trace import expand, plain, statics_for
 
@@ -51,7 +52,17 @@ def log_body(query: "Query", decision: "Decision") -> "dict[str, Any] | RawJSON"
 
 
 def public_decision(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict[str, Any]:
-    """The public form of a logged decision (``body``: the entry's body; ``bundle``: its stored bundle)."""
+    """The public form of a logged decision (``body``: the entry's body; ``bundle``: its stored bundle).
+    An entry that does not decode (edited around the triggers, say) is a ``StorageError`` naming it."""
+    try:
+        return _public(body, entry_id, bundle)
+    except (KeyError, IndexError, TypeError, ValueError, InvalidOperation, InputError) as e:
+        detail = f"missing {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
+        raise StorageError(f"decision {entry_id}: its log entry cannot be read back ({detail}); "
+                           "`dacp audit verify` checks the whole log") from None
+
+
+def _public(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict[str, Any]:
     decision = body["decision"]
     if body.get("format") not in READS:
         return decision  # written before the compact form: complete as it is

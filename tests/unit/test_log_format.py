@@ -104,6 +104,25 @@ def test_a_log_of_compact_format_2_reads_verifies_explains_replays_and_grows(tmp
     assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
 
 
+@pytest.mark.parametrize("edit", [
+    ("'\"trace\":[[\"bundle.in-force\"'", "'\"trace\":[[99999'"),  # a rule the bundle does not have
+    ("'\"trace\":[['", "'\"trace\":7,\"was\":[['"),  # not a trace at all
+    ("'\"quantity\":\"'", "'\"quantity\":\"x'"),  # not a number
+])
+def test_an_entry_edited_around_the_triggers_is_a_storage_error_naming_it(tmp_path, edit):
+    path = tmp_path / "v2.sqlite"
+    shutil.copy(V2_LOG, path)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER log_no_update")
+        db.execute(f"UPDATE log SET body = replace(body, {edit[0]}, {edit[1]}) WHERE seq = 3")
+        (entry_id,) = db.execute("SELECT entry_id FROM log WHERE seq = 3").fetchone()
+    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="python"))
+    assert not dacp.log.verify().ok
+    with pytest.raises(StorageError, match=f"decision {entry_id}: its log entry cannot be read back"):
+        dacp.explain(entry_id)
+    assert "Rules evaluated:" in dacp.explain(next(e.entry_id for e in dacp.log.entries() if e.seq == 4))
+
+
 def test_scheme_1_is_the_previous_versions_hash():
     body = '{"a":1}'
     want = hashlib.sha256(json.dumps({"seq": 1, "entry_id": "e", "kind": "decision", "recorded_at": "t",
