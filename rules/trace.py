@@ -162,14 +162,16 @@ class Statics:
         outcome = OUTCOME.get(item[1], item[1])
         copy = copy_json if fresh else _same
         if n > 2 and type(item[2]) is list and rule in self.limits:  # a limit in force: its own layout
-            return {"rule": rule, "outcome": outcome, "description": description,
-                    "observed": dict(zip(LIMIT_OBSERVED, item[2], strict=True)), "threshold": copy(threshold),
-                    "policy": dict(policy) if fresh and policy else policy, "counted_usd": item[3] if n > 3 else None}
-        r = {"rule": rule, "outcome": outcome, "description": description,
-             "observed": copy(item[2]) if n > 2 else MISSING,
-             "threshold": copy(item[3] if n > 3 else threshold), "policy": dict(policy) if fresh and policy else policy}
-        if n > 4 and item[4]:
-            r.update(copy(item[4]))
+            observed: Any = dict(zip(LIMIT_OBSERVED, item[2], strict=True))
+            extra: Any = {"counted_usd": item[3] if n > 3 else None}
+        else:
+            observed = copy(item[2]) if n > 2 else MISSING
+            threshold = item[3] if n > 3 else threshold
+            extra = item[4] if n > 4 else None
+        r = {"rule": rule, "outcome": outcome, "description": description, "observed": observed,
+             "threshold": copy(threshold), "policy": dict(policy) if fresh and policy else policy}
+        if extra:
+            r.update(copy(extra))
         return r
 
 
