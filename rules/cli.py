@@ -215,7 +215,7 @@ def print_jsonl(dacp: Dacp, queries: list[Query], out: BinaryIO, progress: Any =
     done = 0
     try:
         for chunk in dacp.evaluate_stream(queries, STREAM_CHUNK, progress=progress, verify=verify):
-            out.write(b"".join(d.to_json_bytes() + b"\n" for d in chunk))
+            out.write(b"\n".join([d.to_json_bytes() for d in chunk]) + b"\n")  # ~10 KB each: not copied twice
             done += len(chunk)
     except DacpError:
         out.flush()
