@@ -49,6 +49,7 @@ from rules.decide import Engine  # noqa: E402
 from rules.decision_log import DecisionLog, RawJSON  # noqa: E402
 from rules.gcpause import gc_paused  # noqa: E402
 from rules.ids import new_ids  # noqa: E402
+from rules.logged import FORMAT as LOG_FORMAT  # noqa: E402
 from rules.normalize import normalize  # noqa: E402
 from rules.policy import load_bundle  # noqa: E402
 from rules.pyeval import PythonEvaluator  # noqa: E402
@@ -130,12 +131,13 @@ def log_floor(log: DecisionLog, bundle: Any, queries: list) -> int:
     """The decision log with no engine in front of it: each query's JSON as the engine's entries hold
     it, with a one-field decision, in the engine's chunks, ids and collector pause. What any engine pays
     here, at the least, to log the inputs of its decisions durably."""
+    opening = b'{"format":%d,"query":' % LOG_FORMAT
     with gc_paused():
         for start in range(0, len(queries), CHUNK):
             part = queries[start:start + CHUNK]
             ids = new_ids(len(part))
             log.append([("decision", ids[i], bundle,
-                         RawJSON(b"".join((b'{"format":2,"query":', q.raw_json, b',"decision":{"eligible":false}}'))))
+                         RawJSON(b"".join((opening, q.raw_json, b',"decision":{"eligible":false}}'))))
                         for i, q in enumerate(part)])
     return len(queries)
 
