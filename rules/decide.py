@@ -193,11 +193,19 @@ class Engine:
         has, a portfolio holding of an asset the registry does not know. Every query of a batch is
         checked before any is decided, so a bad one means nothing is decided or logged."""
         assets = self.bundle.assets
-        for q in queries:
+        n = len(queries)
+        for i, q in enumerate(queries):
             asset = assets.get(q.asset)
             if asset is not None:  # an unknown asset itself is not bad input: it is refused, with its reason
-                _check_quantity_precision(q, asset)
-                _check_portfolio(q, self.bundle)
+                try:
+                    _check_quantity_precision(q, asset)
+                    _check_portfolio(q, self.bundle)
+                except InputError as e:
+                    if n == 1:
+                        raise
+                    # in a batch, which query: its position (and id), so the line can be found
+                    raise InputError(e.message, f"query {i + 1} of {n}{f' (id {q.id})' if q.id else ''}, {e.where}"
+                                     ) from None
 
     def decide_many(self, queries: Sequence[Query], evidence: Sequence[Sequence[Any]] | None = None,
                     verifications: Sequence[dict[str, Any] | None] | None = None,

@@ -207,4 +207,5 @@ def test_a_bad_query_late_in_a_long_batch_writes_nothing(tmp_path, capsys):
     code = main(["evaluate", "--batch", str(batch), "--log", str(log), "--policies", str(ROOT / "policies")])
     out = capsys.readouterr()
     assert code == 3 and out.out == "" and "more decimal places than BTC has" in out.err and "Traceback" not in out.err
+    assert f"query {len(docs)} of {len(docs)} (id {docs[-1]['id']}), quantity:" in out.err  # which one, in a batch
     assert not log.exists()
