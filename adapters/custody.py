@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from adapters.bitcoin import BitcoinCustodyReader, BitcoinRpcClient
-from adapters.btc_address import NETWORKS
-from adapters.ethereum import EthereumCustodyReader
-from adapters.evidence import CustodyEvidence, PriceEvidence
+from adapters.bitcoin.custody import BitcoinCustodyReader, BitcoinRpcClient
+from adapters.bitcoin.address import NETWORKS
+from adapters.ethereum.custody import EthereumCustodyReader
+from rules.evidence import CustodyEvidence, PriceEvidence
 from adapters.prices import ChainlinkPriceSource, StaticPriceFile
 from rules.errors import EvidenceError, InputError
-from rules.model import Asset
+from rules.policy.model import Asset
 
 
 def _int(value: Any, name: str) -> int:

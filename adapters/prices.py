@@ -18,9 +18,9 @@ import yaml
 from eth_abi import decode as abi_decode
 from web3.providers import BaseProvider
 
-from adapters.eth_address import checksum_address
-from adapters.evidence import PriceEvidence
-from adapters.evm_rpc import BlockSelector, EvmRpc, RetryPolicy, call_view, has_code, require_aware
+from adapters.ethereum.address import checksum_address
+from rules.evidence import PriceEvidence
+from adapters.ethereum.rpc import BlockSelector, EvmRpc, RetryPolicy, call_view, has_code, require_aware
 from rules.errors import EvidenceError, InputError
 
 

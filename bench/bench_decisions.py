@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_decisions.py --quick    # seconds: what CI runs to prove the script works
 
 One process pinned to one core (``--cpu``, default the last one). One generated book of queries
-(``tests/workload.py``: every asset class, eligible and not, portfolios that make the concentration
+(``tests/support/workload.py``: every asset class, eligible and not, portfolios that make the concentration
 limits bite), and on those same queries:
 
 * batch: decisions/s through the engine with the full trace and the decision log on (SQLite,
@@ -42,20 +42,20 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from rules.api import Dacp, comparable  # noqa: E402
-from rules.cli import STREAM_CHUNK as CHUNK, parse_jsonl, print_jsonl  # noqa: E402
-from rules.compiler import QID, compile_bundle  # noqa: E402
-from rules.decide import Engine  # noqa: E402
-from rules.decision_log import DecisionLog, RawJSON  # noqa: E402
-from rules.gcpause import gc_paused  # noqa: E402
-from rules.ids import new_ids  # noqa: E402
-from rules.logged import FORMAT as LOG_FORMAT  # noqa: E402
-from rules.normalize import normalize  # noqa: E402
-from rules.policy import load_bundle  # noqa: E402
-from rules.pyeval import PythonEvaluator  # noqa: E402
-from rules.query import parse_query  # noqa: E402
+from rules.app import Dacp, comparable  # noqa: E402
+from rules.cli.run import STREAM_CHUNK as CHUNK, parse_jsonl, print_jsonl  # noqa: E402
+from rules.engine.compiler import QID, compile_bundle  # noqa: E402
+from rules.engine.decide import Engine  # noqa: E402
+from rules.audit.log import DecisionLog, RawJSON  # noqa: E402
+from rules.collector import gc_paused  # noqa: E402
+from rules.engine.ids import new_ids  # noqa: E402
+from rules.audit.entry_format import FORMAT as LOG_FORMAT  # noqa: E402
+from rules.engine.fact_builder import normalize  # noqa: E402
+from rules.policy.loader import load_bundle  # noqa: E402
+from rules.engine.evaluators.python import PythonEvaluator  # noqa: E402
+from rules.engine.query import parse_query  # noqa: E402
 from rules.settings import Settings  # noqa: E402
-from tests.workload import book  # noqa: E402
+from tests.support.workload import book  # noqa: E402
 
 POLICIES = ROOT / "policies"
 TARGETS = {"batch": 50_000, "p99_ms": 2.0, "compile_s": 1.0}
@@ -145,7 +145,7 @@ def log_floor(log: DecisionLog, bundle: Any, queries: list) -> int:
 def raw_durable(compiled, facts: list[dict]) -> tuple[float, list[float]]:
     """The same facts through durable_rules' host directly: assert_fact + retract_fact, firings
     counted, nothing else (no trace, no type checks, no decision)."""
-    from rules.durable_engine import _QuietHost  # durable's own Host, without its timer threads
+    from rules.engine.evaluators.durable import _QuietHost  # durable's own Host, without its timer threads
 
     host = _QuietHost()  # a host of its own, not the engine's
     fired = [0]
@@ -209,7 +209,7 @@ def generated_bundle(tmp: Path, n_rules: int) -> Path:
 def load_and_compile(directory: Path, queries: list) -> dict[str, float]:
     """Seconds: load + check, compile (conditions and durable_rules rulesets as data), register in
     durable_rules, build the Python evaluator, first decision of every asset (plans and classes)."""
-    from rules.durable_engine import ensure_registered
+    from rules.engine.evaluators.durable import ensure_registered
 
     t0 = time.perf_counter()
     bundle = load_bundle(directory)

@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.anvil_node import anvil_mine, anvil_node, deploy, new_address, transact  # noqa: E402
-from tests.integration.ledger_workload import (Setup, make_ledger, run_concurrency, run_crash,  # noqa: E402
+from tests.support.anvil_node import anvil_mine, anvil_node, deploy, new_address, transact  # noqa: E402
+from tests.support.ledger_workload import (Setup, make_ledger, run_concurrency, run_crash,  # noqa: E402
                                                write_policies, write_prices)
-from tests.integration.postgres_node import postgres_server  # noqa: E402
+from tests.support.postgres_node import postgres_server  # noqa: E402
 
 QTY = 10_000
 

@@ -3,7 +3,7 @@
 Starts `dacp serve` on 127.0.0.1 and a free port (a copy of the shipped policies, a fresh decision log in a
 temporary directory, one clearing token), sends requests on a fixed schedule (open loop: a slow answer
 does not delay the next request; latency is measured from the scheduled send time, so queueing counts),
-prints throughput and p50/p99 per rate; then posts batches of a realistic book (``tests/workload.py``)
+prints throughput and p50/p99 per rate; then posts batches of a realistic book (``tests/support/workload.py``)
 to POST /v1/eligibility/batch and prints decisions per second end to end (parse, decide, log, respond);
 then stops the server. Bounded in count and time.
 
@@ -31,8 +31,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from rules.service import hash_token  # noqa: E402
-from tests.workload import book  # noqa: E402
+from rules.http.service import hash_token  # noqa: E402
+from tests.support.workload import book  # noqa: E402
 
 TOKEN = "bench-clearing-" + "b" * 40
 MAX_SECONDS_PER_RATE = 30
@@ -54,7 +54,7 @@ def start_server(tmp: Path, engine: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DACP_")}
     env["DACP_CONFIG"] = str(tmp / "dacp.toml")
-    proc = subprocess.Popen([sys.executable, "-m", "rules.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "rules.cli.run", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "wb"))
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -5,7 +5,7 @@ Wall-clock runs of ``bench_decisions.py`` move by up to a quarter from one run t
 change worth 5 % cannot be seen in them. Callgrind counts the instructions the process executes in
 user space (not the kernel's share of writing the log, not time spent waiting), the same count for
 the same code and inputs whatever else the machine does. The script runs the engine twice under
-callgrind - once deciding a book (``tests/workload.py``) only to warm up, once deciding it ``--reps``
+callgrind - once deciding a book (``tests/support/workload.py``) only to warm up, once deciding it ``--reps``
 more times - and prints the difference per decision. Run it on two checkouts to compare them:
 
     .venv/bin/python bench/count_instructions.py                 # 2,000 queries, 2 repetitions (~1 min)
@@ -34,11 +34,11 @@ import sys, tempfile
 from pathlib import Path
 root, n, reps, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "log"
 sys.path.insert(0, root)
-from rules.api import Dacp
-from rules.policy import load_bundle
-from rules.query import parse_query
+from rules.app import Dacp
+from rules.policy.loader import load_bundle
+from rules.engine.query import parse_query
 from rules.settings import Settings
-from tests.workload import book
+from tests.support.workload import book
 policies = Path(root) / "policies"
 queries = [parse_query(d) for d in book(n, seed=2026)]
 dacp = Dacp(Settings(policies=policies, log=Path(tempfile.mkdtemp()) / "log.sqlite"), bundle=load_bundle(policies),

@@ -1,7 +1,9 @@
 """One exception hierarchy for the domain, rendered for humans at the doors (CLI, HTTP).
 
-Every error carries a plain-words message; ``PolicyError`` carries a list of located problems so
-that all of them can be shown at once.
+Every error carries a plain-words message and, as class attributes, what each door needs to render it:
+``code`` (the stable machine-readable code of HTTP error bodies and JSON output), ``exit_code`` (the CLI's)
+and ``http_status``. The doors read these attributes; none of them keeps its own mapping.
+``PolicyError`` carries a list of located problems so that all of them can be shown at once.
 """
 
 from __future__ import annotations
@@ -10,12 +12,23 @@ from dataclasses import dataclass
 
 
 class DacpError(Exception):
-    """Base of every error a user may see. ``exit_code`` is what the CLI exits with."""
+    """Base of every error a user may see."""
 
+    code = "error"
     exit_code = 1
+    http_status = 500
 
     def render(self) -> str:
+        """The message for a person (the CLI prints it after ``dacp: error:``)."""
         return str(self)
+
+    def summary(self) -> str:
+        """The one-line message of an HTTP error body (``render`` less what ``details`` carries)."""
+        return self.render()
+
+    def details(self) -> dict[str, object]:
+        """Machine-readable fields an HTTP error body carries beside ``code`` and ``message``."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,9 @@ class Problem:
 class PolicyError(DacpError):
     """The policy bundle is invalid. Holds every problem found, not only the first."""
 
+    code = "policy_invalid"
     exit_code = 2
+    http_status = 422
 
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0, p.message))
@@ -52,16 +67,28 @@ class PolicyError(DacpError):
         head = f"policy bundle is invalid: {n} problem{'s' if n != 1 else ''}"
         return "\n".join([head] + ["  " + p.render() for p in self.problems])
 
+    def details(self) -> dict[str, object]:
+        return {"problems": [{"file": p.file, "line": p.line, "column": p.column, "message": p.message,
+                              "rule": p.rule_id} for p in self.problems]}
+
 
 class InputError(DacpError):
     """A query, file or argument is malformed. ``where`` names the file/field at fault."""
 
+    code = "invalid_input"
     exit_code = 3
+    http_status = 422
 
     def __init__(self, message: str, where: str | None = None):
         self.where = where
         self.message = message
         super().__init__(f"{where}: {message}" if where else message)
+
+    def summary(self) -> str:
+        return self.message
+
+    def details(self) -> dict[str, object]:
+        return {"where": self.where}
 
 
 class EvidenceError(DacpError):
@@ -71,7 +98,9 @@ class EvidenceError(DacpError):
     into decisions and incident records; the message says the same in plain words.
     """
 
+    code = "evidence_unavailable"
     exit_code = 4
+    http_status = 502
 
     def __init__(self, reason: str, message: str):
         self.reason = reason
@@ -82,4 +111,22 @@ class EvidenceError(DacpError):
 class StorageError(DacpError):
     """The decision log or ledger could not be read or written, or failed an integrity check."""
 
+    code = "storage_unavailable"
     exit_code = 5
+    http_status = 503
+
+
+class EngineError(DacpError):
+    """The rules engine failed to evaluate; the decision cannot be made (fails closed). Not bad input."""
+
+    code = "engine_failed"
+    exit_code = 6
+    http_status = 500
+
+
+class ApprovalError(DacpError):
+    """The bundle may not be used: not approved, signed by an unknown key, or changed since it was signed."""
+
+    code = "policy_not_approved"  # a valid bundle that may not be used (yet)
+    exit_code = 7
+    http_status = 409

@@ -1,0 +1,231 @@
+"""The composition root: every door (CLI, HTTP, Python) gets its parts here.
+
+``Dacp`` is the engine with its settings (bundle, evaluator, decision log): evaluate with logging, explain,
+replay, verify. The functions at the end wire settings to the adapters (custody verifier, price reader,
+ledger store) and to the ledger, so that no door builds them itself or borrows another door's helpers.
+Adapters are imported inside those functions, for start-up time: a query without ``--verify`` never loads
+web3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.engine.decide import Decision, Engine
+from rules.errors import EvidenceError, InputError
+from rules.audit.log import DecisionLog, Entry, VerifyResult
+from rules.audit.explain import explain_decision
+from rules.collector import gc_paused
+from rules.audit.entry_format import log_body, public_decision
+from rules.policy.model import Bundle
+from rules.policy.loader import load_bundle
+from rules.engine.query import Query
+from rules.settings import Settings
+
+Evidence = CustodyEvidence | PriceEvidence
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    decision_id: str
+    identical: bool
+    original: dict[str, Any]
+    replayed: dict[str, Any]
+    differences: list[str]
+
+
+def comparable(decision: dict[str, Any]) -> dict[str, Any]:
+    """A decision without what differs by design: its id, and which evaluator ran (they must agree)."""
+    return {k: v for k, v in decision.items() if k not in ("decision_id", "engine")}
+
+
+def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
+    out: list[str] = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            out += diff_decisions(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    elif isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += diff_decisions(x, y, f"{path}[{i}]")
+        if len(a) != len(b):
+            out.append(f"{path}: {len(a)} items -> {len(b)} items")
+    elif a != b:
+        out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+
+
+class Dacp:
+    """The engine with its settings: bundle, evaluator and decision log."""
+
+    def __init__(self, settings: Settings, *, bundle: Bundle | None = None, log_enabled: bool = True,
+                 verifier: Any = None, prices: Any = None):
+        self.settings = settings
+        self._bundle = bundle
+        self.log_enabled = log_enabled
+        self.verifier = verifier  # adapters.custody.CustodyVerifier (injected by the doors; rules/ never imports chains)
+        self.prices = prices  # adapters.custody.PriceReader: on-chain or file prices replace the query's
+        self._stored: dict[str, Bundle] = {}
+
+    @cached_property
+    def bundle(self) -> Bundle:
+        from rules.lifecycle.approvals import require_approved
+
+        bundle = self._bundle or load_bundle(self.settings.policies)
+        require_approved(bundle, self.settings)  # unapproved, unknown key or changed since signed: refused
+        return bundle
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine.for_bundle(self.bundle, self.settings.engine)
+
+    @cached_property
+    def log(self) -> DecisionLog:
+        return DecisionLog(self.settings.log)
+
+    def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
+                 progress: Any = None, verify: bool = False) -> list[Decision]:
+        """Decide every query, then append them all to the log in one transaction.
+
+        With ``verify``, custody is verified on-chain through the verifier first; its evidence replaces
+        the query's custody claims and is stored with the decision. A verification that fails makes
+        the decision ineligible with the reason (it is not an error of the whole batch)."""
+        with gc_paused():  # the batch and its log entries stay alive until logged: see rules.collector
+            return self._evaluate(queries, evidence, progress, verify)
+
+    def evaluate_stream(self, queries: Sequence[Query], chunk: int = 10_000,
+                        evidence: Sequence[Sequence[Evidence]] | None = None, progress: Any = None,
+                        verify: bool = False) -> Iterator[list[Decision]]:
+        """``evaluate`` a large batch ``chunk`` queries at a time: each chunk is decided, committed to
+        the log in one transaction, and only then yielded (no decision leaves unlogged).
+
+        The cyclic garbage collector stays paused until the stream ends, so a consumer that writes each
+        chunk out and drops it frees the decisions before the collector would ever walk them (see
+        ``rules.collector``). A storage failure stops the stream: the chunks yielded before it are logged,
+        none after it is decided."""
+        if chunk < 1:
+            raise InputError("the chunk size must be at least 1", "chunk")
+        self.engine.check_inputs(queries)  # bad input means nothing decided, not the chunks before it
+        done = 0
+        with gc_paused():
+            for start in range(0, len(queries), chunk):
+                part = queries[start:start + chunk]
+                ev = evidence[start:start + chunk] if evidence else None
+                step = (lambda n, base=done: progress(base + n)) if progress else None
+                decisions = self._evaluate(part, ev, step, verify, checked=True)
+                done += len(part)
+                yield decisions
+                del decisions
+
+    def _evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None,
+                  progress: Any, verify: bool, checked: bool = False) -> list[Decision]:
+        engine = self.engine
+        if verify:  # one by one: each reads the chain, then is decided
+            if not checked:
+                engine.check_inputs(queries)  # before any node is asked
+            decisions = []
+            for i, q in enumerate(queries):
+                ev = list(evidence[i]) if evidence else []
+                verification = self.verify_custody(q, ev)
+                decisions.append(engine.decide(q, ev, verification=verification))
+                if progress:
+                    progress(i + 1)
+        else:
+            decisions = engine.decide_many(queries, evidence, progress=progress, checked=checked)
+        if self.log_enabled:
+            self.log.append(self._records(queries, decisions))
+        return decisions
+
+    def verify_custody(self, q: Query, evidence: list[Evidence]) -> dict[str, Any]:
+        """Gather on-chain custody evidence for ``q`` into ``evidence``; report how it went."""
+        if self.verifier is None:
+            raise InputError("on-chain verification asked for, but no verifier is configured", "verify")
+        asset = self.bundle.assets.get(q.asset)
+        if asset is None:
+            return {"status": "failed", "reason": "unknown_asset", "message": f"{q.asset} is not in the registry"}
+        try:
+            evidence.append(self.verifier.verify(asset, q.custody.get("addresses", [])))
+            if self.prices is not None and self.prices.configured:
+                evidence.append(self.prices.read(asset))
+        except EvidenceError as e:
+            return {"status": "failed", "reason": e.reason, "message": e.message}
+        return {"status": "verified"}
+
+    def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> list[tuple]:
+        bundle = self.bundle
+        return [("decision", d.id, bundle, log_body(q, d)) for q, d in zip(queries, decisions)]
+
+    def logged_decision(self, entry: Entry) -> dict[str, Any]:
+        """A logged decision in its public form (restored from its entry and the stored bundle)."""
+        return public_decision(entry.body, entry.entry_id, self.stored_bundle(entry.bundle_hash or ""))
+
+    def stored_bundle(self, bundle_hash: str) -> Bundle:
+        """The bundle a logged decision was made under (from the log, checked against its hash)."""
+        if self._bundle is not None and self._bundle.hash == bundle_hash:
+            return self._bundle
+        found = self._stored.get(bundle_hash)
+        if found is None:
+            found = self._stored[bundle_hash] = self.log.bundle(bundle_hash)
+        return found
+
+    def explain(self, decision_id: str) -> str:
+        entry = self.log.get(decision_id)
+        return explain_decision(self.logged_decision(entry), recorded_at=entry.recorded_at, seq=entry.seq)
+
+    def replay(self, decision_id: str, evaluator: str | None = None) -> ReplayResult:
+        from rules.engine.query import parse_query
+
+        entry = self.log.get(decision_id)
+        bundle = self.stored_bundle(entry.bundle_hash or "")
+        original = self.logged_decision(entry)
+        engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
+        evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
+        replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"],
+                                 verification=original.get("verification")).to_json()
+        diffs = diff_decisions(comparable(original), comparable(replayed))
+        return ReplayResult(decision_id, not diffs, original, replayed, diffs)
+
+    def verify_log(self, expect_head: str | None = None) -> VerifyResult:
+        return self.log.verify(expect_head)
+
+
+def evidence_from_json(d: dict[str, Any]) -> Evidence:
+    from rules.evidence import custody_from_json, price_from_json
+
+    return custody_from_json(d) if d.get("kind") == "custody" else price_from_json(d)
+
+
+# -- wiring: settings -> adapters and ledger (the doors call these, never each other's helpers) ---------
+def ledger_url(settings: Settings, override: str | None = None) -> str:
+    """The ledger's database: ``override`` (``--ledger``), else settings ``[ledger] url``, else the log."""
+    from adapters.storage.sql import normalise_target
+
+    return normalise_target(override or settings.section("ledger").get("url") or settings.log)
+
+
+def open_ledger_store(settings: Settings, override: str | None = None) -> Any:
+    """The ledger's store (``adapters.storage.ledger_store.LedgerStore``) on ``ledger_url``."""
+    from adapters.storage.ledger_store import LedgerStore
+
+    return LedgerStore(ledger_url(settings, override))
+
+
+def custody_verifier(settings: Settings) -> Any:
+    """Reads custody on-chain (``adapters.custody.CustodyVerifier``) with the settings' nodes."""
+    from adapters.custody import CustodyVerifier
+
+    return CustodyVerifier(ethereum=settings.ethereum, bitcoin=settings.bitcoin)
+
+
+def price_reader(settings: Settings, file: Path | None = None) -> Any:
+    """Prices from settings ``[prices]``, or only from the static price ``file`` when one is given."""
+    from adapters.custody import PriceReader
+
+    if file is not None:
+        if not file.is_file():
+            raise InputError("no such price file", str(file))
+        return PriceReader({**dict(settings.prices), "file": str(file), "feeds": {}})
+    return PriceReader(settings.prices)

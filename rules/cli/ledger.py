@@ -1,0 +1,286 @@
+"""``dacp credit | withdraw | reverify | revalue | ledger ... | report weekly``: the collateral ledger's doors.
+
+The ledger lives in one database with the decision log it writes to: ``--ledger`` or settings
+``[ledger] url`` (``DACP_LEDGER_URL``), default the decision log (``log``). A file path or
+``sqlite:///path`` is SQLite; ``postgresql://user@host:port/db`` is PostgreSQL (several replicas).
+
+Exit codes: 0 done; 1 a credit was refused (not eligible, or the coins are already credited) or the
+ledger check failed; 3 bad input; 4 custody could not be verified (retry with the same key); 5 storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+from rules.app import custody_verifier, ledger_url, open_ledger_store, price_reader
+from rules.errors import InputError
+
+LEDGER_HELP = "ledger database: file path, sqlite:///path or postgresql://... (default: settings [ledger] url, else the log)"
+
+
+def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Callable[[Any], int]]:
+    def common(p: argparse.ArgumentParser) -> None:
+        add_common(p)
+        p.add_argument("--ledger", help=LEDGER_HELP)
+
+    p = sub.add_parser("credit", help="verify custody on-chain, decide, and credit the collateral value once")
+    p.add_argument("--account", required=True)
+    p.add_argument("--participant", required=True)
+    p.add_argument("--asset", required=True)
+    p.add_argument("--quantity", required=True, help="whole units, e.g. 12.5 (BTC, not satoshi)")
+    p.add_argument("--address", action="append", required=True, dest="addresses", help="custody address (repeat)")
+    p.add_argument("--idempotency-key", required=True, help="the same key returns the same result, never a 2nd credit")
+    p.add_argument("--account-type", help="for a new account: customer-segregated (default), cleared-swaps, 30.7-secured")
+    p.add_argument("--custodian", help="custodian id (programme custodians)")
+    seg = p.add_mutually_exclusive_group()
+    seg.add_argument("--segregated", dest="segregated", action="store_true", default=None,
+                     help="the custody account is segregated for customers")
+    seg.add_argument("--not-segregated", dest="segregated", action="store_false")
+    p.add_argument("--evidence", type=Path, help="JSON or YAML file with the off-chain evidence block of a query "
+                   "(stablecoin: issuer, reserve_attestation_date; fund: nav_date, holder_allowlisted, ...)")
+    p.add_argument("--as-of", help="decision time (RFC 3339; default now)")
+    p.add_argument("--prices", type=Path, help="static price file (default: settings [prices])")
+    common(p)
+
+    p = sub.add_parser("withdraw", help="debit collateral from an account (frees the custody balance)")
+    p.add_argument("--account", required=True)
+    p.add_argument("--asset", required=True)
+    p.add_argument("--quantity", required=True)
+    p.add_argument("--address", help="only from this custody address (default: newest credits first)")
+    p.add_argument("--idempotency-key", required=True)
+    common(p)
+
+    p = sub.add_parser("reverify", help="verify every credited custody address again; reduce credits not covered")
+    p.add_argument("--asset", help="only this asset")
+    common(p)
+
+    p = sub.add_parser("revalue", help="re-price every holding (new prices and/or policy bundle); before/after, deficits")
+    p.add_argument("--prices", type=Path, help="price file (default: settings [prices])")
+    p.add_argument("--bundle", type=Path, help="policy bundle to value under (default: --policies / settings)")
+    p.add_argument("--as-of", help="valuation time (RFC 3339; default now)")
+    p.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    p.add_argument("--format", choices=("json", "table"), default="table")
+    common(p)
+
+    p = sub.add_parser("ledger", help="ledger views and checks")
+    lsub = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    h = lsub.add_parser("holdings", help="current positions")
+    h.add_argument("--account")
+    h.add_argument("--format", choices=("json", "table"), default="table")
+    common(h)
+    c = lsub.add_parser("check", help="custody invariant, positions against the journal, and the decision log chain")
+    common(c)
+    i = lsub.add_parser("incidents", help="recorded operational incidents")
+    i.add_argument("--since", help="RFC 3339 time")
+    common(i)
+
+    p = sub.add_parser("report", help="reports")
+    rsub = p.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+    w = rsub.add_parser("weekly", help="weekly pilot report: collateral held by asset, participant, account type")
+    w.add_argument("--week", required=True, help="ISO week, e.g. 2026-W47")
+    w.add_argument("--format", choices=("json", "csv"), default="json", help="what to print on stdout")
+    w.add_argument("--out", type=Path, help="directory: write weekly-<week>.json, -holdings.csv, -incidents.csv, .png")
+    w.add_argument("--chart", type=Path, help="write the PNG chart here")
+    w.add_argument("--since-week", help="first week of the chart (default: the ledger's first week)")
+    common(w)
+    return {"credit": cmd_credit, "withdraw": cmd_withdraw, "reverify": cmd_reverify, "revalue": cmd_revalue,
+            "ledger": cmd_ledger, "report": cmd_report}
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+def ledger_target(s: Any, args: argparse.Namespace) -> str:
+    return ledger_url(s, getattr(args, "ledger", None))
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from rules.cli.run import settings_from_args
+
+    return settings_from_args(args)
+
+
+def _store(s: Any, args: argparse.Namespace) -> Any:
+    return open_ledger_store(s, getattr(args, "ledger", None))
+
+
+def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = False) -> Any:
+    from rules.app import Dacp
+    from rules.ledger.book import Ledger
+
+    s = _settings(args)
+    dacp = Dacp(s, log_enabled=False)
+    verifier = custody_verifier(s) if verify else None
+    reader = price_reader(s, getattr(args, "prices", None)) if prices else None
+    return Ledger(dacp.bundle, dacp.engine, _store(s, args), verifier=verifier, prices=reader)
+
+
+def _decimal(text: str, where: str) -> Decimal:
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise InputError(f"{text!r} is not a decimal number", where) from None
+    if not d.is_finite():
+        raise InputError(f"{text!r} is not a finite number", where)
+    return d
+
+
+def _when(text: str | None, where: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{text!r} is not an RFC 3339 date and time", where) from None
+    if ts.tzinfo is None:
+        raise InputError(f"{text!r} has no time zone (write Z or +00:00)", where)
+    return ts.astimezone(timezone.utc)
+
+
+def _evidence(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    from rules.engine.query import parse_document
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read: {e}", str(path)) from None
+    doc = parse_document(text, str(path))
+    if isinstance(doc, dict) and "evidence" in doc and len(doc) == 1:
+        doc = doc["evidence"]
+    if not isinstance(doc, dict) or set(doc) - {"stablecoin", "fund"}:
+        raise InputError("must be a mapping with 'stablecoin' and/or 'fund' (the evidence block of a query)", str(path))
+    return json.loads(json.dumps(doc, default=str))
+
+
+def _out(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    data = [cols] + [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(r[i]) for r in data) for i in range(len(cols))]
+    for r in data:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_credit(args: argparse.Namespace) -> int:
+    from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, check_key
+
+    check_key(args.idempotency_key)  # cheap checks first: bad input opens nothing
+    if args.account_type is not None and args.account_type not in ACCOUNT_TYPES:
+        raise InputError(f"unknown account type {args.account_type!r} (use one of {', '.join(ACCOUNT_TYPES)})",
+                         "account type")
+
+    req = CreditRequest(account=args.account, participant=args.participant, asset=args.asset,
+                        quantity=_decimal(args.quantity, "quantity"), addresses=tuple(args.addresses),
+                        idempotency_key=args.idempotency_key, account_type=args.account_type,
+                        custodian=args.custodian, segregated=args.segregated, evidence=_evidence(args.evidence),
+                        as_of=_when(args.as_of, "as-of"))
+    ledger = _ledger(args, verify=True, prices=True)
+    result = ledger.credit(req)
+    _out(result)
+    if result["status"] == "credited":
+        print(f"credited {result['quantity_credited']} {result['asset']} = {result['collateral_value_usd']} USD to "
+              f"{result['account']}{' (replayed: already done)' if result.get('replayed') else ''}", file=sys.stderr)
+        return 0
+    refusal = result.get("refusal", {})
+    print(f"dacp: credit refused: {refusal.get('message', 'not eligible')}", file=sys.stderr)
+    return 4 if refusal.get("retryable") else 1
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    from rules.ledger.book import WithdrawRequest, check_key
+
+    check_key(args.idempotency_key)
+
+    req = WithdrawRequest(account=args.account, asset=args.asset, quantity=_decimal(args.quantity, "quantity"),
+                          idempotency_key=args.idempotency_key, address=args.address)
+    result = _ledger(args).withdraw(req)
+    _out(result)
+    return 0
+
+
+def cmd_reverify(args: argparse.Namespace) -> int:
+    result = _ledger(args, verify=True).reverify(asset=args.asset)
+    _out(result)
+    return 4 if result["failures"] else 0
+
+
+def cmd_revalue(args: argparse.Namespace) -> int:
+    from rules.engine.decide import Engine
+    from rules.policy.loader import load_bundle
+    from rules.cli.progress import Progress
+
+    ledger = _ledger(args, prices=True)
+    engine = None
+    if args.bundle is not None:
+        engine = Engine.for_bundle(load_bundle(args.bundle), _settings(args).engine)
+    n = len(ledger.store.positions())
+    progress = Progress(n, "revaluing", enabled=True if args.progress else None) if n >= 1000 or args.progress else None
+    report = ledger.revalue(engine=engine, as_of=_when(args.as_of, "as-of"), progress=progress, dry_run=args.dry_run)
+    if args.format == "json":
+        _out(report)
+    else:
+        _table(report["accounts"], ["account", "participant", "account_type", "before_usd", "after_usd", "change_usd",
+                                    "deficit_usd"])
+        print(f"{len(report['accounts'])} accounts, {report['positions']} positions: {report['total_before_usd']} -> "
+              f"{report['total_after_usd']} USD; deficit {report['total_deficit_usd']} USD; bundle {report['bundle']}"
+              + (" (dry run: nothing written)" if report["dry_run"] else ""))
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    if args.ledger_command == "holdings":
+        rows = ledger.holdings(args.account)
+        if args.format == "json":
+            _out(rows)
+        else:
+            _table(rows, ["account", "participant", "account_type", "asset", "address", "quantity", "price_usd",
+                          "market_value_usd", "collateral_value_usd"])
+        return 0
+    if args.ledger_command == "incidents":
+        since = _when(args.since, "since")
+        from rules.ledger.book import iso
+
+        _out([i.__dict__ for i in ledger.store.incidents(since=iso(since) if since else None)])
+        return 0
+    problems = ledger.check()
+    chain = ledger.log.verify()
+    for p in problems:
+        print(f"LEDGER PROBLEM: {p}")
+    print(chain.render())
+    if not problems:
+        print(f"ledger OK: {len(ledger.store.positions())} positions, custody invariant holds at "
+              f"{len(ledger.store.custody_states())} addresses; {ledger.store.request_count()} requests")
+    return 0 if not problems and chain.ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rules.ledger import weekly_report as rep
+    s = _settings(args)
+    store = _store(s, args)
+    r = rep.weekly(store, args.week, first_week=args.since_week)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        base = args.out / f"weekly-{args.week}"
+        Path(f"{base}.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+        Path(f"{base}-holdings.csv").write_text(rep.holdings_csv(r), encoding="utf-8")
+        Path(f"{base}-incidents.csv").write_text(rep.incidents_csv(r), encoding="utf-8")
+        rep.chart(r, f"{base}.png")
+        print(f"wrote {base}.json, -holdings.csv, -incidents.csv, .png", file=sys.stderr)
+    if args.chart:
+        rep.chart(r, args.chart)
+    if args.format == "csv":
+        sys.stdout.write(rep.holdings_csv(r))
+    else:
+        _out(r)
+    return 0

@@ -1,0 +1,120 @@
+"""From a checked query (and verified evidence) to typed facts for the evaluators.
+
+Only facts whose evidence is present are set; a missing fact makes every check on it fail (fail
+closed). Verified on-chain custody evidence, when given, replaces the query's claims.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, Sequence
+
+from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.engine.compiler import day_number
+from rules.engine.facts import ALWAYS_PRESENT, DAY_KEY, FACTS
+from rules.policy.model import Asset, Bundle
+from rules.engine.query import Query
+
+
+def _k(name: str) -> str:
+    return FACTS[name].key
+
+
+# The keys, once (normalize runs for every decision).
+K_ASSET, K_CLASS, K_CHAIN, K_PARTICIPANT, K_PHASE = (_k(n) for n in ALWAYS_PRESENT)
+K_COVERS = _k("custody.balance_covers_quantity")
+K_PRICE_AGE = _k("price.age_minutes")
+K_PEG = _k("stablecoin.peg_deviation_bps")
+K_ISSUER, K_ISSUER_OK, K_ATTESTATION_AGE = (_k(n) for n in (
+    "stablecoin.issuer", "stablecoin.issuer_matches_registry", "stablecoin.reserve_attestation_age_days"))
+K_NAV_AGE, K_ALLOWLISTED = _k("fund.nav_age_days"), _k("fund.holder_allowlisted")
+CUSTODY_FIELDS = tuple((f, _k("custody." + f)) for f in (
+    "custodian", "segregated", "confirmations", "finality", "token_paused", "address_frozen", "holder_allowed"))
+FUND_FIELDS = tuple((f, _k("fund." + f)) for f in ("holder_allowlisted", "redemption_days", "wam_days"))
+FUND_CLASSES = frozenset(("tokenized_treasury_fund", "tokenized_money_market_fund"))
+MINUTE = timedelta(minutes=1)
+
+
+def peg_deviation_bps(price: Decimal) -> int:
+    """|price - 1| in basis points, rounded up (conservative)."""
+    return int((abs(price - 1) * 10000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def base_facts(bundle: Bundle, asset: Asset, day: date) -> dict[str, Any]:
+    """The facts that depend only on the bundle, the asset and the day (the same for a whole book)."""
+    phase = bundle.phase_at(day)
+    return {DAY_KEY: day_number(day), K_ASSET: asset.symbol, K_CLASS: asset.klass, K_CHAIN: asset.chain,
+            K_PHASE: phase.id if phase else "none"}
+
+
+def normalize(bundle: Bundle, asset: Asset, query: Query,
+              evidence: Sequence[CustodyEvidence | PriceEvidence] = (), base: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The facts of ``query`` about ``asset``. ``base``: ``base_facts`` of the query's day, if the
+    caller has them (the engine keeps them per asset and day)."""
+    facts = dict(base if base is not None else base_facts(bundle, asset, query.day))
+    facts[K_PARTICIPANT] = query.participant
+    c = query.custody
+    if c:
+        for field, key in CUSTODY_FIELDS:
+            if field in c:
+                facts[key] = c[field]
+        if "balance" in c:
+            facts[K_COVERS] = c["balance"] >= query.quantity
+
+    qev = query.evidence
+    price_updated_at = qev.get("price_updated_at")
+    price = query.price_usd
+    for ev in evidence:
+        if isinstance(ev, PriceEvidence) and ev.asset == asset.symbol:
+            price_updated_at = ev.updated_at
+            price = ev.price_usd
+    if price_updated_at is not None:
+        age = query.as_of - price_updated_at
+        facts[K_PRICE_AGE] = max(0, math.ceil(age / MINUTE))
+
+    klass = asset.klass
+    if klass == "payment_stablecoin":
+        facts[K_PEG] = peg_deviation_bps(price)
+        sc = qev.get("stablecoin", {})
+        if "issuer" in sc:
+            facts[K_ISSUER] = sc["issuer"]
+            facts[K_ISSUER_OK] = asset.issuer is not None and sc["issuer"] == asset.issuer
+        if "reserve_attestation_date" in sc:
+            facts[K_ATTESTATION_AGE] = (query.day - sc["reserve_attestation_date"]).days
+    elif klass in FUND_CLASSES:
+        fund = qev.get("fund", {})
+        if "nav_date" in fund:
+            facts[K_NAV_AGE] = (query.day - fund["nav_date"]).days
+        for field, key in FUND_FIELDS:
+            if field in fund:
+                facts[key] = fund[field]
+        if c.get("holder_allowed") is False:  # the custodian says no: that outweighs a transfer agent's yes
+            facts[K_ALLOWLISTED] = False
+    for ev in evidence:  # last: on-chain evidence replaces the query's claims
+        if isinstance(ev, CustodyEvidence) and ev.asset == asset.symbol:
+            _apply_custody_evidence(facts, ev, query)
+    return facts
+
+
+def _apply_custody_evidence(facts: dict[str, Any], ev: CustodyEvidence, query: Query) -> None:
+    """On-chain evidence is stronger than the query's claims: it replaces them."""
+    facts[_k("custody.balance_covers_quantity")] = ev.quantity >= query.quantity
+    if ev.chain == "bitcoin" and ev.confirmations is not None:
+        facts[_k("custody.confirmations")] = ev.confirmations
+    if ev.chain == "ethereum":
+        selector = str(ev.details.get("block_selector", ""))
+        facts[_k("custody.finality")] = selector if selector in ("finalized", "safe") else "latest"
+        d = ev.details
+        if d.get("paused") is not None:
+            facts[_k("custody.token_paused")] = bool(d["paused"])
+        elif _k("custody.token_paused") in facts:
+            del facts[_k("custody.token_paused")]  # the contract could not tell: unknown, not the claim
+        if d.get("frozen_addresses") is not None:
+            facts[_k("custody.address_frozen")] = bool(d["frozen_addresses"])
+        if d.get("not_allowed_addresses") is not None:
+            allowed = not d["not_allowed_addresses"]
+            facts[_k("custody.holder_allowed")] = allowed
+            facts[_k("fund.holder_allowlisted")] = allowed

@@ -1,0 +1,220 @@
+"""The checked, immutable model of a policy bundle. Built by ``rules.policy.loader``; read by everything else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Src:
+    """Where a rule was written: policy file (relative to the bundle) and line."""
+
+    file: str
+    line: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line}
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class AppliesTo:
+    """Matches an asset by symbol, class or chain (any). Empty means every asset."""
+
+    assets: frozenset[str] = frozenset()
+    classes: frozenset[str] = frozenset()
+    chains: frozenset[str] = frozenset()
+
+    @property
+    def everything(self) -> bool:
+        return not (self.assets or self.classes or self.chains)
+
+    def matches(self, asset: "Asset") -> bool:
+        return self.everything or asset.symbol in self.assets or asset.klass in self.classes or asset.chain in self.chains
+
+    def describe(self) -> str:
+        if self.everything:
+            return "every asset"
+        parts = []
+        for label, values in (("assets", self.assets), ("classes", self.classes), ("chains", self.chains)):
+            if values:
+                parts.append(f"{label} {', '.join(sorted(values))}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison of a fact: op is equals, one_of, at_least, at_most or in_list."""
+
+    fact: str
+    op: str
+    value: Any
+
+    def describe(self) -> str:
+        words = {"equals": "=", "at_least": ">=", "at_most": "<=", "one_of": "one of", "in_list": "on the list of"}
+        v = self.value
+        if isinstance(v, bool):
+            v = str(v).lower()
+        elif isinstance(v, (list, tuple)):
+            v = ", ".join(map(str, v))
+        return f"{self.fact} {words[self.op]} {v}"
+
+
+@dataclass(frozen=True)
+class Dated:
+    effective_from: date | None = None
+    effective_to: date | None = None  # exclusive
+
+    def in_force(self, day: date) -> bool:
+        return (self.effective_from is None or day >= self.effective_from) and (
+            self.effective_to is None or day < self.effective_to)
+
+
+@dataclass(frozen=True)
+class Asset:
+    symbol: str
+    name: str
+    klass: str
+    chain: str
+    network: int | str
+    decimals: int
+    src: Src
+    contract: str | None = None
+    issuer: str | None = None
+    restrictions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Participant:
+    id: str
+    name: str
+    admitted: Dated
+
+
+@dataclass(frozen=True)
+class Custodian:
+    id: str
+    name: str
+    chains: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Phase:
+    id: str
+    description: str
+    rationale: str
+    starts: date
+    ends: date | None  # exclusive; None for the last, open-ended phase
+    eligible: AppliesTo
+    src: Src
+
+
+@dataclass(frozen=True)
+class Criterion:
+    id: str
+    description: str
+    rationale: str
+    applies: AppliesTo
+    check: Check
+    dated: Dated
+    src: Src
+
+
+@dataclass(frozen=True)
+class HaircutSource:
+    id: str
+    haircut: Decimal
+    source: str | None
+    src: Src
+
+
+@dataclass(frozen=True)
+class Bucket:
+    up_to: int | None
+    haircut: Decimal
+
+
+@dataclass(frozen=True)
+class AddOn:
+    id: str
+    description: str
+    rationale: str
+    haircut: Decimal
+    src: Src
+    when: Check | None = None
+    when_share_above: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class HaircutSchedule:
+    id: str
+    description: str
+    rationale: str
+    applies: AppliesTo
+    dated: Dated
+    src: Src
+    sources: tuple[HaircutSource, ...] = ()
+    bucket_fact: str | None = None
+    buckets: tuple[Bucket, ...] = ()
+    floor: Decimal | None = None
+    add_ons: tuple[AddOn, ...] = ()
+
+
+@dataclass(frozen=True)
+class Limit:
+    id: str
+    description: str
+    rationale: str
+    scope: str  # asset | class
+    applies: AppliesTo
+    dated: Dated
+    src: Src
+    max_share: Decimal | None = None
+    max_value_usd: Decimal | None = None
+    min_total_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A checked policy bundle. ``hash`` is sha256 over the canonical form of its policy files."""
+
+    name: str
+    version: str
+    dated: Dated
+    owner: str | None
+    programme_id: str
+    programme_description: str
+    programme_rationale: str
+    programme_src: Src
+    start_date: date
+    phases: tuple[Phase, ...]
+    participants: tuple[Participant, ...]
+    custodians: tuple[Custodian, ...]
+    participants_src: Src
+    custodians_src: Src
+    assets: Mapping[str, Asset]
+    criteria: tuple[Criterion, ...]
+    haircuts: tuple[HaircutSchedule, ...]
+    limits: tuple[Limit, ...]
+    hash: str
+    sources: Mapping[str, str]  # relative file name -> text, for storage and replay
+
+    def phase_at(self, day: date) -> Phase | None:
+        for p in self.phases:
+            if p.starts <= day and (p.ends is None or day < p.ends):
+                return p
+        return None
+
+    def rule_ids(self) -> list[str]:
+        """Every rule id of the bundle, in file order."""
+        ids = [p.id for p in self.phases] + [c.id for c in self.criteria]
+        for h in self.haircuts:
+            ids.append(h.id)
+            ids.extend(a.id for a in h.add_ons)
+        ids.extend(lim.id for lim in self.limits)
+        return ids

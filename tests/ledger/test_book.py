@@ -1,0 +1,102 @@
+"""Ledger pieces that need no node or server: database targets, fingerprints, per-address balances,
+keys, ISO weeks, CSV shape, and bad input that writes nothing (CLI exit 3, no traceback)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rules.evidence import CustodyEvidence
+from adapters.storage.ledger_store import LedgerStore
+from adapters.storage.sql import SqliteDatabase, is_postgres, lock_key, normalise_target, open_database, redact
+from rules.errors import EvidenceError, InputError, StorageError
+from rules.ledger.book import CreditRequest, check_key, per_address_balances
+from rules.ledger.weekly_report import holdings_csv, parse_week, weekly
+from tests.support import ROOT
+
+
+def test_database_targets(tmp_path):
+    assert normalise_target(Path("postgresql://u@h:5432/db")) == "postgresql://u@h:5432/db"  # Path ate a slash
+    assert normalise_target("postgres://h/db") == "postgresql://h/db" and is_postgres("postgresql://h/db")
+    assert redact("postgresql://dacp:s3cret@h/db") == "postgresql://dacp:***@h/db"
+    db = open_database(f"sqlite:///{tmp_path}/a.sqlite".replace("sqlite:////", "sqlite:////"))
+    assert isinstance(db, SqliteDatabase) and db.path == tmp_path / "a.sqlite"
+    with pytest.raises(InputError):
+        open_database("mysql://h/db")
+    assert lock_key("custody:USDC:0xabc") == lock_key("custody:USDC:0xabc") != lock_key("custody:USDC:0xabd")
+
+
+def test_an_unreachable_postgres_is_a_storage_error():
+    with pytest.raises(StorageError, match=r"postgresql://dacp:\*\*\*@127.0.0.1:9/x"):
+        open_database("postgresql://dacp:pw@127.0.0.1:9/x", timeout_s=1)
+
+
+def req(**kw):
+    base = dict(account="A", participant="P", asset="USDC", quantity=Decimal("1.50"), addresses=("0xA",),
+                idempotency_key="k")
+    return CreditRequest(**{**base, **kw})
+
+
+def test_fingerprint_is_about_the_request_not_its_spelling():
+    assert req().fingerprint() == req(quantity=Decimal("1.5")).fingerprint()
+    assert req().fingerprint() != req(quantity=Decimal("1.51")).fingerprint()
+    assert req().fingerprint() != req(account_type="cleared-swaps").fingerprint()
+
+
+@pytest.mark.parametrize("key", ["", "-x", "a b", "x" * 81, "k\n"])
+def test_bad_idempotency_keys(key):
+    with pytest.raises(InputError):
+        check_key(key)
+
+
+def _ev(details, addresses=("a", "b"), raw=10):
+    return CustodyEvidence("USDC", "ethereum", "1", addresses, raw, 6, 1, "0x", datetime.now(timezone.utc), "t",
+                           details=details)
+
+
+def test_per_address_balances():
+    assert per_address_balances(_ev({"balances": {"a": "4", "b": "6"}})) == {"a": 4, "b": 6}
+    assert per_address_balances(_ev({"per_address_sat": {"a": "10"}})) == {"a": 10, "b": 0}
+    assert per_address_balances(_ev({}, ("a",))) == {"a": 10}
+    with pytest.raises(EvidenceError):
+        per_address_balances(_ev({}))
+    with pytest.raises(EvidenceError):
+        per_address_balances(_ev({"balances": {"a": "4", "b": "5"}}))
+
+
+def test_iso_weeks():
+    start, end = parse_week("2026-W01")
+    assert start.isoformat() == "2025-12-29T00:00:00+00:00" and (end - start).days == 7
+    for bad in ("2026-53", "2026-W54", "W1", ""):
+        with pytest.raises(InputError):
+            parse_week(bad)
+
+
+def test_empty_ledger_reports_zero(tmp_path):
+    store = LedgerStore(tmp_path / "l.sqlite")
+    r = weekly(store, "2026-W10")
+    assert r["totals"]["collateral_value_usd"] == "0" and r["by_asset"] == [] and r["incidents"]["count"] == 0
+    assert holdings_csv(r).splitlines()[0].split(",")[:4] == ["week", "participant", "account_type", "asset"]
+
+
+def test_cli_bad_input_exits_3_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from rules.cli.run import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DACP_CONFIG", raising=False)
+    monkeypatch.setenv("DACP_APPROVALS_REQUIRED", "false")
+    monkeypatch.setenv("DACP_POLICIES", str(ROOT / "policies"))
+    base = ["credit", "--account", "A", "--participant", "FCM-ALPHA", "--asset", "USDC", "--address", "0xA",
+            "--ledger", str(tmp_path / "l.sqlite")]
+    for extra in (["--quantity", "abc", "--idempotency-key", "k"], ["--quantity", "1", "--idempotency-key", "bad key"],
+                  ["--quantity", "1.0000001", "--idempotency-key", "k"], ["--quantity", "1", "--idempotency-key", "k",
+                                                                        "--account-type", "nope"]):
+        assert main(base + extra) == 3
+        err = capsys.readouterr()[1]
+        assert "Traceback" not in err and err.startswith("dacp: error:")
+    assert main(["report", "weekly", "--week", "2026-W99", "--ledger", str(tmp_path / "l.sqlite")]) == 3
+    store = LedgerStore(tmp_path / "l.sqlite")
+    assert store.positions() == [] and store.request_count() == 0
