@@ -13,6 +13,8 @@ import pytest
 
 from tests.support import ROOT
 
+pytestmark = pytest.mark.slow  # whole benchmark runs in subprocesses (the callgrind one ~1 min): .ci/run's second step
+
 
 def test_the_decision_benchmark_runs_and_reports_every_measure(tmp_path):
     out = tmp_path / "figures.json"
