@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from rules.engine.facts import DAY_KEY, FACTS
+from rules.policy.facts import DAY_KEY, FACTS
 from rules.policy.model import AppliesTo, Bundle, Check, Dated, Src
 
 Cond = tuple

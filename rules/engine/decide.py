@@ -29,7 +29,7 @@ from rules.evidence import CustodyEvidence, PriceEvidence
 from rules.engine.compiler import CompiledBundle, compile_bundle
 from rules.errors import InputError
 from rules.engine.fast.fact_classes import FactClasses, PlanClasses, keys_of
-from rules.engine.facts import DAY_KEY, FACTS
+from rules.policy.facts import DAY_KEY, FACTS
 from rules.collector import gc_paused
 from rules.engine.ids import new_id, new_ids
 from rules.policy.model import Asset, Bundle, HaircutSchedule

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from rules.evidence import CustodyEvidence, PriceEvidence
 from rules.engine.compiler import day_number
-from rules.engine.facts import ALWAYS_PRESENT, DAY_KEY, FACTS
+from rules.policy.facts import ALWAYS_PRESENT, DAY_KEY, FACTS
 from rules.policy.model import Asset, Bundle
 from rules.engine.query import Query
 

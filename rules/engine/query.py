@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from rules.errors import InputError
-from rules.policy.schema_check import certainly_valid, describe, validator
+from rules.engine.query_fastcheck import certainly_valid
+from rules.policy.schema_check import describe, validator
 from rules.policy.yaml_reader import MAX_DEPTH, load_yaml_text, too_deep
 
 MAX_QUANTITY = Decimal(10) ** 12  # whole units; far above any real holding, far below overflow

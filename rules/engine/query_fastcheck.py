@@ -17,7 +17,10 @@ compiled, so the schema cannot grow a rule this check would silently skip.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Callable
+
+from rules.policy.schema_check import validator
 
 Check = Callable[[Any], bool]
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "$defs", "$comment", "examples", "default"}
@@ -173,3 +176,10 @@ def _assemble(t: str | None, on: dict[str, list[Check]], allowed: frozenset[str]
         # a float or Decimal would meet minimum and maximum under jsonschema's rules: not sure
         return not (on["integer"] and type(x) not in _NOT_NUMBERS)
     return untyped
+
+
+@lru_cache(maxsize=None)
+def certainly_valid(name: str) -> Check:
+    """The fast acceptance check of ``rules/schema/<name>.schema.json``: ``True`` means jsonschema would
+    accept the document; ``False`` means ask jsonschema."""
+    return compile_check(validator(name).schema)  # the schema checked against the meta-schema, read once

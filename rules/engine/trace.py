@@ -34,14 +34,7 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from rules.policy.model import Bundle, Check, Limit, Src
-
-# Rules the engine adds to the bundle's own (reserved: a bundle cannot use these ids).
-IN_FORCE = ("bundle.in-force", "The policy bundle must be in force on the query date.")
-REGISTERED = ("registry.asset-registered", "The asset must be in the asset registry.")
-SCHEDULE = ("haircut.schedule", "A haircut schedule must apply to the asset on the query date.")
-VERIFIED = ("custody.onchain-verification",
-            "The custody balance must be verified on-chain when verification is asked for.")
-ENGINE_RULES = {r[0]: r[1] for r in (IN_FORCE, REGISTERED, SCHEDULE, VERIFIED)}
+from rules.policy.reserved import ENGINE_RULES, IN_FORCE, REGISTERED, SCHEDULE, VERIFIED
 
 CODE = {"pass": "p", "fail": "f", "not_applicable": "n", "applied": "a"}
 OUTCOME = {v: k for k, v in CODE.items()}

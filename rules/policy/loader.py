@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rules.errors import PolicyError, Problem
-from rules.engine.facts import FACTS
+from rules.policy.facts import FACTS
 from rules.policy.model import (AddOn, AppliesTo, Asset, Bucket, Bundle, Check, Criterion, Custodian, Dated,
                          HaircutSchedule, HaircutSource, Limit, Participant, Phase, Src)
+from rules.policy.reserved import ENGINE_RULES
 from rules.policy.schema_check import check_document
-from rules.engine.trace import ENGINE_RULES
 from rules.policy.yaml_reader import SourceDoc, load_yaml_text
 
 POLICY_KINDS = ("programme", "assets", "eligibility", "haircuts", "limits")

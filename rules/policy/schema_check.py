@@ -6,7 +6,7 @@ import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -15,15 +15,6 @@ from rules.errors import Problem
 from rules.policy.yaml_reader import SourceDoc
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
-
-
-@lru_cache(maxsize=None)
-def certainly_valid(name: str) -> Callable[[Any], bool]:
-    """The fast acceptance check of ``rules/schema/<name>.schema.json`` (``rules.engine.query_fastcheck``):
-    ``True`` means jsonschema would accept the document; ``False`` means ask jsonschema."""
-    from rules.engine.query_fastcheck import compile_check
-
-    return compile_check(validator(name).schema)  # the schema checked against the meta-schema, read once
 
 
 @lru_cache(maxsize=None)

@@ -15,7 +15,7 @@ from rules.engine.compiler import compile_bundle, day_number
 from rules.engine.decide import Engine
 from rules.engine.evaluators.durable import DurableEvaluator
 from rules.errors import InputError
-from rules.engine.facts import ALWAYS_PRESENT, DAY_KEY, FACTS, MAX_INT_FACT
+from rules.policy.facts import ALWAYS_PRESENT, DAY_KEY, FACTS, MAX_INT_FACT
 from rules.policy.loader import load_bundle
 from rules.engine.evaluators.python import PythonEvaluator
 from rules.engine.query import parse_query

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.engine.query_fastcheck import UnsupportedSchema, compile_check
 from rules.engine.query import parse_query
-from rules.policy.schema_check import certainly_valid, validator
+from rules.engine.query_fastcheck import UnsupportedSchema, certainly_valid, compile_check
+from rules.policy.schema_check import validator
 from tests.support.workload import corpus
 
 DOCS = corpus(300, seed=5)

@@ -12,7 +12,7 @@ durable_rules (2.0.28, last released 2020) is wrong in silence in several ways, 
 * Asserting the same fact twice raises: every evaluation has its own session id and query id, and
   its state is deleted afterwards (memory stays flat).
 * Numbers are binary floats and ``"abc" > 1000`` matches: facts are type-checked before they get
-  here (``rules.engine.facts``: bool, str or int below 2**53) - ``check_fact_types`` enforces it again.
+  here (``rules.policy.facts``: bool, str or int below 2**53) - ``check_fact_types`` enforces it again.
 * Events are consumed by the first rule they match: we assert *facts*, which every rule sees.
 """
 
@@ -26,7 +26,7 @@ from durable import engine as _engine
 
 from rules.engine.compiler import QID, CompiledBundle
 from rules.errors import EngineError
-from rules.engine.facts import DAY_KEY, FACTS, MAX_INT_FACT
+from rules.policy.facts import DAY_KEY, FACTS, MAX_INT_FACT
 
 
 class _QuietHost(_engine.Host):

@@ -32,7 +32,7 @@ from bisect import bisect_left
 from typing import Any, Callable, Iterable, Mapping
 
 from rules.engine.compiler import QID, CompiledBundle, Cond
-from rules.engine.facts import DAY_KEY, FACTS, MAX_INT_FACT
+from rules.policy.facts import DAY_KEY, FACTS, MAX_INT_FACT
 
 _MISSING = ("missing",)
 _OTHER = ("other word",)

@@ -21,7 +21,7 @@ import rules.engine.evaluators.durable as de
 from rules.engine.compiler import QID, compile_bundle
 from rules.engine.decide import Engine
 from rules.engine.evaluators.durable import DurableEvaluator, EngineError, check_fact_types
-from rules.engine.facts import FACTS, MAX_INT_FACT
+from rules.policy.facts import FACTS, MAX_INT_FACT
 from rules.policy.loader import load_bundle, load_bundle_from_sources
 from rules.engine.query import load_query_text
 from tests.support import ROOT

@@ -13,7 +13,7 @@ from rules.engine.compiler import compile_bundle, day_number
 from rules.engine.decide import Engine
 from rules.engine.evaluators.durable import DurableEvaluator, EngineError
 from rules.engine.fast.fact_classes import FALSE, TRUE, PlanClasses, fold
-from rules.engine.facts import DAY_KEY, FACTS
+from rules.policy.facts import DAY_KEY, FACTS
 from rules.engine.fact_builder import base_facts
 from rules.policy.loader import load_bundle
 from rules.engine.evaluators.python import PythonEvaluator
