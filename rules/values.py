@@ -35,3 +35,15 @@ def utc_text(ts: datetime, timespec: str = "auto") -> str:
 def parse_utc_text(text: str) -> datetime:
     """RFC 3339 text (``Z`` or an offset) as a datetime; raises ``ValueError``/``OverflowError`` on bad text."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def eip55_checksum(address: str) -> str:
+    """The EIP-55 checksummed form of an Ethereum address (``0x`` and 40 hex digits, any case).
+
+    A mixed-case address *is* a checksum: it is valid only if it equals this form. Callers check the
+    shape first (``ValueError`` otherwise)."""
+    # Imported here, not at the top, for start-up time only: eth_utils takes ~0.2 s to import and
+    # only a bundle with a mixed-case contract address or an Ethereum read needs it.
+    from eth_utils import to_checksum_address
+
+    return str(to_checksum_address(address))

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from eth_utils import to_checksum_address
-
 from rules.errors import EvidenceError, InputError
+from rules.values import eip55_checksum
 
 _SHAPE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -22,7 +21,7 @@ def checksum_address(text: object, where: str = "address") -> str:
     if not isinstance(text, str) or not _SHAPE.match(text):
         raise EvidenceError("invalid_address", f"{where} {text!r} is not 0x followed by 40 hex digits")
     body = text[2:]
-    canonical = to_checksum_address(text)
+    canonical = eip55_checksum(text)
     if body != body.lower() and body != body.upper() and text != canonical:
         raise EvidenceError(
             "invalid_address", f"{where} {text} has mixed case but a bad EIP-55 checksum (expected {canonical})"

@@ -21,6 +21,7 @@ from rules.policy.model import (AddOn, AppliesTo, Asset, Bucket, Bundle, Check, 
 from rules.policy.reserved import ENGINE_RULES
 from rules.policy.schema_check import check_document
 from rules.policy.yaml_reader import SourceDoc, load_yaml_text
+from rules.values import eip55_checksum
 
 POLICY_KINDS = ("programme", "assets", "eligibility", "haircuts", "limits")
 MAX_FILE_BYTES = 2_000_000
@@ -271,7 +272,7 @@ class _Builder:
                 natives[chain] = sym
             elif chain == "bitcoin":
                 self.problem(doc, path + ("contract",), "Bitcoin assets have no contract address")
-            elif contract != contract.lower() and contract[2:] != contract[2:].upper() and not _is_checksum(contract):
+            elif contract[2:] not in (contract[2:].lower(), contract[2:].upper()) and eip55_checksum(contract) != contract:
                 self.problem(doc, path + ("contract",), f"{contract} is not a valid EIP-55 checksummed address "
                              "(check for a typo, or write it all in lower case)")
             if a.get("restrictions") and contract is None:
@@ -420,10 +421,4 @@ def _type_of(value: Any) -> str:
     if isinstance(value, int):
         return "int"
     return "str"
-
-
-def _is_checksum(address: str) -> bool:
-    from eth_utils import is_checksum_address  # small pure-Python helper shipped with web3
-
-    return bool(is_checksum_address(address))
 
