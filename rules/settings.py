@@ -1,61 +1,188 @@
-"""One settings object, from a TOML file and environment variables (environment wins).
+"""One typed settings tree, from a TOML file and environment variables (environment wins).
 
-File: ``$DACP_CONFIG`` or ``./dacp.toml`` if present. Keys (all optional)::
+File: ``$DACP_CONFIG`` or ``./dacp.toml`` if present. Every key is optional; each section is a typed model
+below, and a key that is unknown or of the wrong type is refused with its place (``[service] port``)::
 
     policies = "policies"             # DACP_POLICIES
     log = "var/dacp.sqlite"           # DACP_LOG
     engine = "durable_rules"          # DACP_ENGINE: durable_rules | python | checked
-    [ethereum]
-    rpc_url = "http://127.0.0.1:8545" # DACP_ETH_RPC_URL
-    chain_id = 1                      # DACP_ETH_CHAIN_ID
-    block = "finalized"               # DACP_ETH_BLOCK
-    [bitcoin]
-    rpc_url = "http://127.0.0.1:8332" # DACP_BTC_RPC_URL
-    cookie_file = "~/.bitcoin/.cookie"# DACP_BTC_COOKIE_FILE
-    network = "main"                  # DACP_BTC_NETWORK
-    [prices]                          # read with --verify; replaces the query's price
-    file = "prices.yaml"              # DACP_PRICES_FILE (static prices), and/or:
-    rpc_url = "http://127.0.0.1:8545"
-    chain_id = 1
-    feeds = { ETH = "0x5f4e...", BTC = "0xF403..." }   # Chainlink-style aggregators
-    max_age_s = 3600
+    [ethereum]                        # DACP_ETH_<KEY>, e.g. DACP_ETH_RPC_URL, DACP_ETH_BLOCK
+    [bitcoin]                         # DACP_BTC_<KEY>, e.g. DACP_BTC_RPC_URL, DACP_BTC_COOKIE_FILE
+    [prices]                          # DACP_PRICES_<KEY>, e.g. DACP_PRICES_FILE
+    [ledger]                          # DACP_LEDGER_URL
+    [approvals]                       # DACP_APPROVALS_<KEY>
+    [service]                         # DACP_SERVICE_<KEY>
+
+Reading is pydantic-settings: a TOML source and an environment source (``DACP_`` prefix, the section's short
+name, then the key: one split, so ``DACP_ETH_RPC_URL`` is ``[ethereum] rpc_url``), merged with the environment
+on top, then validated into ``Settings``. Constructing ``Settings(...)`` directly reads neither file nor
+environment: it is exactly what it is given (tests and embedding code rely on that).
+
+The chain sections are handed to the adapters as plain mappings of the keys that were set
+(``Section.given()``): adapters import nothing of ``rules`` but errors, evidence and values.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rules.errors import InputError
 
 ENGINES = ("durable_rules", "python", "checked")
-# Further settings sections other parts own (read generically): [ledger], [approvals], [service].
-SECTIONS = ("ledger", "approvals", "service")
+Seconds = float  # timeouts and intervals: the only floats in settings (never money)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Section(BaseModel):
+    """A settings table: unknown keys are errors; values are coerced from the TOML or environment text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def given(self) -> dict[str, Any]:
+        """The keys that were set (file or environment), typed: what an adapter's constructor reads."""
+        return self.model_dump(exclude_unset=True)
+
+
+class EthereumSettings(Section):
+    rpc_url: str | None = None
+    chain_id: int | None = Field(None, ge=1)
+    block: str = "finalized"
+    max_block_age_s: Seconds | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=100)
+    request_timeout_s: Seconds | None = Field(None, gt=0)
+    backoff_s: Seconds | None = Field(None, ge=0)
+    max_total_s: Seconds | None = Field(None, gt=0)
+
+
+class BitcoinSettings(Section):
+    rpc_url: str | None = None
+    cookie_file: str | None = None
+    user: str | None = None
+    password: str | None = None
+    network: str | None = None
+    min_confirmations: int | None = Field(None, ge=0)
+    timeout_s: Seconds | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=100)
+
+
+class PricesSettings(Section):
+    file: str | None = None
+    rpc_url: str | None = None
+    chain_id: int | None = Field(None, ge=1)
+    feeds: dict[str, str] = Field(default_factory=dict)
+    max_age_s: Seconds | None = Field(None, gt=0)
+
+
+class LedgerSettings(Section):
+    url: str | None = None
+
+
+class ApprovalsSettings(Section):
+    required: bool = True
+    approvers: Path | None = None
+    signatures: Path | None = None
+    quorum: int = 2
+    approvers_sha256: str | None = None
+    require_publication: bool = False
+
+    @field_validator("quorum")
+    @classmethod
+    def _quorum(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1 (to switch approvals off set required = false)")
+        return v
+
+    @field_validator("approvers_sha256")
+    @classmethod
+    def _pin(cls, v: str | None) -> str | None:
+        if v is not None and not (len(v) == 64 and all(c in "0123456789abcdef" for c in v.lower())):
+            raise ValueError("must be a sha256 in hex (64 characters)")
+        return v.lower() if v else None
+
+
+class ServiceSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    max_body_bytes: int = Field(10_000_000, ge=1024, le=1_000_000_000)
+    max_batch: int = Field(10_000, ge=1, le=1_000_000)
+    verify: bool = False
+    tokens: list[dict[str, Any]] = Field(default_factory=list)  # checked by the HTTP door (rules.http)
+    tokens_file: Path | None = None
+
+
+SECTIONS: dict[str, tuple[str, type[Section]]] = {  # field -> (environment short name, model)
+    "ethereum": ("eth", EthereumSettings), "bitcoin": ("btc", BitcoinSettings), "prices": ("prices", PricesSettings),
+    "ledger": ("ledger", LedgerSettings), "approvals": ("approvals", ApprovalsSettings),
+    "service": ("service", ServiceSettings),
+}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, typed. ``load_settings`` reads it from the file and the environment."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
     policies: Path = Path("policies")
     log: Path = Path("var/dacp.sqlite")
-    engine: str = "durable_rules"
-    ethereum: Mapping[str, Any] = field(default_factory=dict)
-    bitcoin: Mapping[str, Any] = field(default_factory=dict)
-    prices: Mapping[str, Any] = field(default_factory=dict)
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # further [sections], e.g. ledger
-    source: str = "defaults"
+    engine: Literal["durable_rules", "python", "checked"] = "durable_rules"
+    ethereum: EthereumSettings = Field(default_factory=EthereumSettings)
+    bitcoin: BitcoinSettings = Field(default_factory=BitcoinSettings)
+    prices: PricesSettings = Field(default_factory=PricesSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    source: str = "defaults"  # where the settings came from: the file's path, or "defaults"
 
-    def section(self, name: str) -> Mapping[str, Any]:
-        """A further settings section (file table ``[name]``; environment ``DACP_<NAME>_<KEY>`` wins)."""
-        return self.sections.get(name, {})
+    def __init__(self, **values: Any) -> None:
+        for name, table in dict(values.pop("sections", None) or {}).items():  # TRANSITION: old keyword, removed with its callers
+            values[name] = table
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise _input_error(e, values.get("source", "settings")) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # plain construction reads nothing else: load_settings() adds file and environment
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section's keys that were set, as a mapping (for code that reads a section generically)."""
+        return getattr(self, name).given()
 
     def with_overrides(self, **kw: Any) -> "Settings":
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+        """A copy with the given values replaced (``None`` leaves a value as it is)."""
+        changes = {k: v for k, v in kw.items() if v is not None}
+        return self.model_copy(update=changes) if changes else self
+
+
+class _Environment(EnvSettingsSource):
+    """``DACP_<NAME>`` for top-level keys, ``DACP_<SECTION>_<KEY>`` for section keys, from a given mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        self._given_env = env
+        super().__init__(settings_cls, case_sensitive=False, env_prefix="DACP_", env_nested_delimiter="_",
+                         env_nested_max_split=1)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:  # the environment to read: the one given, not os.environ
+        out: dict[str, str | None] = {}
+        for key, value in self._given_env.items():
+            key = key.lower()
+            for field, (short, _) in SECTIONS.items():  # the sections' short names: DACP_ETH_ -> [ethereum]
+                if short != field and key.startswith(f"dacp_{short}_"):
+                    key = f"dacp_{field}_" + key[len(f"dacp_{short}_"):]
+            out[key] = value
+        return out
 
 
 def load_settings(env: Mapping[str, str] | None = None, config: str | Path | None = None) -> Settings:
+    """Settings from ``config`` (or ``$DACP_CONFIG``, or ``./dacp.toml`` when present) and ``env``
+    (default ``os.environ``; it wins). A bad file, key or value is an ``InputError`` naming its place."""
     env = os.environ if env is None else env
     path = Path(config or env.get("DACP_CONFIG") or "dacp.toml")
     data: dict[str, Any] = {}
@@ -68,34 +195,52 @@ def load_settings(env: Mapping[str, str] | None = None, config: str | Path | Non
         source = str(path)
     elif config or env.get("DACP_CONFIG"):
         raise InputError("settings file not found", str(path))
-    known = {"policies", "log", "engine", "ethereum", "bitcoin", "prices"} | set(SECTIONS)
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - set(Settings.model_fields) - {"source"})
     if unknown:
-        raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})", str(path))
-    eth = dict(data.get("ethereum", {}))
-    btc = dict(data.get("bitcoin", {}))
-    for key, target, name in (("DACP_ETH_RPC_URL", eth, "rpc_url"), ("DACP_ETH_CHAIN_ID", eth, "chain_id"),
-                              ("DACP_ETH_BLOCK", eth, "block"), ("DACP_BTC_RPC_URL", btc, "rpc_url"),
-                              ("DACP_BTC_COOKIE_FILE", btc, "cookie_file"), ("DACP_BTC_NETWORK", btc, "network"),
-                              ("DACP_BTC_USER", btc, "user"), ("DACP_BTC_PASSWORD", btc, "password")):
-        if env.get(key):
-            target[name] = env[key]
-    prices = dict(data.get("prices", {}))
-    if env.get("DACP_PRICES_FILE"):
-        prices["file"] = env["DACP_PRICES_FILE"]
-    sections: dict[str, dict[str, Any]] = {}
-    for name in SECTIONS:
-        sec = dict(data.get(name, {}))
-        prefix = f"DACP_{name.upper()}_"
-        for key, value in env.items():
-            if key.startswith(prefix):
-                sec[key[len(prefix):].lower()] = value
-        sections[name] = sec
-    engine = env.get("DACP_ENGINE") or data.get("engine") or "durable_rules"
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})", "engine")
-    return Settings(
-        policies=Path(env.get("DACP_POLICIES") or data.get("policies") or "policies"),
-        log=Path(env.get("DACP_LOG") or data.get("log") or "var/dacp.sqlite"),
-        engine=engine, ethereum=eth, bitcoin=btc, prices=prices, sections=sections, source=source,
-    )
+        known = sorted(set(Settings.model_fields) - {"source"})
+        raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(known)})", str(path))
+    environment = _Environment(Settings, {k: v for k, v in env.items() if v and k.startswith("DACP_")})()
+    merged = {**data, "source": source}
+    for key, value in environment.items():
+        field = _field_for(key)
+        if field in SECTIONS:
+            merged[field] = {**dict(data.get(field) or {}), **value}
+        elif field is not None:
+            merged[field] = value
+    return Settings(**merged)
+
+
+def _field_for(key: str) -> str | None:
+    """The Settings field an environment source key names; None: not a setting (``DACP_CONFIG``, ``DACP_DEBUG``)."""
+    return key if key in Settings.model_fields and key != "source" else None
+
+
+def _input_error(e: ValidationError, source: str) -> InputError:
+    """A pydantic error in our words: where (``[section] key``) and what, the first problem first."""
+    problems = []
+    for err in e.errors():
+        loc = [str(x) for x in err.get("loc", ())]
+        section = next((f for f, (short, _) in SECTIONS.items() if loc and loc[0] in (f, short)), None)
+        where = f"[{section}] {'.'.join(loc[1:])}" if section and len(loc) > 1 else (".".join(loc) or source)
+        problems.append((where, _message(err, section)))
+    where, message = problems[0]
+    if len(problems) > 1:
+        message += "; also " + "; ".join(f"{w}: {m}" for w, m in problems[1:])
+    return InputError(message, where)
+
+
+def _message(err: Mapping[str, Any], section: str | None) -> str:
+    kind, value = err.get("type", ""), err.get("input")
+    if kind == "extra_forbidden":
+        model = SECTIONS[section][1] if section else Settings
+        known = sorted(set(model.model_fields) - {"source"})
+        return f"unknown settings {err['loc'][-1]} (known: {', '.join(known)})"
+    if kind.startswith("int_"):
+        return f"must be a whole number, not {value!r}"
+    if kind.startswith("bool_"):
+        return f"must be true or false, not {value!r}"
+    if kind == "literal_error" and err.get("loc") == ("engine",):
+        return f"unknown engine {value!r} (use one of {', '.join(ENGINES)})"
+    if kind == "value_error":
+        return str(err.get("ctx", {}).get("error", err.get("msg", "invalid")))
+    return f"{err.get('msg', 'invalid')} (got {value!r})"
