@@ -1,5 +1,5 @@
-"""Load a policy bundle: read YAML exactly, validate against the schema, check cross-references,
-build the immutable model and its content hash.
+"""Load a policy bundle: read YAML exactly, validate against the schema, check cross-references
+(``rules.policy.cross_checks``), build the immutable model and its content hash (``rules.policy.bundle_hash``).
 
 Every problem found is collected and reported at once (``PolicyError``), each at file:line:col with
 the rule id where known.
@@ -7,47 +7,22 @@ the rule id where known.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
 
 from rules.errors import PolicyError, Problem
+from rules.policy.bundle_hash import bundle_hash
+from rules.policy.cross_checks import CrossChecks
 from rules.policy.facts import FACTS
-from rules.policy.model import (AddOn, AppliesTo, Asset, Bucket, Bundle, Check, Criterion, Custodian, Dated,
-                         HaircutSchedule, HaircutSource, Limit, Participant, Phase, Src)
-from rules.policy.reserved import ENGINE_RULES
+from rules.policy.model import (AddOn, Asset, Bucket, Bundle, Criterion, Custodian, HaircutSchedule, HaircutSource, Limit,
+                                Participant, Phase)
 from rules.policy.schema_check import check_document
 from rules.policy.yaml_reader import SourceDoc, load_yaml_text
-from rules.values import eip55_checksum
 
 POLICY_KINDS = ("programme", "assets", "eligibility", "haircuts", "limits")
 MAX_FILE_BYTES = 2_000_000
-
-
-def canonical_json(value: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, Decimals as normalised decimal strings."""
-
-    def norm(v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            v = Decimal(v)  # a number is hashed by its value: 0 and 0.00 are the same number
-        if isinstance(v, Decimal):
-            n = v.normalize()
-            return {"$decimal": format(n, "f") if n == n.to_integral_value() or n.adjusted() > -30 else str(n)}
-        if isinstance(v, dict):
-            return {k: norm(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [norm(x) for x in v]
-        return v
-
-    return json.dumps(norm(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def bundle_hash(docs: Mapping[str, Any]) -> str:
-    """sha256 over the canonical form of the policy documents (file name -> parsed content)."""
-    return hashlib.sha256(canonical_json(dict(docs)).encode("utf-8")).hexdigest()
 
 
 def read_policy_dir(directory: str | Path) -> dict[str, str]:
@@ -116,10 +91,6 @@ def num(value: Any) -> Decimal | None:
     return d if d != 0 else Decimal(0)
 
 
-def _day(text: str | None) -> date | None:
-    return None if text is None else date.fromisoformat(text)
-
-
 def add_months(d: date, months: int) -> date:
     """The same day ``months`` later, clamped to the month's end (Jan 31 + 1 month = Feb 28/29)."""
     y, m = divmod(d.month - 1 + months, 12)
@@ -132,78 +103,16 @@ def add_months(d: date, months: int) -> date:
     raise ValueError(d)  # pragma: no cover
 
 
-class _Builder:
-    """Turns schema-valid documents into the model, collecting cross-reference problems."""
+class _Builder(CrossChecks):
+    """Turns schema-valid documents into the model, collecting cross-reference problems (the checks
+    themselves are ``CrossChecks``')."""
 
     def __init__(self, docs: dict[str, SourceDoc]):
+        super().__init__()
         self.docs = docs
-        self.problems: list[Problem] = []
-        self.ids: dict[str, Src] = {}
 
-    # -- helpers -------------------------------------------------------------------------------
     def by_kind(self, kind: str) -> list[SourceDoc]:
         return [d for d in self.docs.values() if d.data.get("kind") == kind]
-
-    def src(self, doc: SourceDoc, path: tuple) -> Src:
-        return Src(doc.file, doc.where(path)[0])
-
-    def problem(self, doc: SourceDoc, path: tuple, message: str, rule_id: str | None = None) -> None:
-        line, col = doc.where(path)
-        self.problems.append(Problem(doc.file, line, col, message, rule_id))
-
-    def claim_id(self, rule_id: str, doc: SourceDoc, path: tuple) -> None:
-        if rule_id in ENGINE_RULES:
-            self.problem(doc, path, f"the rule id {rule_id!r} is reserved for the engine's own rule "
-                         f"({ENGINE_RULES[rule_id]!r}); choose another id", rule_id)
-        elif rule_id in self.ids:
-            self.problem(doc, path, f"the rule id {rule_id!r} is already used at {self.ids[rule_id]}; ids must be unique",
-                         rule_id)
-        else:
-            self.ids[rule_id] = self.src(doc, path)
-
-    def day(self, doc: SourceDoc, path: tuple, text: str | None, rule_id: str | None) -> date | None:
-        try:
-            return _day(text)
-        except ValueError:
-            self.problem(doc, path, f"{text!r} is not a real calendar date", rule_id)
-            return None
-
-    def dated(self, doc: SourceDoc, path: tuple, d: Mapping[str, Any], rule_id: str | None,
-              keys: tuple[str, str] = ("effective_from", "effective_to")) -> Dated:
-        frm, to = (self.day(doc, path + (k,), d.get(k), rule_id) for k in keys)
-        if frm and to and to <= frm:
-            self.problem(doc, path + (keys[1],), f"{keys[1]} ({to}) must be after {keys[0]} ({frm})", rule_id)
-        return Dated(frm, to)
-
-    def applies(self, doc: SourceDoc, path: tuple, d: Mapping[str, Any] | None, assets: Mapping[str, Asset],
-                rule_id: str | None) -> AppliesTo:
-        if not d:
-            return AppliesTo()
-        for i, sym in enumerate(d.get("assets", [])):
-            if sym not in assets:
-                self.problem(doc, path + ("assets", i), f"the asset {sym!r} is not in the asset registry "
-                             f"(known: {', '.join(sorted(assets))})", rule_id)
-        return AppliesTo(frozenset(d.get("assets", [])), frozenset(d.get("classes", [])), frozenset(d.get("chains", [])))
-
-    def check(self, doc: SourceDoc, path: tuple, d: Mapping[str, Any], rule_id: str | None) -> Check:
-        fact = d["fact"]
-        op = next(k for k in d if k != "fact")
-        value = d[op]
-        ftype = FACTS[fact].type
-        here = path + (op,)
-        if op in ("at_least", "at_most") and ftype != "int":
-            self.problem(doc, here, f"{op} compares numbers, but the fact {fact!r} is {_TYPE[ftype]}", rule_id)
-        elif op == "one_of" and ftype != "str":
-            self.problem(doc, here, f"one_of lists words, but the fact {fact!r} is {_TYPE[ftype]}", rule_id)
-        elif op == "equals" and _type_of(value) != ftype:
-            self.problem(doc, here, f"the fact {fact!r} is {_TYPE[ftype]}, so it cannot equal {value!r}", rule_id)
-        elif op == "in_list":
-            wanted = {"participants": "participant", "custodians": "custody.custodian", "phase_assets": "asset"}[value]
-            if fact != wanted:
-                self.problem(doc, here, f"the list {value!r} holds values of the fact {wanted!r}, not {fact!r}", rule_id)
-        if op == "one_of":
-            value = tuple(value)
-        return Check(fact, op, value)
 
     # -- build ---------------------------------------------------------------------------------
     def single(self, kind: str) -> SourceDoc | None:
@@ -223,7 +132,7 @@ class _Builder:
         assets_doc = self.single("assets")
         if prog_doc is None or assets_doc is None:
             return None
-        assets = self.build_assets(assets_doc)
+        assets = self.registry(assets_doc)
         p = prog_doc.data
         b = p["bundle"]
         bundle_dated = self.dated(prog_doc, ("bundle",), b, None)
@@ -236,7 +145,7 @@ class _Builder:
         criteria = [c for d in self.by_kind("eligibility") for c in self.build_criteria(d, assets)]
         haircuts = [h for d in self.by_kind("haircuts") for h in self.build_haircuts(d, assets)]
         limits = [lim for d in self.by_kind("limits") for lim in self.build_limits(d, assets)]
-        self.check_haircut_coverage(assets, haircuts, assets_doc)
+        self.haircut_coverage(assets, haircuts, assets_doc)
         if self.problems or start is None:
             return None
         return Bundle(
@@ -249,37 +158,6 @@ class _Builder:
             haircuts=tuple(haircuts), limits=tuple(limits),
             hash=bundle_hash({name: d.data for name, d in self.docs.items()}), sources=dict(sources),
         )
-
-    def build_assets(self, doc: SourceDoc) -> dict[str, Asset]:
-        assets: dict[str, Asset] = {}
-        natives: dict[str, str] = {}
-        for i, a in enumerate(doc.data["assets"]):
-            path = ("assets", i)
-            sym = a["symbol"]
-            if sym in assets:
-                self.problem(doc, path + ("symbol",), f"the asset {sym!r} is registered twice")
-                continue
-            chain, network = a["chain"], a["network"]
-            if chain == "ethereum" and not isinstance(network, int):
-                self.problem(doc, path + ("network",), "an Ethereum asset's network is its chain id, a whole number (1 for mainnet)")
-            if chain == "bitcoin" and network not in ("main", "test", "signet", "regtest"):
-                self.problem(doc, path + ("network",), "a Bitcoin asset's network is one of: main, test, signet, regtest")
-            contract = a.get("contract")
-            if contract is None:
-                if chain in natives:
-                    self.problem(doc, path, f"{sym} has no contract, but {natives[chain]} is already the native coin of {chain}; "
-                                 "a token needs its contract address")
-                natives[chain] = sym
-            elif chain == "bitcoin":
-                self.problem(doc, path + ("contract",), "Bitcoin assets have no contract address")
-            elif contract[2:] not in (contract[2:].lower(), contract[2:].upper()) and eip55_checksum(contract) != contract:
-                self.problem(doc, path + ("contract",), f"{contract} is not a valid EIP-55 checksummed address "
-                             "(check for a typo, or write it all in lower case)")
-            if a.get("restrictions") and contract is None:
-                self.problem(doc, path + ("restrictions",), "restrictions are read from a token contract; this asset has none")
-            assets[sym] = Asset(sym, a["name"], a["class"], chain, network, a["decimals"], self.src(doc, path),
-                                contract, a.get("issuer"), dict(a.get("restrictions") or {}))
-        return assets
 
     def build_phases(self, doc: SourceDoc, start: date, assets: Mapping[str, Asset]) -> list[Phase]:
         phases = []
@@ -390,35 +268,3 @@ class _Builder:
                              self.dated(doc, path, lim, rid), self.src(doc, path), num(share),
                              num(lim.get("max_value_usd")), num(lim.get("min_total_usd"))))
         return out
-
-    def check_haircut_coverage(self, assets: Mapping[str, Asset], haircuts: list[HaircutSchedule],
-                               doc: SourceDoc) -> None:
-        """Every asset has a haircut schedule, and never two in force on the same day."""
-        for i, (sym, asset) in enumerate(assets.items()):
-            mine = [h for h in haircuts if h.applies.matches(asset)]
-            if not mine:
-                self.problem(doc, ("assets", i), f"no haircut schedule applies to {sym}; every asset needs one")
-            for a_i, a in enumerate(mine):
-                for b in mine[a_i + 1:]:
-                    if _overlap(a.dated, b.dated):
-                        self.problems.append(Problem(b.src.file, b.src.line, None,
-                                                     f"{a.id} ({a.src}) and {b.id} both apply to {sym} on the same days; "
-                                                     "give them effective dates that do not overlap", b.id))
-
-
-def _overlap(a: Dated, b: Dated) -> bool:
-    lo = max(a.effective_from or date.min, b.effective_from or date.min)
-    hi = min(a.effective_to or date.max, b.effective_to or date.max)
-    return lo < hi
-
-
-_TYPE = {"int": "a whole number", "bool": "true or false", "str": "a word"}
-
-
-def _type_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    return "str"
-
