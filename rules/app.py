@@ -207,8 +207,8 @@ def ledger_url(settings: Settings, override: str | None = None) -> str:
 
 
 def open_ledger_store(settings: Settings, override: str | None = None) -> Any:
-    """The ledger's store (``adapters.storage.ledger_store.LedgerStore``) on ``ledger_url``."""
-    from adapters.storage.ledger_store import LedgerStore
+    """The ledger's store (``rules.ledger.store.LedgerStore``) on ``ledger_url``."""
+    from rules.ledger.store import LedgerStore
 
     return LedgerStore(ledger_url(settings, override))
 

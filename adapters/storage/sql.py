@@ -1,6 +1,6 @@
 """One small database interface over SQLite (embedded default) and PostgreSQL (selected by URL).
 
-Used by the decision log (``rules.audit.log``) and the collateral ledger (``adapters.storage.ledger_store``),
+Used by the decision log (``rules.audit.log``) and the collateral ledger (``rules.ledger.store``),
 which share one database so that a ledger credit and its decision-log entry commit in ONE transaction.
 
 - ``open_database(target)``: a file path or ``sqlite:///path`` gives SQLite (WAL, ``synchronous=FULL``);

@@ -19,8 +19,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters.storage.ledger_store import LedgerStore
 from rules.errors import InputError
+from rules.ledger.store import LedgerStore
+from rules.values import decimal_text, now_utc, parse_utc_text, units_text, utc_text
 
 WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -43,24 +44,11 @@ def week_of(ts: datetime) -> str:
     return f"{y}-W{w:02d}"
 
 
-def _iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _s(d: Decimal) -> str:
-    return format(d, "f")
-
-
-def _q(raw: int, decimals: int) -> str:
-    t = format(Decimal(raw).scaleb(-decimals), "f")
-    return t.rstrip("0").rstrip(".") if "." in t else t
-
-
 def holdings_at(store: LedgerStore, until: datetime) -> list[dict[str, Any]]:
     """Per (account, asset): quantity and values held just before ``until``, from the journal."""
     accounts = {a.account: a for a in store.accounts()}
     acc: dict[tuple[str, str], dict[str, Any]] = {}
-    for e in store.entries(until=_iso(until)):
+    for e in store.entries(until=utc_text(until, "microseconds")):
         h = acc.setdefault((e.account, e.asset), {"account": e.account, "participant": e.participant, "asset": e.asset,
                                                   "decimals": e.decimals, "quantity_raw": 0, "market": Decimal(0),
                                                   "after": Decimal(0), "counted": Decimal(0)})
@@ -93,10 +81,12 @@ def _group(holdings: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[s
         g = groups[k]
         row = {x: g[x] for x in keys}
         if "asset" in keys:
-            row["quantity"] = _q(g["quantity_raw"], g["decimals"])
-        row.update({"accounts": g["accounts"], "market_value_usd": _s(g["market"]),
-                    "haircut_usd": _s(g["market"] - g["after"]), "value_after_haircut_usd": _s(g["after"]),
-                    "excluded_by_limits_usd": _s(g["after"] - g["counted"]), "collateral_value_usd": _s(g["counted"])})
+            row["quantity"] = units_text(g["quantity_raw"], g["decimals"])
+        row.update({"accounts": g["accounts"], "market_value_usd": decimal_text(g["market"]),
+                    "haircut_usd": decimal_text(g["market"] - g["after"]),
+                    "value_after_haircut_usd": decimal_text(g["after"]),
+                    "excluded_by_limits_usd": decimal_text(g["after"] - g["counted"]),
+                    "collateral_value_usd": decimal_text(g["counted"])})
         rows.append(row)
     return rows
 
@@ -105,27 +95,27 @@ def weekly(store: LedgerStore, week: str, *, first_week: str | None = None) -> d
     start, end = parse_week(week)
     holdings = holdings_at(store, end)
     activity: dict[str, dict[str, Any]] = {}
-    for e in store.entries(until=_iso(end)):
-        if e.at < _iso(start):
+    for e in store.entries(until=utc_text(end, "microseconds")):
+        if e.at < utc_text(start, "microseconds"):
             continue
         a = activity.setdefault(e.kind, {"entries": 0, "collateral_value_usd": Decimal(0)})
         a["entries"] += 1
         a["collateral_value_usd"] += e.collateral_value_usd
-    incidents = store.incidents(since=_iso(start), until=_iso(end))
+    incidents = store.incidents(since=utc_text(start, "microseconds"), until=utc_text(end, "microseconds"))
     by_kind: dict[str, int] = {}
     for i in incidents:
         by_kind[i.kind] = by_kind.get(i.kind, 0) + 1
     totals = _group([{**h, "all": "all"} for h in holdings], ("all",))
     return {
         "report": "weekly pilot report: customer digital-asset collateral",
-        "week": week, "from": _iso(start), "to": _iso(end),
-        "generated_at": _iso(datetime.now(timezone.utc)),
+        "week": week, "from": utc_text(start, "microseconds"), "to": utc_text(end, "microseconds"),
+        "generated_at": utc_text(now_utc(), "microseconds"),
         "totals": {k: v for k, v in totals[0].items() if k != "all"} if totals else
         {"accounts": 0, "market_value_usd": "0", "haircut_usd": "0", "value_after_haircut_usd": "0",
          "excluded_by_limits_usd": "0", "collateral_value_usd": "0"},
         "by_asset": _group(holdings, ("asset",)),
         "by_participant_and_account_type": _group(holdings, ("participant", "account_type", "asset")),
-        "activity": {k: {"entries": v["entries"], "collateral_value_usd": _s(v["collateral_value_usd"])}
+        "activity": {k: {"entries": v["entries"], "collateral_value_usd": decimal_text(v["collateral_value_usd"])}
                      for k, v in sorted(activity.items())},
         "incidents": {"count": len(incidents), "by_kind": dict(sorted(by_kind.items())),
                       "items": [{"at": i.at, "kind": i.kind, "severity": i.severity, "account": i.account,
@@ -141,15 +131,15 @@ def series(store: LedgerStore, last_week: str, *, first_week: str | None = None)
     if first_week:
         start, _ = parse_week(first_week)
     elif first_at:
-        start, _ = parse_week(week_of(datetime.fromisoformat(first_at.replace("Z", "+00:00"))))
+        start, _ = parse_week(week_of(parse_utc_text(first_at)))
     else:
         start = end - timedelta(days=7)
-    entries = list(store.entries(until=_iso(end)))
+    entries = list(store.entries(until=utc_text(end, "microseconds")))
     out = []
     wk = start
     while wk < end:
         wk_end = wk + timedelta(days=7)
-        cutoff = _iso(wk_end)
+        cutoff = utc_text(wk_end, "microseconds")
         by: dict[str, dict[str, Decimal]] = {}
         for e in entries:
             if e.at >= cutoff:
@@ -158,9 +148,9 @@ def series(store: LedgerStore, last_week: str, *, first_week: str | None = None)
             b["market"] += e.market_value_usd
             b["after"] += e.after_haircut_usd
             b["counted"] += e.collateral_value_usd
-        out.append({"week": week_of(wk), "assets": {a: {"market_value_usd": _s(v["market"]),
-                                                        "value_after_haircut_usd": _s(v["after"]),
-                                                        "collateral_value_usd": _s(v["counted"])}
+        out.append({"week": week_of(wk), "assets": {a: {"market_value_usd": decimal_text(v["market"]),
+                                                        "value_after_haircut_usd": decimal_text(v["after"]),
+                                                        "collateral_value_usd": decimal_text(v["counted"])}
                                                     for a, v in sorted(by.items())}})
         wk = wk_end
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rules.evidence import CustodyEvidence
-from adapters.storage.ledger_store import LedgerStore
+from rules.ledger.store import LedgerStore
 from adapters.storage.sql import SqliteDatabase, is_postgres, lock_key, normalise_target, open_database, redact
 from rules.errors import EvidenceError, InputError, StorageError
 from rules.ledger.book import CreditRequest, check_key, per_address_balances

@@ -50,7 +50,7 @@ def usdc_evidence(at: datetime | None = None) -> dict[str, Any]:
 
 def make_ledger(s: Setup, engine: str = "python") -> Any:
     from adapters.custody import CustodyVerifier, PriceReader
-    from adapters.storage.ledger_store import LedgerStore
+    from rules.ledger.store import LedgerStore
     from rules.engine.decide import Engine
     from rules.ledger.book import Ledger
     from rules.policy.loader import load_bundle

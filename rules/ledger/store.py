@@ -1,20 +1,10 @@
-"""Storage of the collateral ledger: SQLite (embedded default) or PostgreSQL (several replicas), one interface.
+"""The collateral ledger's store: its records in SQL, on SQLite (embedded default) or PostgreSQL
+(several replicas), through the generic ``adapters.storage.sql.Database``.
 
-The ledger lives in the SAME database as the decision log (``rules.audit.log``), so a credit and
-its decision-log entry commit in one transaction. All SQL of the ledger is here; the workflow
-(verify -> decide -> credit, idempotency, the custody invariant) is ``rules.ledger.book``.
-
-Numbers are stored as exact decimal TEXT (quantities as integer base units, money as decimal
-strings): SQLite's INTEGER is 64-bit and wei overflow it, and no float ever touches a value. Sums
-are made in Python with ``Decimal``/``int``.
-
-Tables (prefix ``ledger_``):
-  accounts   account -> participant, account type
-  requests   idempotency key -> operation, fingerprint of the parameters, status, stored result
-  custody    (asset, address) -> last verified on-chain balance (base units) and its block
-  positions  (account, asset, address) -> quantity credited (base units) and its values now
-  entries    the journal: every credit, withdrawal, shortfall reduction and revaluation as signed deltas
-  incidents  verification failures, node outages, shortfalls, deficits, refused double counts
+The ledger lives in the SAME database as the decision log (``rules.audit.log``), so a credit and its
+decision-log entry commit in one transaction. All SQL of the ledger is here (tables: ``rules.ledger.schema``);
+the workflow (verify -> decide -> credit, idempotency, the custody invariant) is ``rules.ledger.book``.
+Sums are made in Python with ``Decimal``/``int``, never in SQL.
 
 Locking (see ``adapters.storage.sql``): writers call ``transaction(locks)`` with ``account:<id>`` and
 ``custody:<asset>:<address>`` names; on PostgreSQL these are advisory locks taken in sorted order
@@ -24,151 +14,18 @@ Locking (see ``adapters.storage.sql``): writers call ``transaction(locks)`` with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Iterator, Sequence
+from typing import Any, ContextManager, Iterator, Sequence
 
 from adapters.storage.sql import Database, open_database
 from rules.errors import StorageError
-
-SCHEMA_VERSION = "1"
-
-_COMMON = [
-    """CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS ledger_accounts (
-        account TEXT PRIMARY KEY, participant TEXT NOT NULL, account_type TEXT NOT NULL, created_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS ledger_requests (
-        idempotency_key TEXT PRIMARY KEY, operation TEXT NOT NULL, fingerprint TEXT NOT NULL,
-        status TEXT NOT NULL, result TEXT NOT NULL, created_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS ledger_custody (
-        asset TEXT NOT NULL, address TEXT NOT NULL, chain TEXT NOT NULL, balance_raw TEXT NOT NULL,
-        decimals INTEGER NOT NULL, block_number BIGINT NOT NULL, block_hash TEXT NOT NULL, verified_at TEXT NOT NULL,
-        PRIMARY KEY (asset, address))""",
-    """CREATE TABLE IF NOT EXISTS ledger_positions (
-        account TEXT NOT NULL, asset TEXT NOT NULL, address TEXT NOT NULL, participant TEXT NOT NULL,
-        quantity_raw TEXT NOT NULL, decimals INTEGER NOT NULL, market_value_usd TEXT NOT NULL,
-        after_haircut_usd TEXT NOT NULL, collateral_value_usd TEXT NOT NULL, price_usd TEXT NOT NULL,
-        haircut TEXT, decision_id TEXT NOT NULL, bundle_hash TEXT NOT NULL, facts TEXT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-        PRIMARY KEY (account, asset, address))""",
-    "CREATE INDEX IF NOT EXISTS ledger_positions_custody ON ledger_positions (asset, address)",
-]
-_SQLITE = [
-    """CREATE TABLE IF NOT EXISTS ledger_entries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, entry_id TEXT NOT NULL UNIQUE, at TEXT NOT NULL, kind TEXT NOT NULL,
-        account TEXT NOT NULL, participant TEXT NOT NULL, asset TEXT NOT NULL, address TEXT NOT NULL,
-        quantity_raw TEXT NOT NULL, decimals INTEGER NOT NULL, market_value_usd TEXT NOT NULL,
-        after_haircut_usd TEXT NOT NULL, collateral_value_usd TEXT NOT NULL, price_usd TEXT,
-        decision_id TEXT, idempotency_key TEXT, reason TEXT, evidence TEXT)""",
-    """CREATE TABLE IF NOT EXISTS ledger_incidents (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL UNIQUE, at TEXT NOT NULL, kind TEXT NOT NULL,
-        severity TEXT NOT NULL, account TEXT, asset TEXT, address TEXT, message TEXT NOT NULL, details TEXT NOT NULL)""",
-]
-_PG = [s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY") for s in _SQLITE]
-_INDEXES = [
-    "CREATE INDEX IF NOT EXISTS ledger_entries_at ON ledger_entries (at)",
-    "CREATE INDEX IF NOT EXISTS ledger_incidents_at ON ledger_incidents (at)",
-]
+from rules.ledger import schema
+from rules.ledger.records import Account, CustodyState, Incident, JournalEntry, Position, StoredRequest
+from rules.values import decimal_text
 
 
 def _d(text: Any) -> Decimal:
     return Decimal(str(text))
-
-
-def _s(d: Decimal) -> str:
-    return format(d, "f")
-
-
-@dataclass(frozen=True)
-class Account:
-    account: str
-    participant: str
-    account_type: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class StoredRequest:
-    idempotency_key: str
-    operation: str
-    fingerprint: str
-    status: str
-    result: dict[str, Any]
-    created_at: str
-
-
-@dataclass(frozen=True)
-class CustodyState:
-    asset: str
-    address: str
-    chain: str
-    balance_raw: int
-    decimals: int
-    block_number: int
-    block_hash: str
-    verified_at: str
-
-
-@dataclass(frozen=True)
-class Position:
-    account: str
-    asset: str
-    address: str
-    participant: str
-    quantity_raw: int
-    decimals: int
-    market_value_usd: Decimal
-    after_haircut_usd: Decimal
-    collateral_value_usd: Decimal
-    price_usd: Decimal
-    haircut: str | None
-    decision_id: str
-    bundle_hash: str
-    facts: dict[str, Any]
-    created_at: str
-    updated_at: str
-
-    @property
-    def quantity(self) -> Decimal:
-        return Decimal(self.quantity_raw).scaleb(-self.decimals)
-
-    def but(self, **kw: Any) -> "Position":
-        return replace(self, **kw)
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    entry_id: str
-    at: str
-    kind: str  # credit | withdraw | shortfall | revalue
-    account: str
-    participant: str
-    asset: str
-    address: str
-    quantity_raw: int  # signed delta
-    decimals: int
-    market_value_usd: Decimal  # signed deltas
-    after_haircut_usd: Decimal
-    collateral_value_usd: Decimal
-    price_usd: Decimal | None = None
-    decision_id: str | None = None
-    idempotency_key: str | None = None
-    reason: str | None = None
-    evidence: Any = None
-    seq: int | None = None
-
-
-@dataclass(frozen=True)
-class Incident:
-    incident_id: str
-    at: str
-    kind: str  # verification_failure | node_outage | price_unavailable | shortfall | deficit | double_count_refused
-    severity: str  # warning | critical
-    message: str
-    account: str | None = None
-    asset: str | None = None
-    address: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 class LedgerStore:
@@ -185,20 +42,20 @@ class LedgerStore:
             if self.db.kind == "postgresql":
                 exists = self.db.execute("SELECT to_regclass('ledger_incidents')").fetchone()[0]
                 if exists is None:
-                    self.db.script(_COMMON + _PG + _INDEXES)
+                    self.db.script(schema.COMMON + schema.POSTGRES + schema.INDEXES)
             else:
-                self.db.script(_COMMON + _SQLITE + _INDEXES)
+                self.db.script(schema.COMMON + schema.SQLITE + schema.INDEXES)
             row = self.db.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
-                self.db.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise StorageError(f"{self.where}: ledger schema version {row[0]}, expected {SCHEMA_VERSION}")
+                self.db.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?)", (schema.SCHEMA_VERSION,))
+            elif row[0] != schema.SCHEMA_VERSION:
+                raise StorageError(f"{self.where}: ledger schema version {row[0]}, expected {schema.SCHEMA_VERSION}")
 
     def close(self) -> None:
         if self._owns_db:
             self.db.close()
 
-    def transaction(self, locks: Sequence[str] = ()) -> Any:
+    def transaction(self, locks: Sequence[str] = ()) -> ContextManager[Database]:
         return self.db.transaction(locks)
 
     # -- accounts ----------------------------------------------------------------------------------
@@ -273,7 +130,8 @@ class LedgerStore:
                         (p.account, p.asset, p.address))
         self.db.execute(f"INSERT INTO ledger_positions ({self._POS}) VALUES ({', '.join('?' * 16)})",
                         (p.account, p.asset, p.address, p.participant, str(p.quantity_raw), p.decimals,
-                         _s(p.market_value_usd), _s(p.after_haircut_usd), _s(p.collateral_value_usd), _s(p.price_usd),
+                         decimal_text(p.market_value_usd), decimal_text(p.after_haircut_usd),
+                         decimal_text(p.collateral_value_usd), decimal_text(p.price_usd),
                          p.haircut, p.decision_id, p.bundle_hash, json.dumps(p.facts, sort_keys=True),
                          p.created_at, p.updated_at))
 
@@ -284,8 +142,10 @@ class LedgerStore:
     def add_entry(self, e: JournalEntry) -> None:
         self.db.execute(f"INSERT INTO ledger_entries ({self._ENT}) VALUES ({', '.join('?' * 17)})",
                         (e.entry_id, e.at, e.kind, e.account, e.participant, e.asset, e.address, str(e.quantity_raw),
-                         e.decimals, _s(e.market_value_usd), _s(e.after_haircut_usd), _s(e.collateral_value_usd),
-                         None if e.price_usd is None else _s(e.price_usd), e.decision_id, e.idempotency_key, e.reason,
+                         e.decimals, decimal_text(e.market_value_usd), decimal_text(e.after_haircut_usd),
+                         decimal_text(e.collateral_value_usd),
+                         None if e.price_usd is None else decimal_text(e.price_usd),
+                         e.decision_id, e.idempotency_key, e.reason,
                          None if e.evidence is None else json.dumps(e.evidence, sort_keys=True)))
 
     def entries(self, *, until: str | None = None, kind: str | None = None) -> Iterator[JournalEntry]:

@@ -1,0 +1,228 @@
+"""Crediting: only verified, eligible value, after haircut and limits, once.
+
+1. Idempotency: a key already used returns the stored result (same parameters) or is refused
+   (different parameters); nothing is verified or written again.
+2. Evidence, outside any transaction (network): the price and the custody balance on-chain, per
+   custody address (as ``dacp evaluate --verify`` reads them).
+3. ONE transaction, holding the locks ``key:<k>``, ``account:<id>`` and ``custody:<asset>:<address>``:
+   - the newest verified balance per address is stored; if the addresses already carry more credit
+     than the chain now shows, the shortfall is flagged and the newest credits reduced first;
+   - the decision: ``Engine.decide`` under the bundle in force, with the account's ledger holdings as
+     the ``portfolio`` (concentration limits across the account);
+   - the invariant: the quantity asked for must be free at the addresses (verified balance minus what
+     every account already has credited there), else the credit is refused (``custody.already-credited``);
+   - positions, journal entry, the stored idempotency result and the decision-log entry are written,
+     and committed together (a crash before COMMIT leaves nothing).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Mapping
+
+from rules.engine.query import MAX_QUANTITY, Query, parse_query
+from rules.errors import EvidenceError, InputError
+from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.ledger.amounts import cents, plain, to_raw
+from rules.ledger.context import LedgerContext, failure_kind
+from rules.ledger.positions import allocated, portfolio
+from rules.ledger.records import Account, Incident, JournalEntry, Position, StoredRequest
+from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_key
+from rules.ledger.shortfall import per_address_balances, record_balance
+from rules.policy.model import Asset
+from rules.values import decimal_text, units_text, utc_text
+
+
+def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
+    """Credit ``req`` (see the module note); the result as stored under its key, with ``replayed``."""
+    asset, qty_raw = _checked(ctx, req)
+    fp = req.fingerprint()
+    done = ctx.replayed(req.idempotency_key, "credit", fp)
+    if done is not None:
+        return done
+    known = ctx.store.account(req.account)
+    if known is not None and known.participant != req.participant:
+        raise InputError(f"account {req.account} belongs to {known.participant}, not {req.participant}", "account")
+
+    as_of = req.as_of or ctx.clock()
+    price = ctx.price(asset, req.account)
+    evidence: list[Any] = [price]
+    balances: dict[str, int] = {}
+    custody_ev: CustodyEvidence | None = None
+    if ctx.verifier is None:
+        raise InputError("crediting needs on-chain verification, but no verifier is configured", "verify")
+    try:
+        custody_ev = ctx.verifier.verify(asset, list(req.addresses))
+        balances = per_address_balances(custody_ev)
+        evidence.insert(0, custody_ev)
+        verification: dict[str, Any] = {"status": "verified"}
+    except EvidenceError as e:
+        custody_ev = None
+        verification = {"status": "failed", "reason": e.reason, "message": e.message}
+    ctx.hook("verified")
+
+    locks = [f"key:{req.idempotency_key}", f"account:{req.account}"]
+    locks += [f"custody:{asset.symbol}:{a}" for a in balances]
+    at = ctx.now_text()
+    with ctx.store.transaction(locks):
+        done = ctx.replayed(req.idempotency_key, "credit", fp)  # a racing request with the same key won
+        if done is not None:
+            return done
+        account = ctx.store.account(req.account)
+        new_account = account is None
+        if account is None:  # opened with its first credit
+            account = Account(req.account, req.participant, req.account_type or DEFAULT_ACCOUNT_TYPE, at)
+        elif account.participant != req.participant:
+            raise InputError(f"account {req.account} belongs to {account.participant}", "account")
+        elif req.account_type is not None and req.account_type != account.account_type:
+            raise InputError(f"account {req.account} is a {account.account_type} account, not {req.account_type}",
+                             "account type")
+        effective: dict[str, int] = {}
+        if custody_ev is not None:
+            for addr, bal in balances.items():
+                effective[addr] = record_balance(ctx, asset, addr, bal, custody_ev, at)
+        query = _query(req, asset, price, portfolio(ctx.store, req.account), as_of)
+        decision = ctx.engine.decide(query, evidence, verification=verification).to_json()
+        free = {a: max(effective[a] - allocated(ctx.store, asset.symbol, a), 0) for a in effective}
+        result = _result(req, account, decision, at)
+        incidents = _refusal(req, asset, qty_raw, verification, decision, free, at, result)
+        status = "refused" if "refusal" in result else "credited"
+        if status == "credited":
+            if new_account:
+                ctx.store.add_account(account)
+            result["allocations"] = _allocate(ctx, req, asset, decision, free, custody_ev, query, at)
+        result["status"] = status
+        result["eligible"] = decision["eligible"]
+        if status != "credited":
+            result["quantity_credited"] = "0"
+            result["collateral_value_usd"] = "0"
+        for inc in incidents:
+            ctx.store.add_incident(inc)
+        retryable = status == "refused" and result.get("refusal", {}).get("retryable")
+        if not retryable:  # a node outage may be retried with the same key; a decision may not
+            ctx.store.add_request(StoredRequest(req.idempotency_key, "credit", fp, status, result, at))
+        ctx.log.append([("decision", decision["decision_id"], ctx.bundle,
+                         {"query": query.raw, "decision": decision,
+                          "ledger": {"operation": "credit", "idempotency_key": req.idempotency_key,
+                                     "status": status, "allocations": result.get("allocations", [])}})])
+        ctx.hook("before_commit")
+    return {**result, "replayed": False}
+
+
+def _checked(ctx: LedgerContext, req: CreditRequest) -> tuple[Asset, int]:
+    """The request's asset and quantity in base units; bad input before anything is read or written."""
+    check_key(req.idempotency_key)
+    asset = ctx.asset(req.asset)
+    if req.account_type is not None and req.account_type not in ACCOUNT_TYPES:
+        raise InputError(f"unknown account type {req.account_type!r} (use one of {', '.join(ACCOUNT_TYPES)})",
+                         "account type")
+    if not req.addresses:
+        raise InputError("name at least one custody address", "addresses")
+    if not (0 < req.quantity <= MAX_QUANTITY):
+        raise InputError(f"must be greater than zero and at most {MAX_QUANTITY:,}", "quantity")
+    return asset, to_raw(req.quantity, asset.decimals, "quantity")
+
+
+def _refusal(req: CreditRequest, asset: Asset, qty_raw: int, verification: Mapping[str, Any],
+             decision: Mapping[str, Any], free: Mapping[str, int], at: str, result: dict[str, Any]) -> list[Incident]:
+    """Set ``result["refusal"]`` if the credit must be refused; the incidents that go with it."""
+    if verification["status"] != "verified":
+        result["refusal"] = {"rule": "custody.onchain-verification", "retryable": True,
+                             "message": verification["message"]}
+        return [Incident(str(uuid.uuid4()), at, failure_kind(verification["reason"]), "warning",
+                         f"credit {req.idempotency_key}: custody of {asset.symbol} not verified: "
+                         f"{verification['message']}", req.account, asset.symbol,
+                         ",".join(req.addresses), dict(verification))]
+    if not decision["eligible"]:
+        result["refusal"] = {"rule": decision["failed_rules"][0] if decision["failed_rules"] else "ineligible",
+                             "retryable": False, "message": "not eligible: " + ", ".join(decision["failed_rules"])}
+        return []
+    if qty_raw > sum(free.values()):
+        msg = (f"{plain(req.quantity)} {asset.symbol} asked for, but only "
+               f"{units_text(sum(free.values()), asset.decimals)} is verified and not yet credited "
+               f"at {', '.join(free)} (the same coins are never counted twice)")
+        result["refusal"] = {"rule": "custody.already-credited", "retryable": False, "message": msg}
+        return [Incident(str(uuid.uuid4()), at, "double_count_refused", "warning", msg, req.account,
+                         asset.symbol, ",".join(free),
+                         {"free": {a: str(v) for a, v in free.items()}, "asked": str(qty_raw)})]
+    return []
+
+
+def _result(req: CreditRequest, account: Account, d: Mapping[str, Any], at: str) -> dict[str, Any]:
+    return {"operation": "credit", "idempotency_key": req.idempotency_key, "account": req.account,
+            "participant": req.participant, "account_type": account.account_type, "asset": req.asset,
+            "quantity_requested": plain(req.quantity),
+            "quantity_credited": plain(Decimal(d.get("counted_quantity") or "0")),
+            "collateral_value_usd": d.get("collateral_value_usd") or "0",
+            "market_value_usd": d.get("market_value_usd"), "value_after_haircut_usd": d.get("value_after_haircut_usd"),
+            "excluded_by_limits_usd": d.get("excluded_by_limits_usd"),
+            "haircut": (d.get("haircut") or {}).get("total"), "price_usd": d.get("price_usd"),
+            "decision_id": d["decision_id"], "failed_rules": d.get("failed_rules", []),
+            "bundle": d["policy"]["bundle"], "recorded_at": at,
+            "evidence": [{k: e.get(k) for k in ("kind", "chain", "network", "block_number", "block_hash",
+                                                "raw_balance", "price_usd", "source", "updated_at") if k in e}
+                         for e in d.get("evidence", [])]}
+
+
+def _query(req: CreditRequest, asset: Asset, price: PriceEvidence, holdings: Mapping[str, Decimal],
+           as_of: datetime) -> Query:
+    """The engine's query for the credit: the request, the price read now, the account's holdings."""
+    custody: dict[str, Any] = {"addresses": list(req.addresses)}
+    if req.custodian is not None:
+        custody["custodian"] = req.custodian
+    if req.segregated is not None:
+        custody["segregated"] = req.segregated
+    evidence = {k: v for k, v in dict(req.evidence).items() if k != "price_updated_at"}
+    evidence["price_updated_at"] = utc_text(price.updated_at, "microseconds")
+    doc = {"id": req.idempotency_key, "account": req.account, "participant": req.participant, "asset": asset.symbol,
+           "quantity": plain(req.quantity), "price_usd": plain(price.price_usd),
+           "as_of": utc_text(as_of, "microseconds"), "custody": custody, "evidence": evidence,
+           "portfolio": [{"asset": a, "collateral_value_usd": decimal_text(v)} for a, v in sorted(holdings.items())]}
+    return parse_query(doc, "credit request")
+
+
+def _allocate(ctx: LedgerContext, req: CreditRequest, asset: Asset, d: Mapping[str, Any], free: Mapping[str, int],
+              ev: CustodyEvidence | None, query: Query, at: str) -> list[dict[str, Any]]:
+    """Credit the counted quantity, address by address in the order given, within what is free."""
+    counted = to_raw(Decimal(d["counted_quantity"]), asset.decimals, "counted quantity")
+    values = {k: Decimal(d[k] or "0") for k in ("market_value_usd", "value_after_haircut_usd", "collateral_value_usd")}
+    qty_total = to_raw(req.quantity, asset.decimals, "quantity")
+    facts = {"query": query.raw, "custody_evidence": ev.to_json() if ev else None}
+    out, left = [], counted
+    shares: list[tuple[str, int]] = []
+    for addr in [a for a in free if free[a] > 0]:
+        take = min(left, free[addr])
+        if take > 0:
+            shares.append((addr, take))
+            left -= take
+    if not shares:  # eligible but nothing counts (limits): record the decision, no position
+        return []
+    assigned = {k: Decimal(0) for k in values}
+    for i, (addr, take) in enumerate(shares):
+        last = i == len(shares) - 1
+        part = {}
+        for k, v in values.items():
+            base = v if k == "collateral_value_usd" else v * counted / qty_total  # market/after-haircut of counted
+            base = cents(base)
+            part[k] = base - assigned[k] if last else cents(base * take / counted)
+            assigned[k] += part[k]
+        old = ctx.store.positions(account=req.account, asset=asset.symbol, address=addr, include_empty=True)
+        prev = old[0] if old else None
+        pos = Position(req.account, asset.symbol, addr, req.participant,
+                       (prev.quantity_raw if prev else 0) + take, asset.decimals,
+                       (prev.market_value_usd if prev else Decimal(0)) + part["market_value_usd"],
+                       (prev.after_haircut_usd if prev else Decimal(0)) + part["value_after_haircut_usd"],
+                       (prev.collateral_value_usd if prev else Decimal(0)) + part["collateral_value_usd"],
+                       Decimal(d["price_usd"]), (d.get("haircut") or {}).get("total"), d["decision_id"],
+                       d["policy"]["bundle"], facts, prev.created_at if prev and prev.quantity_raw else at, at)
+        ctx.store.put_position(pos)
+        ctx.store.add_entry(JournalEntry(str(uuid.uuid4()), at, "credit", req.account, req.participant, asset.symbol,
+                                         addr, take, asset.decimals, part["market_value_usd"],
+                                         part["value_after_haircut_usd"], part["collateral_value_usd"],
+                                         Decimal(d["price_usd"]), d["decision_id"], req.idempotency_key, None,
+                                         ev.to_json() if ev else None))
+        out.append({"address": addr, "quantity": units_text(take, asset.decimals),
+                    "collateral_value_usd": decimal_text(part["collateral_value_usd"])})
+    return out

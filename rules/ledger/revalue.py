@@ -1,0 +1,155 @@
+"""Revaluation: re-decide every position with the price read now and optionally another bundle.
+
+Accounts are revalued one at a time (each in its own transaction, holding its account and custody
+locks), positions in the order they were first credited, each with the account's already re-valued
+holdings as its portfolio (concentration limits), and with the facts and custody evidence stored with
+its credit. Quantities do not change, values do; an account whose collateral value falls has a
+*deficit* (value before - value after), recorded as an incident. ``dry_run`` writes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+
+from rules.engine.decide import Engine
+from rules.engine.query import Query, parse_query
+from rules.evidence import PriceEvidence, custody_from_json
+from rules.ledger.amounts import plain
+from rules.ledger.context import LedgerContext
+from rules.ledger.records import Account, Incident, JournalEntry, Position
+from rules.values import decimal_text, utc_text
+
+
+def revalue(ctx: LedgerContext, *, engine: Engine | None = None, as_of: datetime | None = None,
+            progress: Callable[[int], None] | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Re-decide every position under ``engine`` (default: the ledger's) with current prices; per account
+    the value before and after and the deficit."""
+    run = _Run(ctx, engine or ctx.engine, as_of or ctx.clock(), progress, dry_run)
+    positions = ctx.store.positions()
+    accounts = {a.account: a for a in ctx.store.accounts()}
+    rows = [run.account(account, [p for p in positions if p.account == account], accounts.get(account))
+            for account in sorted({p.account for p in positions})]
+    tb = sum((Decimal(r["before_usd"]) for r in rows), Decimal(0))
+    ta = sum((Decimal(r["after_usd"]) for r in rows), Decimal(0))
+    return {"operation": "revalue", "dry_run": dry_run, "as_of": utc_text(run.as_of, "microseconds"),
+            "bundle": run.engine.bundle.hash, "positions": len(positions), "accounts": rows,
+            "total_before_usd": decimal_text(tb), "total_after_usd": decimal_text(ta),
+            "total_deficit_usd": decimal_text(sum((Decimal(r["deficit_usd"]) for r in rows), Decimal(0))),
+            "prices": {k: {"price_usd": decimal_text(v.price_usd), "source": v.source,
+                           "updated_at": utc_text(v.updated_at, "microseconds")}
+                       for k, v in sorted(run.prices.items())}}
+
+
+@dataclass
+class _Run:
+    """One revaluation: its evaluator and time, the prices read so far (once per asset), progress."""
+
+    ctx: LedgerContext
+    engine: Engine
+    as_of: datetime
+    progress: Callable[[int], None] | None
+    dry_run: bool
+    prices: dict[str, PriceEvidence] = field(default_factory=dict)
+    done: int = 0
+
+    def account(self, account: str, mine: list[Position], acct: Account | None) -> dict[str, Any]:
+        """Revalue one account's positions (in one transaction unless a dry run); its row of the report."""
+        ctx, bundle = self.ctx, self.engine.bundle
+        locks = [f"account:{account}"] + [f"custody:{p.asset}:{p.address}" for p in mine]
+        with ctx.store.transaction(locks) if not self.dry_run else nullcontext():
+            if not self.dry_run:
+                mine = ctx.store.positions(account=account)
+            before = sum((p.collateral_value_usd for p in mine), Decimal(0))
+            holdings: dict[str, Decimal] = {}
+            new_positions, records = [], []
+            at = ctx.now_text()
+            for p in sorted(mine, key=lambda p: (p.created_at, p.asset, p.address)):
+                a = bundle.assets.get(p.asset)
+                if a is None:
+                    d = None
+                else:
+                    if p.asset not in self.prices:
+                        self.prices[p.asset] = ctx.price(a, account)
+                    q, d = _redecide(self.engine, p, self.prices[p.asset], holdings, self.as_of)
+                    records.append(("decision", d["decision_id"], bundle,
+                                    {"query": q.raw, "decision": d,
+                                     "ledger": {"operation": "revalue", "account": account, "asset": p.asset,
+                                                "address": p.address}}))
+                new = _revalued(p, d, at)
+                holdings[p.asset] = holdings.get(p.asset, Decimal(0)) + new.collateral_value_usd
+                new_positions.append((p, new))
+                self.done += 1
+                if self.progress:
+                    self.progress(self.done)
+            after = sum((n.collateral_value_usd for _, n in new_positions), Decimal(0))
+            row = {"account": account, "participant": acct.participant if acct else mine[0].participant,
+                   "account_type": acct.account_type if acct else "?", "before_usd": decimal_text(before),
+                   "after_usd": decimal_text(after), "change_usd": decimal_text(after - before),
+                   "deficit_usd": decimal_text(max(before - after, Decimal(0))),
+                   "positions": [{"asset": n.asset, "address": n.address, "quantity": plain(n.quantity),
+                                  "before_usd": decimal_text(o.collateral_value_usd),
+                                  "after_usd": decimal_text(n.collateral_value_usd),
+                                  "counts": n.collateral_value_usd > 0} for o, n in new_positions]}
+            if not self.dry_run:
+                self._write(account, new_positions, before, after, at)
+                ctx.log.append(records)
+        return row
+
+    def _write(self, account: str, new_positions: list[tuple[Position, Position]], before: Decimal,
+               after: Decimal, at: str) -> None:
+        store = self.ctx.store
+        for o, n in new_positions:
+            store.put_position(n)
+            store.add_entry(JournalEntry(str(uuid.uuid4()), at, "revalue", o.account, o.participant, o.asset,
+                                         o.address, 0, o.decimals, n.market_value_usd - o.market_value_usd,
+                                         n.after_haircut_usd - o.after_haircut_usd,
+                                         n.collateral_value_usd - o.collateral_value_usd, n.price_usd,
+                                         n.decision_id, None, "revaluation", None))
+        if after < before:
+            store.add_incident(Incident(str(uuid.uuid4()), at, "deficit", "critical",
+                                        f"account {account}: collateral value fell from {decimal_text(before)} to "
+                                        f"{decimal_text(after)} USD on revaluation "
+                                        f"(deficit {decimal_text(before - after)})",
+                                        account, None, None, {"before_usd": decimal_text(before),
+                                                              "after_usd": decimal_text(after),
+                                                              "bundle": self.engine.bundle.hash}))
+
+
+def _redecide(engine: Engine, p: Position, price: PriceEvidence, holdings: Mapping[str, Decimal],
+              as_of: datetime) -> tuple[Query, dict[str, Any]]:
+    """The position's stored query with today's price, time and portfolio, decided again."""
+    doc = dict(p.facts.get("query") or {})
+    doc.update({"quantity": plain(p.quantity), "price_usd": plain(price.price_usd),
+                "as_of": utc_text(as_of, "microseconds"),
+                "portfolio": [{"asset": a, "collateral_value_usd": decimal_text(v)}
+                              for a, v in sorted(holdings.items())]})
+    doc["evidence"] = {**dict(doc.get("evidence") or {}),
+                       "price_updated_at": utc_text(price.updated_at, "microseconds")}
+    doc.pop("id", None)
+    q = parse_query(doc, f"revaluation of {p.account}/{p.asset}/{p.address}")
+    evidence: list[Any] = [price]
+    verification = None
+    if p.facts.get("custody_evidence"):
+        evidence.insert(0, custody_from_json(p.facts["custody_evidence"]))
+        verification = {"status": "verified"}
+    return q, engine.decide(q, evidence, verification=verification).to_json()
+
+
+def _revalued(p: Position, d: Mapping[str, Any] | None, at: str) -> Position:
+    """The position with the values of decision ``d`` (nothing counts if ineligible or the asset is gone)."""
+    if d is None or not d["eligible"]:
+        return p.but(collateral_value_usd=Decimal(0), updated_at=at,
+                     decision_id=d["decision_id"] if d else p.decision_id,
+                     market_value_usd=Decimal(d["market_value_usd"]) if d and d.get("market_value_usd") else
+                     p.market_value_usd, after_haircut_usd=Decimal(0),
+                     price_usd=Decimal(d["price_usd"]) if d else p.price_usd)
+    return p.but(market_value_usd=Decimal(d["market_value_usd"]),
+                 after_haircut_usd=Decimal(d["value_after_haircut_usd"]),
+                 collateral_value_usd=Decimal(d["collateral_value_usd"]), price_usd=Decimal(d["price_usd"]),
+                 haircut=(d.get("haircut") or {}).get("total"), decision_id=d["decision_id"],
+                 bundle_hash=d["policy"]["bundle"], updated_at=at)

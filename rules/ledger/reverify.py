@@ -1,0 +1,44 @@
+"""Re-verification: read every credited custody address on-chain again; a lower balance reduces the
+credits there, newest first (``rules.ledger.shortfall``). A node that cannot be read is an incident."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules.errors import EvidenceError, InputError
+from rules.ledger.context import LedgerContext, failure_kind
+from rules.ledger.positions import allocated
+from rules.ledger.shortfall import per_address_balances, record_balance
+from rules.values import units_text
+
+
+def reverify(ctx: LedgerContext, asset: str | None = None) -> dict[str, Any]:
+    """Verify every custody address that carries credit again; reduce credits the chain no longer covers."""
+    if ctx.verifier is None:
+        raise InputError("re-verification needs a verifier (configured nodes)", "verify")
+    by_asset: dict[str, set[str]] = {}
+    for p in ctx.store.positions(asset=asset):
+        by_asset.setdefault(p.asset, set()).add(p.address)
+    report: dict[str, Any] = {"verified": [], "failures": [], "reductions": []}
+    for symbol, addrs in sorted(by_asset.items()):
+        a = ctx.asset(symbol)
+        try:
+            ev = ctx.verifier.verify(a, sorted(addrs))
+            balances = per_address_balances(ev)
+        except EvidenceError as e:
+            ctx.incident(failure_kind(e.reason), "warning", f"re-verification of {symbol} failed: {e.message}",
+                         asset=symbol, address=",".join(sorted(addrs)), details={"reason": e.reason})
+            report["failures"].append({"asset": symbol, "reason": e.reason, "message": e.message})
+            continue
+        at = ctx.now_text()
+        with ctx.store.transaction([f"custody:{symbol}:{x}" for x in balances]):
+            before = {x: allocated(ctx.store, symbol, x) for x in balances}
+            for x, bal in balances.items():
+                newest = record_balance(ctx, a, x, bal, ev, at)
+                report["verified"].append({"asset": symbol, "address": x, "balance": units_text(newest, a.decimals),
+                                           "credited_before": units_text(before[x], a.decimals),
+                                           "block_number": ev.block_number})
+                if newest < before[x]:
+                    report["reductions"].append({"asset": symbol, "address": x,
+                                                 "shortfall": units_text(before[x] - newest, a.decimals)})
+    return report
