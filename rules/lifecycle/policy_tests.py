@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from rules.engine.decide import Engine
-from rules.errors import DacpError, PolicyError, Problem
 from rules.engine.query import parse_query
+from rules.errors import DacpError, PolicyError, Problem
+from rules.lifecycle import backtest as bt
 from rules.policy.schema_check import check_document
 from rules.policy.yaml_reader import SourceDoc, load_yaml_text
+from rules.values import decimal_text
 
 
 @dataclass
@@ -79,7 +81,7 @@ def merge(base: Any, changes: Any) -> Any:
 def _jsonable(v: Any) -> Any:
     """YAML numbers read as Decimal go back to strings: queries take decimals as strings."""
     if isinstance(v, Decimal):
-        return format(v, "f")
+        return decimal_text(v)
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
     if isinstance(v, list):
@@ -136,7 +138,6 @@ def run_tests(engine: Engine, directory: Path) -> Report:
 
 def _backtest(engine: Engine, doc: SourceDoc, i: int, b: dict[str, Any], cache: dict[Path, Any]) -> TestResult:
     """A haircut backtest expectation: the bundle's haircut for the asset against the price history."""
-    from rules.lifecycle import backtest as bt
     res = TestResult(doc.file, doc.where(("backtests", i))[0], b["name"], True)
     try:
         path = (Path(doc.file).parent / b["prices"]).resolve()
