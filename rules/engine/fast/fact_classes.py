@@ -32,6 +32,7 @@ from bisect import bisect_left
 from typing import Any, Callable, Iterable, Mapping
 
 from rules.engine.compiler import QID, CompiledBundle, Cond
+from rules.engine.evaluators.python import build  # the evaluator's own semantics for one atom (fold)
 from rules.policy.facts import DAY_KEY, FACTS, MAX_INT_FACT
 
 _MISSING = ("missing",)
@@ -132,8 +133,6 @@ def fold(c: Cond, key: str, value: Any) -> Cond:
         return TRUE if op == "ex" else FALSE
     if c[1] != key:
         return c
-    from rules.engine.evaluators.python import build  # the evaluator's own semantics for one atom
-
     return TRUE if build(c)({} if value is _MISSING else {key: value}) else FALSE
 
 

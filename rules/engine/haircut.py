@@ -1,0 +1,161 @@
+"""The haircut of a decision: the schedule in force, its base (by sources or by bucket), the floor, the
+add-ons, and the components that show how the total came about.
+
+What depends only on the asset and the day - the schedule in force, a base by sources, the add-ons'
+components, the trace entries of the schedules that do not apply - is worked out once per plan
+(``haircut_plan``); ``apply_haircut`` does the rest for each decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, Mapping, NamedTuple
+
+from rules.engine.compiler import CompiledRule
+from rules.engine.money import ONE, ZERO, share_text
+from rules.engine.trace import Item, Statics, plain
+from rules.policy.facts import FACTS
+from rules.policy.model import Asset, Bundle, HaircutSchedule
+from rules.policy.reserved import SCHEDULE
+
+_ABSENT = object()
+
+
+class FixedBase(NamedTuple):
+    """The base of a schedule by sources: the same for every decision of a plan."""
+
+    base: Decimal
+    decided_by: str
+    components: tuple[dict[str, Any], ...]  # shared with the plan: Decision.to_json copies them
+    entry: Item  # the schedule's trace entry
+
+
+class AddOnStep(NamedTuple):
+    """One add-on of the schedule in force, ready to apply."""
+
+    haircut: Decimal
+    index: int | None  # its compiled rule (an add-on with ``when``: the evaluator decides it), else None
+    ref: int | str  # its trace reference
+    key: str | None  # the fact its ``when`` tests (its observed value), else None
+    share_above: Decimal | None  # an add-on ``when_share_above``: the share, else None
+    shown: tuple[dict[str, Any], dict[str, Any]]  # its component, not applied / applied (shared with the plan)
+
+
+@dataclass(frozen=True, slots=True)
+class HaircutPlan:
+    """The haircut part of a plan (one asset on one day)."""
+
+    symbol: str
+    statics: Statics
+    schedule: HaircutSchedule | None
+    others: tuple[Item, ...]  # trace entries of the schedules (and their add-ons) that do not apply
+    fixed_base: FixedBase | None  # for a schedule by sources
+    add_ons: tuple[AddOnStep, ...]
+    missing: Item | None  # the trace entry when no schedule applies
+
+
+def schedule_in_force(bundle: Bundle, asset: Asset, day: date) -> HaircutSchedule | None:
+    mine = [h for h in bundle.haircuts if h.applies.matches(asset) and h.dated.in_force(day)]
+    return mine[0] if mine else None  # the loader guarantees at most one in force per day
+
+
+def haircut_plan(bundle: Bundle, asset: Asset, day: date, st: Statics,
+                 add_on_rules: Mapping[str, CompiledRule]) -> HaircutPlan:
+    sched = schedule_in_force(bundle, asset, day)
+    others: list[Item] = []
+    for h in bundle.haircuts:
+        if h is not sched:
+            others.append(st.item(h.id, "not_applicable", None))
+            others.extend(st.item(a.id, "not_applicable", None, None) for a in h.add_ons)
+    fixed = None
+    add_ons: list[AddOnStep] = []
+    missing = None
+    if sched is None:
+        missing = st.item(SCHEDULE[0], "fail", asset.symbol, None,
+                          {"policy": {"file": asset.src.file, "line": asset.src.line}})
+    else:
+        if sched.sources:
+            top = max(sched.sources, key=lambda s: s.haircut)
+            components = [{"rule": s.id, "kind": "source", "haircut": plain(s.haircut), "source": s.source,
+                           "decisive": s is top} for s in sched.sources]
+            base, decided_by = _floor(sched, top.haircut, top.id, components)
+            fixed = FixedBase(base, decided_by, tuple(components),
+                              st.item(sched.id, "applied", {s.id: plain(s.haircut) for s in sched.sources},
+                                      {"base": plain(base), "decided_by": decided_by}))
+        for a in sched.add_ons:
+            shown = ({"rule": a.id, "kind": "add_on", "haircut": plain(a.haircut), "applied": False},
+                     {"rule": a.id, "kind": "add_on", "haircut": plain(a.haircut), "applied": True})
+            if a.when is not None:
+                rule = add_on_rules[a.id]
+                add_ons.append(AddOnStep(a.haircut, rule.index, st.ref[a.id], FACTS[rule.check.fact].key, None, shown))
+            else:
+                add_ons.append(AddOnStep(a.haircut, None, st.ref[a.id], None, a.when_share_above, shown))
+    return HaircutPlan(asset.symbol, st, sched, tuple(others), fixed, tuple(add_ons), missing)
+
+
+def _floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list) -> tuple[Decimal, str]:
+    """The schedule's floor, when it is above ``base``, decides instead (and is a component either way)."""
+    if sched.floor is not None:
+        floor_decides = sched.floor > base
+        components.append({"rule": sched.id, "kind": "floor", "haircut": plain(sched.floor), "decisive": floor_decides})
+        if floor_decides:
+            return sched.floor, f"{sched.id}.floor"
+    return base, decided_by
+
+
+def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, Any], outcomes: dict[int, str],
+                  market_value: Decimal, by_asset: dict[str, Decimal], total_before: Decimal
+                  ) -> tuple[dict[str, Any] | None, Decimal]:
+    """The haircut and its exact total, with their trace entries; ``None`` (and a failed rule) when
+    there is none."""
+    sched = hp.schedule
+    # Schedules that do not apply to this asset still appear in the trace, with their add-ons.
+    trace.extend(hp.others)
+    if sched is None:
+        trace.append(hp.missing)
+        failed.append(SCHEDULE[0])
+        return None, ZERO
+    if hp.fixed_base is not None:
+        base, decided_by, fixed_components, entry = hp.fixed_base
+        components = list(fixed_components)  # shared with the plan: Decision.to_json copies them
+        trace.append(entry)
+    else:
+        key = FACTS[sched.bucket_fact].key
+        value = facts.get(key)
+        st = hp.statics
+        if value is None:
+            trace.append(st.item(sched.id, "fail", {sched.bucket_fact: "missing"}, "a bucket needs this fact"))
+            failed.append(sched.id)
+            return None, ZERO
+        bucket = next(b for b in sched.buckets if b.up_to is None or value <= b.up_to)
+        base = bucket.haircut
+        decided_by = f"{sched.id}[{sched.bucket_fact}<={bucket.up_to}]" if bucket.up_to is not None \
+            else f"{sched.id}[{sched.bucket_fact}>{sched.buckets[-2].up_to if len(sched.buckets) > 1 else 0}]"
+        components = [{"rule": sched.id, "kind": "bucket", "haircut": plain(bucket.haircut), "fact": sched.bucket_fact,
+                       "observed": value, "up_to": bucket.up_to, "decisive": True}]
+        base, decided_by = _floor(sched, base, decided_by, components)
+        trace.append(st.item(sched.id, "applied", {sched.bucket_fact: value}, {"base": plain(base),
+                                                                              "decided_by": decided_by}))
+    total = base
+    if hp.add_ons:
+        value_after_base = market_value * (ONE - base)
+        for haircut, index, ref, key, share_above, shown in hp.add_ons:
+            if index is not None:
+                hit = outcomes[index] == "pass"
+                obs = facts.get(key, _ABSENT)
+                item = (ref, "a" if hit else "n") if obs is _ABSENT else (ref, "a" if hit else "n", obs)
+            else:
+                mine = by_asset.get(hp.symbol, ZERO) + value_after_base
+                everything = total_before + value_after_base
+                hit = mine > share_above * everything if everything else ZERO > share_above
+                item = (ref, "a" if hit else "n", share_text(mine, everything))
+            if hit:
+                total += haircut
+            components.append(shown[hit])
+            trace.append(item)
+    if total > ONE:
+        total = ONE
+    return {"total": plain(total), "base": plain(base), "decided_by": decided_by, "schedule": sched.id,
+            "components": components}, total
