@@ -116,6 +116,15 @@ class StorageError(DacpError):
     http_status = 503
 
 
+class TamperedError(StorageError):
+    """A record failed its integrity check: its bytes, its place in the tree, or a checkpoint do not hold.
+    Nothing is served from it (fail closed)."""
+
+    code = "record_tampered"
+    exit_code = 8
+    http_status = 500
+
+
 class EngineError(DacpError):
     """The rules engine failed to evaluate; the decision cannot be made (fails closed). Not bad input."""
 

@@ -1,0 +1,113 @@
+"""The leaves of the verifiable log: typed, versioned entries, one encoder and one frozen decoder per version.
+
+A leaf is the bytes an auditor hashes (RFC 9162 leaf hash = SHA-256(0x00 || leaf)). Version 1::
+
+    b"dacp-entry/1\\n" + header + b"\\n" + body
+
+``header`` is the compact JSON array ``[kind, entry_id, recorded_at, bundle_hash or null]`` and ``body`` the
+entry's JSON as stored (a decision's compact form, a ledger journal entry, a policy signature, an incident, a
+migration record). Nothing outside the leaf says what it is: a leaf is self-describing, so a receipt holding
+only its bytes can be read by anyone.
+
+Decoders are frozen: once entries of a version exist, its decoder never changes. A new layout is a new
+version with its own encoder and decoder beside the old ones.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+import orjson
+
+from rules.errors import StorageError
+
+MAGIC_V1 = b"dacp-entry/1\n"
+VERSION = 1  # what this version writes
+
+# Entry kinds: what may stand in the log. Decisions, the ledger's journal, the policy lifecycle, incidents,
+# margin calls, and the record of a migration from the hash-chained format.
+KINDS = frozenset({
+    "decision", "credit", "withdrawal", "reverification", "revaluation",
+    "policy.submission", "policy.approval", "policy.publication",
+    "incident", "margin.requirement", "margin.call", "log.migration",
+})
+
+
+class RawJSON(bytes):
+    """A body already encoded as JSON (UTF-8): stored as it is."""
+
+
+class Entry(NamedTuple):
+    """One decoded leaf, with where it stands in the tree (``index``: 0-based; ``seq`` = index + 1)."""
+
+    index: int
+    entry_id: str
+    kind: str
+    recorded_at: str
+    bundle_hash: str | None
+    body: dict[str, Any]
+    leaf_hash: str  # hex
+
+    @property
+    def seq(self) -> int:
+        return self.index + 1
+
+    @property
+    def entry_hash(self) -> str:  # the name older callers use for the entry's own hash
+        return self.leaf_hash
+
+
+def body_bytes(body: Any, entry_id: str) -> bytes:
+    """A body's stored JSON: a ``RawJSON`` as it is, plain JSON data canonically (sorted keys, no spaces)."""
+    if type(body) is RawJSON:
+        return bytes(body)
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # an int beyond 64 bits: the standard library's exact form
+        try:
+            return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise StorageError(f"entry {entry_id!r} is not plain JSON: {e}") from None
+
+
+def encode_v1(kind: str, entry_id: str, recorded_at: str, bundle_hash: str | None, body: bytes) -> bytes:
+    """The leaf of an entry (version 1). ``body`` is its JSON bytes (``body_bytes``)."""
+    if kind not in KINDS:
+        raise StorageError(f"entry {entry_id!r}: unknown entry kind {kind!r}")
+    return b"".join((MAGIC_V1, orjson.dumps([kind, entry_id, recorded_at, bundle_hash]), b"\n", body))
+
+
+def decode(leaf: bytes, index: int, leaf_hash_hex: str) -> Entry:
+    """The entry a leaf holds (any version this code reads); a leaf that does not decode is a StorageError."""
+    if leaf.startswith(MAGIC_V1):
+        return _decode_v1(leaf, index, leaf_hash_hex)
+    raise StorageError(f"log entry {index + 1}: not an entry this version reads (starts {leaf[:16]!r})")
+
+
+def header_v1(leaf: bytes) -> tuple[str, str, str, str | None]:
+    """(kind, entry_id, recorded_at, bundle_hash) of a version-1 leaf, without decoding its body."""
+    end = leaf.index(b"\n", len(MAGIC_V1))
+    kind, entry_id, recorded_at, bundle_hash = orjson.loads(leaf[len(MAGIC_V1):end])
+    return kind, entry_id, recorded_at, bundle_hash
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # an integer beyond 64 bits is valid JSON: the standard library reads it
+        return json.loads(data)
+
+
+def _decode_v1(leaf: bytes, index: int, leaf_hash_hex: str) -> Entry:  # frozen: version 1's layout
+    try:
+        end = leaf.index(b"\n", len(MAGIC_V1))
+        kind, entry_id, recorded_at, bundle_hash = orjson.loads(leaf[len(MAGIC_V1):end])
+        body = _loads(leaf[end + 1:])
+    except (ValueError, TypeError, orjson.JSONDecodeError) as e:
+        raise StorageError(f"log entry {index + 1}: does not decode ({e})") from None
+    if not (isinstance(kind, str) and isinstance(entry_id, str) and isinstance(recorded_at, str)
+            and (bundle_hash is None or isinstance(bundle_hash, str)) and isinstance(body, dict)):
+        raise StorageError(f"log entry {index + 1}: its header or body has the wrong shape")
+    return Entry(index, entry_id, kind, recorded_at, bundle_hash, body, leaf_hash_hex)
