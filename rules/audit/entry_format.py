@@ -17,18 +17,16 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from rules.audit.log import RawJSON
+from rules.engine.decision import Decision
+from rules.engine.query import Query, as_of_text, parse_time
+from rules.engine.trace import expand, plain, statics_for
 from rules.errors import InputError, StorageError
 from rules.policy.model import Bundle
-from rules.engine.trace import expand, plain, statics_for
-
-if TYPE_CHECKING:
-    from rules.engine.decide import Decision
-    from rules.engine.query import Query
 
 FORMAT = 3
 READS = (2, 3)  # compact formats this version reads
@@ -38,7 +36,7 @@ _KEYS = (("decision_id", True), ("query_id", True), ("eligible", False), ("accou
          ("asset", True), ("quantity", True), ("price_usd", True), ("as_of", True), ("policy", True))
 
 
-def log_body(query: "Query", decision: "Decision") -> "dict[str, Any] | RawJSON":
+def log_body(query: Query, decision: Decision) -> dict[str, Any] | RawJSON:
     """The body of the decision-log entry of ``decision`` (made for ``query``)."""
     head = decision.head
     out = dict(islice(head.items(), len(_KEYS), None))  # the head starts with _KEYS, in that order
@@ -66,8 +64,6 @@ def _public(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict[str, An
     decision = body["decision"]
     if body.get("format") not in READS:
         return decision  # written before the compact form: complete as it is
-    from rules.engine.query import _timestamp, as_of_text
-
     raw = body["query"]
     restored = {
         "decision_id": entry_id,
@@ -77,7 +73,7 @@ def _public(body: dict[str, Any], entry_id: str, bundle: Bundle) -> dict[str, An
         "asset": raw["asset"],
         "quantity": plain(Decimal(raw["quantity"])),
         "price_usd": decision.get("price_usd", None) or plain(Decimal(raw["price_usd"])),
-        "as_of": as_of_text(_timestamp(raw["as_of"], "as_of")),
+        "as_of": as_of_text(parse_time(raw["as_of"], "as_of")),
         "policy": {"bundle": bundle.hash, "name": bundle.name, "version": bundle.version},
     }
     out: dict[str, Any] = {}

@@ -36,7 +36,6 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
@@ -44,9 +43,9 @@ import orjson
 
 from adapters.storage.sql import Database, open_database
 from rules.errors import InputError, StorageError
-from rules.collector import gc_paused
 from rules.policy.model import Bundle
 from rules.policy.loader import load_bundle_from_sources
+from rules.values import now_utc, utc_text
 
 GENESIS = "0" * 64
 SCHEMA_VERSION = 1
@@ -126,11 +125,20 @@ entry_hash = entry_hash_v2
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_text(now_utc(), "microseconds")
 
 
 class RawJSON(bytes):
     """A body already encoded as JSON (UTF-8): stored as it is."""
+
+
+class LogRecord(NamedTuple):
+    """What ``DecisionLog.append`` takes for one entry."""
+
+    kind: str
+    entry_id: str
+    bundle: Bundle | None
+    body: Mapping[str, Any] | RawJSON
 
 
 class Entry(NamedTuple):
@@ -230,13 +238,15 @@ class DecisionLog:
                         (bundle.hash, bundle.name, bundle.version,
                          json.dumps(dict(bundle.sources), sort_keys=True), _now()))
 
-    def append(self, records: Iterable[tuple[str, str, Bundle | None, Mapping[str, Any]]]) -> list[Entry]:
-        """Append (kind, entry_id, bundle, body) records atomically, in order. Returns the entries
-        (their bodies are the records' own objects, not copies). A body is plain JSON data, or a
+    def append(self, records: Iterable[LogRecord | tuple[str, str, Bundle | None, Mapping[str, Any]]]) -> list[Entry]:
+        """Append records (``LogRecord``s, or plain tuples in its order) atomically, in order. Returns the
+        entries (their bodies are the records' own objects, not copies). A body is plain JSON data, or a
         ``RawJSON`` the caller encoded (stored as it is).
 
         Inside a transaction the caller opened on ``self.db``, the records commit (or roll back) with it.
-        The entries of one call are recorded at one time: the time of the append."""
+        The entries of one call are recorded at one time: the time of the append. The cyclic garbage
+        collector is left as it is: the batch doors pause it around a whole batch (``rules.collector``);
+        a direct call appends the same, only without that pause."""
         records = list(records)
         out: list[Entry] = []
         if not records:
@@ -245,43 +255,43 @@ class DecisionLog:
         datas: list[bytes | None] = []
         clock = time.perf_counter
         t0 = clock()
-        with gc_paused():  # bodies are the bulk of the work: encode them before taking the write lock
-            for r in records:
-                body = r[3]
-                if type(body) is RawJSON:
-                    texts.append(body.decode("utf-8"))
-                    datas.append(body)
-                    continue
-                datas.append(None)
-                try:
-                    texts.append(plain_canonical(body))
-                except (TypeError, ValueError) as e:
-                    raise StorageError(f"{self.where}: entry {r[1]!r} is not plain JSON: {e}") from None
-            t1 = clock()
+        # bodies are the bulk of the work: encode them before taking the write lock
+        for r in records:
+            body = r[3]
+            if type(body) is RawJSON:
+                texts.append(body.decode("utf-8"))
+                datas.append(body)
+                continue
+            datas.append(None)
             try:
-                with self._write(LOG_LOCK):
-                    for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
-                        self._store_bundle_tx(b)
-                    row = self.db.execute("SELECT seq, entry_hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
-                    seq, prev = (row[0], row[1]) if row else (0, GENESIS)
-                    at = _now()
-                    rows = []
-                    hash_of = self._entry_hash
-                    t2 = clock()
-                    for (kind, entry_id, bundle, body), text, data in zip(records, texts, datas):
-                        seq += 1
-                        bh = bundle.hash if bundle else None
-                        h = hash_of(seq, entry_id, kind, at, bh, text, prev, data)
-                        rows.append((seq, entry_id, kind, at, bh, text, prev, h))
-                        out.append(Entry(seq, entry_id, kind, at, bh, body, prev, h))
-                        prev = h
-                    t3 = clock()
-                    self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                    t4 = clock()
-            except sqlite3.IntegrityError as e:
-                raise StorageError(f"{self.where}: entry refused: {e}") from None
-            except sqlite3.OperationalError as e:
-                raise StorageError(f"{self.where}: cannot write the decision log: {e}") from None
+                texts.append(plain_canonical(body))
+            except (TypeError, ValueError) as e:
+                raise StorageError(f"{self.where}: entry {r[1]!r} is not plain JSON: {e}") from None
+        t1 = clock()
+        try:
+            with self._write(LOG_LOCK):
+                for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
+                    self._store_bundle_tx(b)
+                row = self.db.execute("SELECT seq, entry_hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+                at = _now()
+                rows = []  # in the log table's column order
+                hash_of = self._entry_hash
+                t2 = clock()
+                for (kind, entry_id, bundle, body), text, data in zip(records, texts, datas):
+                    seq += 1
+                    bh = bundle.hash if bundle else None
+                    h = hash_of(seq, entry_id, kind, at, bh, text, prev, data)
+                    rows.append((seq, entry_id, kind, at, bh, text, prev, h))
+                    out.append(Entry(seq, entry_id, kind, at, bh, body, prev, h))
+                    prev = h
+                t3 = clock()
+                self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                t4 = clock()
+        except sqlite3.IntegrityError as e:
+            raise StorageError(f"{self.where}: entry refused: {e}") from None
+        except sqlite3.OperationalError as e:
+            raise StorageError(f"{self.where}: cannot write the decision log: {e}") from None
         t5 = clock()
         tm = self.timings
         tm["encode"] += t1 - t0

@@ -20,6 +20,7 @@ from rules.errors import InputError
 from rules.engine.query_fastcheck import certainly_valid
 from rules.policy.schema_check import describe, validator
 from rules.policy.yaml_reader import MAX_DEPTH, load_yaml_text, too_deep
+from rules.values import parse_utc_text, utc_text
 
 MAX_QUANTITY = Decimal(10) ** 12  # whole units; far above any real holding, far below overflow
 MAX_PRICE = Decimal(10) ** 9
@@ -100,16 +101,18 @@ def parse_document(text: str, where: str) -> Any:
     return doc.data
 
 
-def _timestamp(text: str, where: str) -> datetime:
+def parse_time(text: str, where: str) -> datetime:
+    """A query's (schema-checked) time as an aware datetime in UTC; ``InputError`` naming ``where`` if
+    it is not a real one."""
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return parse_utc_text(text).astimezone(timezone.utc)
     except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-05:00 is past year 9999 in UTC
         raise InputError(f"{text!r} is not a real date and time", where) from None
 
 
 def as_of_text(as_of: datetime) -> str:
     """A query's time as decisions show it: ISO 8601 in UTC with ``Z`` (the log restores it the same way)."""
-    return as_of.isoformat().replace("+00:00", "Z")
+    return utc_text(as_of)
 
 
 def _date(text: str, where: str) -> date:
@@ -152,11 +155,11 @@ def parse_query(doc: Any, where: str = "query") -> Query:
                 msg = describe(e)
             msgs.append(f"{path or '(top)'}: {msg}")
         raise InputError("; ".join(msgs), where)
-    as_of = _timestamp(doc["as_of"], f"{where}.as_of")
+    as_of = parse_time(doc["as_of"], f"{where}.as_of")
     evidence = dict(doc.get("evidence") or {})
     ev_checked: dict[str, Any] = {}
     if "price_updated_at" in evidence:
-        ts = _timestamp(evidence["price_updated_at"], f"{where}.evidence.price_updated_at")
+        ts = parse_time(evidence["price_updated_at"], f"{where}.evidence.price_updated_at")
         if ts > as_of:
             raise InputError("the price is dated after as_of", f"{where}.evidence.price_updated_at")
         ev_checked["price_updated_at"] = ts
