@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from rules.app import Dacp, comparable  # noqa: E402
-from rules.cli.run import STREAM_CHUNK as CHUNK, parse_jsonl, print_jsonl  # noqa: E402
+from rules.cli.evaluate import STREAM_CHUNK as CHUNK, parse_jsonl, print_jsonl  # noqa: E402
 from rules.engine.compiler import QID, compile_bundle  # noqa: E402
 from rules.engine.decide import Engine  # noqa: E402
 from rules.audit.log import DecisionLog, RawJSON  # noqa: E402

@@ -24,6 +24,7 @@ from rules.audit.entry_format import log_body, public_decision
 from rules.policy.model import Bundle
 from rules.policy.loader import load_bundle
 from rules.engine.query import Query
+from rules.lifecycle.approvals.status import require_approved
 from rules.settings import Settings
 
 Evidence = CustodyEvidence | PriceEvidence
@@ -62,20 +63,22 @@ class Dacp:
     """The engine with its settings: bundle, evaluator and decision log."""
 
     def __init__(self, settings: Settings, *, bundle: Bundle | None = None, log_enabled: bool = True,
-                 verifier: Any = None, prices: Any = None):
+                 verifier: Any = None, prices: Any = None, require_approval: bool = True):
         self.settings = settings
         self._bundle = bundle
         self.log_enabled = log_enabled
+        # False only for what prepares a change (validate, test, bundle show/compile): every door that decides
+        # keeps the default, and an unapproved bundle is refused.
+        self.require_approval = require_approval
         self.verifier = verifier  # adapters.custody.CustodyVerifier (injected by the doors; rules/ never imports chains)
         self.prices = prices  # adapters.custody.PriceReader: on-chain or file prices replace the query's
         self._stored: dict[str, Bundle] = {}
 
     @cached_property
     def bundle(self) -> Bundle:
-        from rules.lifecycle.approvals import require_approved
-
         bundle = self._bundle or load_bundle(self.settings.policies)
-        require_approved(bundle, self.settings)  # unapproved, unknown key or changed since signed: refused
+        if self.require_approval:
+            require_approved(bundle, self.settings)  # unapproved, unknown key or changed since signed: refused
         return bundle
 
     @cached_property
@@ -199,6 +202,14 @@ def evidence_from_json(d: dict[str, Any]) -> Evidence:
 
 
 # -- wiring: settings -> adapters and ledger (the doors call these, never each other's helpers) ---------
+def decision_log_exists(settings: Settings) -> bool:
+    """Whether there is a decision log to read: a PostgreSQL log's tables are made on first use, a SQLite log is
+    a file that exists (opening a missing one would create it)."""
+    from adapters.storage.sql import is_postgres
+
+    return is_postgres(settings.log) or Path(settings.log).exists()
+
+
 def ledger_url(settings: Settings, override: str | None = None) -> str:
     """The ledger's database: ``override`` (``--ledger``), else settings ``[ledger] url``, else the log."""
     from adapters.storage.sql import normalise_target

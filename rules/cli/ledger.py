@@ -16,15 +16,23 @@ import sys
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from rules.app import custody_verifier, ledger_url, open_ledger_store, price_reader
+from rules.app import Dacp, custody_verifier, open_ledger_store, price_reader
+from rules.cli.common import AddCommon, Handler, print_json, print_table, progress_bar, settings_from_args
+from rules.engine.decide import Engine
+from rules.engine.query import parse_document
 from rules.errors import InputError
+from rules.ledger import weekly_report as rep
+from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
+from rules.policy.loader import load_bundle
+from rules.settings import Settings
+from rules.values import parse_utc_text, utc_text
 
 LEDGER_HELP = "ledger database: file path, sqlite:///path or postgresql://... (default: settings [ledger] url, else the log)"
 
 
-def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Callable[[Any], int]]:
+def register(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     def common(p: argparse.ArgumentParser) -> None:
         add_common(p)
         p.add_argument("--ledger", help=LEDGER_HELP)
@@ -95,25 +103,12 @@ def register(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) ->
 
 
 # -- wiring ---------------------------------------------------------------------------------------
-def ledger_target(s: Any, args: argparse.Namespace) -> str:
-    return ledger_url(s, getattr(args, "ledger", None))
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from rules.cli.run import settings_from_args
-
-    return settings_from_args(args)
-
-
-def _store(s: Any, args: argparse.Namespace) -> Any:
+def _store(s: Settings, args: argparse.Namespace) -> Any:
     return open_ledger_store(s, getattr(args, "ledger", None))
 
 
-def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = False) -> Any:
-    from rules.app import Dacp
-    from rules.ledger.book import Ledger
-
-    s = _settings(args)
+def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = False) -> Ledger:
+    s = settings_from_args(args)
     dacp = Dacp(s, log_enabled=False)
     verifier = custody_verifier(s) if verify else None
     reader = price_reader(s, getattr(args, "prices", None)) if prices else None
@@ -134,7 +129,7 @@ def _when(text: str | None, where: str) -> datetime | None:
     if text is None:
         return None
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        ts = parse_utc_text(text)
     except ValueError:
         raise InputError(f"{text!r} is not an RFC 3339 date and time", where) from None
     if ts.tzinfo is None:
@@ -145,8 +140,6 @@ def _when(text: str | None, where: str) -> datetime | None:
 def _evidence(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from rules.engine.query import parse_document
-
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -160,20 +153,15 @@ def _evidence(path: Path | None) -> dict[str, Any]:
 
 
 def _out(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    print_json(obj, default=str)  # ledger results carry Decimals and times
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
-    data = [cols] + [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(r[i]) for r in data) for i in range(len(cols))]
-    for r in data:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    print_table([cols] + [[r.get(c, "") for c in cols] for r in rows])
 
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_credit(args: argparse.Namespace) -> int:
-    from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, check_key
-
     check_key(args.idempotency_key)  # cheap checks first: bad input opens nothing
     if args.account_type is not None and args.account_type not in ACCOUNT_TYPES:
         raise InputError(f"unknown account type {args.account_type!r} (use one of {', '.join(ACCOUNT_TYPES)})",
@@ -197,8 +185,6 @@ def cmd_credit(args: argparse.Namespace) -> int:
 
 
 def cmd_withdraw(args: argparse.Namespace) -> int:
-    from rules.ledger.book import WithdrawRequest, check_key
-
     check_key(args.idempotency_key)
 
     req = WithdrawRequest(account=args.account, asset=args.asset, quantity=_decimal(args.quantity, "quantity"),
@@ -215,16 +201,11 @@ def cmd_reverify(args: argparse.Namespace) -> int:
 
 
 def cmd_revalue(args: argparse.Namespace) -> int:
-    from rules.engine.decide import Engine
-    from rules.policy.loader import load_bundle
-    from rules.cli.progress import Progress
-
     ledger = _ledger(args, prices=True)
     engine = None
     if args.bundle is not None:
-        engine = Engine.for_bundle(load_bundle(args.bundle), _settings(args).engine)
-    n = len(ledger.store.positions())
-    progress = Progress(n, "revaluing", enabled=True if args.progress else None) if n >= 1000 or args.progress else None
+        engine = Engine.for_bundle(load_bundle(args.bundle), settings_from_args(args).engine)
+    progress = progress_bar(len(ledger.store.positions()), "revaluing", args.progress)
     report = ledger.revalue(engine=engine, as_of=_when(args.as_of, "as-of"), progress=progress, dry_run=args.dry_run)
     if args.format == "json":
         _out(report)
@@ -249,9 +230,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         return 0
     if args.ledger_command == "incidents":
         since = _when(args.since, "since")
-        from rules.ledger.book import iso
-
-        _out([i.__dict__ for i in ledger.store.incidents(since=iso(since) if since else None)])
+        _out([i.__dict__ for i in ledger.store.incidents(since=utc_text(since, "microseconds") if since else None)])
         return 0
     problems = ledger.check()
     chain = ledger.log.verify()
@@ -265,8 +244,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rules.ledger import weekly_report as rep
-    s = _settings(args)
+    s = settings_from_args(args)
     store = _store(s, args)
     r = rep.weekly(store, args.week, first_week=args.since_week)
     if args.out:

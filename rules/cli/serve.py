@@ -1,6 +1,6 @@
 """``dacp serve`` (the HTTP service) and ``dacp service-token`` (make a token and the hash to configure).
 
-Registered through ``rules.cli.run.EXTENSIONS``.
+Registered by ``rules.cli.run`` (``register``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from rules.cli.common import settings_from_args
 from rules.errors import InputError
 
 
@@ -46,7 +47,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rules.cli.run import settings_from_args
     from rules.http.service import configure_logging, create_app, openapi_document, service_config
 
     if args.openapi:

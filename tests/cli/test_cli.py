@@ -195,7 +195,8 @@ def test_a_bad_query_late_in_a_long_batch_writes_nothing(tmp_path, capsys):
     nothing logged (every query is checked before the first chunk is decided)."""
     import json as _json
 
-    from rules.cli.run import STREAM_CHUNK, main
+    from rules.cli.evaluate import STREAM_CHUNK
+    from rules.cli.run import main
     from tests.support.workload import book
 
     docs = [d for d in book(STREAM_CHUNK + 50, seed=19) if d["asset"] == "BTC"]

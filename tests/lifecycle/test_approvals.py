@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rules.errors import InputError
 from rules.lifecycle import approvals as ap
 from rules.app import Dacp
 from rules.cli.run import main
@@ -295,7 +296,7 @@ def test_enforcement_can_be_switched_off_explicitly(prog, capsys, monkeypatch):
     ({"approvers_sha256": "abc"}, "sha256"),
 ])
 def test_bad_approval_settings_are_clear_errors(prog, settings, words):
-    with pytest.raises(ap.InputError, match=words):
+    with pytest.raises(InputError, match=words):
         Dacp(prog.settings(**settings)).bundle
 
 

@@ -1,0 +1,94 @@
+"""``dacp validate``, ``dacp test`` and ``dacp bundle show|compile``: checking and inspecting a policy bundle.
+
+These prepare a change, so they work on a bundle that is not approved yet (``require_approval=False``);
+every command that decides refuses one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rules.app import Dacp
+from rules.cli.common import AddCommon, Handler, print_json, settings_from_args
+from rules.lifecycle.policy_tests import run_tests
+from rules.values import decimal_text
+
+
+def add_validate(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
+    p = sub.add_parser("validate", help="check a policy bundle against the schema and its cross-references")
+    p.add_argument("directory", nargs="?", type=Path, help="bundle directory (default: the configured policies)")
+    add_common(p)
+    return {"validate": cmd_validate}
+
+
+def add_test(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
+    p = sub.add_parser("test", help="run the policy unit tests (YAML) and report rule coverage")
+    p.add_argument("tests", nargs="?", type=Path, help="tests directory (default: <policies>/tests)")
+    p.add_argument("--no-coverage", action="store_true", help="do not fail on rules the tests do not cover")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every test")
+    add_common(p)
+    return {"test": cmd_test}
+
+
+def add_bundle(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
+    p = sub.add_parser("bundle", help="inspect a policy bundle")
+    bsub = p.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    s = bsub.add_parser("show", help="hash, version, dates and every rule with its file and line")
+    s.add_argument("directory", nargs="?", type=Path)
+    add_common(s)
+    c = bsub.add_parser("compile", help="print the durable_rules ruleset the bundle compiles to (JSON data)")
+    c.add_argument("directory", nargs="?", type=Path)
+    add_common(c)
+    return {"bundle": cmd_bundle}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    s = settings_from_args(args)
+    bundle = Dacp(s, require_approval=False).bundle
+    n = len(bundle.rule_ids())
+    print(f"{s.policies}: valid - bundle {bundle.name} {bundle.version}, {n} rules, {len(bundle.assets)} assets, "
+          f"sha256 {bundle.hash}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    s = settings_from_args(args)
+    dacp = Dacp(s, log_enabled=False, require_approval=False)
+    report = run_tests(dacp.engine, args.tests or s.policies / "tests")
+    for r in report.results:
+        if not r.ok or args.verbose:
+            print(f"{'PASS' if r.ok else 'FAIL'} {r.file}:{r.line}: {r.name}")
+            for f in r.failures:
+                print(f"       {f}")
+    uncovered = report.uncovered()
+    print(f"{report.passed} passed, {report.failed} failed")
+    if uncovered:
+        print(f"rules not covered (never seen both holding and not holding): {', '.join(uncovered)}")
+    else:
+        print(f"coverage: all {len(report.rule_ids)} rules seen holding and not holding")
+    return 1 if report.failed or (uncovered and not args.no_coverage) else 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    dacp = Dacp(settings_from_args(args), log_enabled=False, require_approval=False)
+    b = dacp.bundle
+    if args.bundle_command == "compile":
+        compiled = dacp.engine.compiled
+        print_json({"ruleset": compiled.ruleset_name, "shards": dict(compiled.durable_shards()),
+                    "rules": {r.pass_name: r.id for r in compiled.rules}})
+        return 0
+    print(f"bundle   {b.name} {b.version}\nsha256   {b.hash}\nin force {b.dated.effective_from} .. "
+          f"{b.dated.effective_to or 'open'}\nphases   " +
+          "; ".join(f"{p.id} {p.starts}..{p.ends or 'open'}" for p in b.phases))
+    print("rules:")
+    for c in b.criteria:
+        print(f"  {c.id:40} {c.check.describe():55} {c.src}")
+    for h in b.haircuts:
+        print(f"  {h.id:40} {'haircut for ' + h.applies.describe():55} {h.src}")
+        for a in h.add_ons:
+            print(f"  {a.id:40} {'add-on +' + decimal_text(a.haircut):55} {a.src}")
+    for lim in b.limits:
+        print(f"  {lim.id:40} {'limit on ' + lim.applies.describe():55} {lim.src}")
+    return 0

@@ -1,0 +1,127 @@
+"""Whether a bundle is approved: every signature for it checked, the four-eyes rule applied, and the refusal
+of an unapproved bundle (``require_approved``, called by ``rules.app.Dacp.bundle`` for every door that decides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.errors import ApprovalError
+from rules.lifecycle.approvals.approvers import load_approvers
+from rules.lifecycle.approvals.settings import approval_settings
+from rules.lifecycle.approvals.signatures import Signature, check_signature_file
+from rules.policy.model import Bundle
+from rules.settings import Settings
+
+
+@dataclass
+class Status:
+    """The signatures of one bundle and what they amount to."""
+
+    bundle: str
+    quorum: int
+    required: bool
+    require_publication: bool
+    approvers_file: str
+    approvers_sha256: str | None
+    signatures_dir: str
+    signatures: list[Signature] = field(default_factory=list)
+    other_bundles: list[str] = field(default_factory=list)
+    fatal: str | None = None  # the approvers file cannot be used
+
+    @property
+    def authors(self) -> list[str]:
+        return sorted({s.signer for s in self.signatures if s.valid and s.role == "author"})
+
+    @property
+    def counted(self) -> list[str]:
+        return sorted({s.signer for s in self.signatures if s.counted})
+
+    @property
+    def invalid(self) -> list[Signature]:
+        return [s for s in self.signatures if not s.valid]
+
+    @property
+    def publishers(self) -> list[str]:
+        return sorted({s.signer for s in self.signatures if s.valid and s.role == "publisher"})
+
+    @property
+    def approved(self) -> bool:
+        return not self.fatal and not self.invalid and bool(self.authors) and len(self.counted) >= self.quorum
+
+    @property
+    def active(self) -> bool:
+        return self.approved and (self.publishers != [] or not self.require_publication)
+
+    def problems(self) -> list[str]:
+        """Why the bundle is not active, in plain words (empty when it is)."""
+        if self.fatal:
+            return [self.fatal]
+        out = [f"{s.file}: {s.problem}" for s in self.invalid]
+        if not self.signatures:
+            if self.other_bundles:
+                shown = ", ".join(h[:12] + "…" for h in self.other_bundles[:3])
+                out.append(f"it has no signatures; {self.signatures_dir} holds signatures for other content "
+                           f"({shown}): the policy files changed after they were signed, so they need approval again")
+            else:
+                out.append(f"it has no signatures in {self.signatures_dir}")
+            return out
+        if not self.authors:
+            out.append("no author has signed it (dacp policy submit)")
+        if len(self.counted) < self.quorum:
+            have = f"{len(self.counted)} ({', '.join(self.counted)})" if self.counted else "none"
+            out.append(f"it needs {self.quorum} approvals by distinct approvers who are not its author; it has {have}")
+        if self.approved and self.require_publication and not self.publishers:
+            out.append("it is approved but not published (dacp policy publish), and publication is required")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "approved": self.approved, "active": self.active, "required": self.required,
+                "quorum": self.quorum, "authors": self.authors, "approvals_counted": self.counted,
+                "publishers": self.publishers, "require_publication": self.require_publication,
+                "approvers_file": self.approvers_file, "approvers_sha256": self.approvers_sha256,
+                "signatures_dir": self.signatures_dir, "signatures": [s.to_json() for s in self.signatures],
+                "problems": self.problems()}
+
+
+def assess(bundle_hash: str, settings: Settings) -> Status:
+    """Every signature for ``bundle_hash``, checked, and whether the bundle is approved."""
+    cfg = approval_settings(settings)
+    st = Status(bundle_hash, cfg.quorum, cfg.required, cfg.require_publication, str(cfg.approvers),
+                None, str(cfg.signatures))
+    try:
+        approvers = load_approvers(cfg.approvers, cfg.approvers_sha256)
+    except ApprovalError as e:  # fail closed: no approvers file, no approved bundle
+        st.fatal = str(e)
+        return st
+    st.approvers_sha256 = approvers.sha256
+    folder = cfg.signatures / bundle_hash
+    if cfg.signatures.is_dir():
+        st.other_bundles = sorted(p.name for p in cfg.signatures.iterdir() if p.is_dir() and p.name != bundle_hash)
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.name.endswith(".tmp"):
+                continue
+            st.signatures.append(check_signature_file(p, bundle_hash, approvers)
+                                 if p.is_file() else Signature(str(p), "?", "?", "?", False, "not a file"))
+    authors = set(st.authors)
+    for s in st.signatures:
+        if s.valid and s.role == "approver":
+            if s.signer in authors:
+                s.note = "not counted: the author of a bundle cannot approve it"
+            else:
+                s.counted = True
+    return st
+
+
+def require_approved(bundle: Bundle, settings: Settings) -> None:
+    """Refuse ``bundle`` unless it is approved (and published, where required), or approvals are not required
+    by the settings. Called by ``Dacp.bundle`` (unless the caller prepares a change: ``require_approval=False``),
+    so every door that decides (CLI, ledger, HTTP service) refuses an unapproved bundle."""
+    if not approval_settings(settings).required:
+        return
+    st = assess(bundle.hash, settings)
+    if not st.active:
+        raise ApprovalError(f"policy bundle {bundle.hash} ({settings.policies}) is not approved for use:\n  "
+                            + "\n  ".join(st.problems())
+                            + "\n  (see `dacp policy status`; docs/policy-lifecycle.md)")
