@@ -25,11 +25,13 @@ from rules.errors import StorageError
 MAGIC_V1 = b"dacp-entry/1\n"
 VERSION = 1  # what this version writes
 
-# Entry kinds: what may stand in the log. Decisions, the ledger's journal, the policy lifecycle, incidents,
-# margin calls, and the record of a migration from the hash-chained format.
+# Entry kinds: what may stand in the log. Decisions (a credit's decision carries its ledger allocation), the
+# ledger's other journal entries, the policy lifecycle's signatures, incidents, margin records, and the record
+# of a migration from the hash-chained format (whose own kinds - "ledger", "policy_submission", ... - are
+# kept as they were written).
 KINDS = frozenset({
-    "decision", "credit", "withdrawal", "reverification", "revaluation",
-    "policy.submission", "policy.approval", "policy.publication",
+    "decision", "ledger", "credit", "withdrawal", "reverification", "revaluation",
+    "policy_submission", "policy_approval", "policy_publication",
     "incident", "margin.requirement", "margin.call", "log.migration",
 })
 

@@ -148,11 +148,20 @@ class DecisionLog:
         encode, body_bytes = fmt.encode_v1, fmt.body_bytes
         leaves = [encode(kind, eid, at, b.hash if b is not None else None, body_bytes(body, eid))
                   for kind, eid, b, body in records]
-        ids = [r[1] for r in records]
+        self.timings["encode"] += clock() - t0
+        first, hashes = self.append_leaves(leaves, [r[1] for r in records], at,
+                                           [r[2] for r in records if r[2] is not None])
+        return [Entry(first + i, eid, kind, at, b.hash if b is not None else None, body, h.hex())
+                for i, ((kind, eid, b, body), h) in enumerate(zip(records, hashes))]
+
+    def append_leaves(self, leaves: Sequence[bytes], ids: Sequence[str], at: str,
+                      bundles: Iterable[Bundle] = ()) -> tuple[int, list[bytes]]:
+        """Append encoded leaves (``rules.audit.entries``) as one chunk; (first index, leaf hashes)."""
+        clock = time.perf_counter
         t1 = clock()
         try:
             with self.db.transaction([LOG_LOCK]):
-                for b in {r[2].hash: r[2] for r in records if r[2] is not None}.values():
+                for b in {b.hash: b for b in bundles}.values():
                     if b.hash not in self._stored_bundles:
                         self._store_bundle_tx(b)
                 t2 = clock()
@@ -162,14 +171,12 @@ class DecisionLog:
             raise StorageError(f"{self.where}: cannot append to the decision log: {e}") from None
         t4 = clock()
         tm = self.timings
-        tm["encode"] += t1 - t0
         tm["lock"] += t2 - t1
         tm["tree"] += t3 - t2
         tm["commit"] += t4 - t3  # zero inside a caller's transaction: its commit is the caller's
-        tm["entries"] += len(records)
+        tm["entries"] += len(leaves)
         tm["bytes"] += sum(map(len, leaves))
-        return [Entry(first + i, eid, kind, at, b.hash if b is not None else None, body, h.hex())
-                for i, ((kind, eid, b, body), h) in enumerate(zip(records, hashes))]
+        return first, hashes
 
     def checkpoint(self, signer: Signer) -> str:
         """Sign the current tree head (origin, size, root) and keep the note; returns the note text."""
