@@ -214,7 +214,7 @@ def ledger_url(settings: Settings, override: str | None = None) -> str:
     """The ledger's database: ``override`` (``--ledger``), else settings ``[ledger] url``, else the log."""
     from adapters.storage.sql import normalise_target
 
-    return normalise_target(override or settings.section("ledger").get("url") or settings.log)
+    return normalise_target(override or settings.ledger.url or settings.log)
 
 
 def open_ledger_store(settings: Settings, override: str | None = None) -> Any:
@@ -228,7 +228,7 @@ def custody_verifier(settings: Settings) -> Any:
     """Reads custody on-chain (``adapters.custody.CustodyVerifier``) with the settings' nodes."""
     from adapters.custody import CustodyVerifier
 
-    return CustodyVerifier(ethereum=settings.ethereum, bitcoin=settings.bitcoin)
+    return CustodyVerifier(ethereum=settings.ethereum.given(), bitcoin=settings.bitcoin.given())
 
 
 def price_reader(settings: Settings, file: Path | None = None) -> Any:
@@ -238,5 +238,5 @@ def price_reader(settings: Settings, file: Path | None = None) -> Any:
     if file is not None:
         if not file.is_file():
             raise InputError("no such price file", str(file))
-        return PriceReader({**dict(settings.prices), "file": str(file), "feeds": {}})
-    return PriceReader(settings.prices)
+        return PriceReader({**settings.prices.given(), "file": str(file), "feeds": {}})
+    return PriceReader(settings.prices.given())
