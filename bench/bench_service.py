@@ -31,7 +31,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from rules.http.service import hash_token  # noqa: E402
+from rules.http.auth import hash_token  # noqa: E402
 from tests.support.workload import book  # noqa: E402
 
 TOKEN = "bench-clearing-" + "b" * 40

@@ -6,6 +6,7 @@ Registered by ``rules.cli.run`` (``register``).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +32,7 @@ def register(subparsers: Any, add_common: Callable[[argparse.ArgumentParser], No
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from rules.http.service import hash_token, new_token
+    from rules.http.auth import hash_token, new_token  # here, not at the top: for start-up time (FastAPI loads)
 
     if args.stdin:
         token = sys.stdin.readline().strip()
@@ -47,7 +48,12 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rules.http.service import configure_logging, create_app, openapi_document, service_config
+    # the HTTP door and uvicorn are imported here, not at the top: for start-up time (FastAPI, pydantic and
+    # uvicorn load in about a second; every other dacp command goes without them)
+    from rules.http.app import create_app, openapi_document
+    from rules.http.auth import ROLES
+    from rules.http.config import service_config
+    from rules.http.logs import configure_logging, event
 
     if args.openapi:
         text = openapi_document()
@@ -67,15 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError("must be from 0 to 65535", "--port")
     configure_logging()
     app = create_app(settings, config)  # loads, validates and compiles the bundle: an invalid one stops here
-    svc = app.state.service
-    import logging
-
-    logging.getLogger("dacp.service").info("starting", extra={"fields": {
-        "event": "start", "host": host, "port": port, "bundle": svc.active.hash, "log": str(settings.log),
-        "tokens": {r: sum(t.role == r for t in config.tokens) for r in ("clearing", "auditor", "compliance")}}})
+    event(logging.INFO, "starting", event="start", host=host, port=port, bundle=app.state.service.active.hash,
+          log=str(settings.log), tokens={r: sum(t.role == r for t in config.tokens) for r in ROLES})
     if not config.tokens:
-        logging.getLogger("dacp.service").warning("no tokens configured: every protected endpoint answers 401",
-                                                  extra={"fields": {"event": "no_tokens"}})
+        event(logging.WARNING, "no tokens configured: every protected endpoint answers 401", event="no_tokens")
     # one process: durable_rules' host is process-wide; decisions run on one worker thread inside it
     uvicorn.run(app, host=host, port=port, workers=1, log_config=None, access_log=False, server_header=False)
     return 0

@@ -13,7 +13,9 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from rules.http.service import ACCESS, ServiceConfig, Token, create_app, hash_token
+from rules.http.app import create_app
+from rules.http.auth import ACCESS, Token, hash_token
+from rules.http.config import ServiceConfig
 from rules.settings import Settings
 from tests.support.ledger_workload import write_prices
 from tests.support import ROOT, free_port

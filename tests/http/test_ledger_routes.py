@@ -10,7 +10,9 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from rules.http.service import ServiceConfig, Token, create_app, hash_token
+from rules.http.app import create_app
+from rules.http.auth import Token, hash_token
+from rules.http.config import ServiceConfig
 from rules.settings import Settings
 from tests.support.anvil_node import anvil_mine, anvil_node, deploy, new_address, transact
 from tests.support.ledger_workload import usdc_evidence, write_policies, write_prices

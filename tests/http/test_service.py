@@ -16,8 +16,10 @@ from rules.engine.query import parse_query
 from rules.app import Dacp, comparable
 from rules.cli.run import main
 from rules.errors import InputError
-from rules.http.service import (ACCESS, PUBLIC, ServiceConfig, Token, authenticate, configure_logging, create_app,
-                           hash_token, openapi_document, service_config)
+from rules.http.app import create_app, openapi_document
+from rules.http.auth import ACCESS, PUBLIC, Token, authenticate, hash_token
+from rules.http.config import ServiceConfig, service_config
+from rules.http.logs import configure_logging
 from rules.settings import Settings, load_settings
 from tests.support import ROOT
 
@@ -177,7 +179,7 @@ def test_internal_error_is_a_plain_500_without_traceback(client):
 def test_engine_error_maps_in_one_place():
     from rules.errors import EngineError
     from rules.errors import EvidenceError, PolicyError, StorageError
-    from rules.http.service import status_for
+    from rules.http.errors import status_for
 
     assert status_for(InputError("x"))[0] == 422
     assert status_for(PolicyError([]))[0] == 422
@@ -450,7 +452,7 @@ def test_unapproved_bundle_is_refused_through_dacp(tmp_path, policies):
     import rules.app
     if "require_approved" not in inspect.getsource(rules.app):
         pytest.skip("rules.app.Dacp does not call require_approved in this checkout")
-    from rules.http.service import status_for
+    from rules.http.errors import status_for
 
     assert status_for(approvals.ApprovalError("x")) == (409, "policy_not_approved")
     shutil.rmtree(policies / "approvals", ignore_errors=True)  # the copy has no approvals: not approved

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from rules.http.service import hash_token
+from rules.http.auth import hash_token
 from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,76 @@
+"""Every refusal as one JSON error body: ``{"error": {"code", "message", ...}, "policy_bundle"}``.
+
+Domain errors (``rules.errors``) carry their own ``http_status``, ``code``, ``summary()`` and ``details()``:
+one handler renders them all, with no mapping kept here. ``HttpError`` is for what only HTTP refuses (auth,
+size, media type, unknown id). No traceback ever reaches a client (the door middleware catches bugs).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rules.errors import DacpError
+from rules.http.logs import event
+
+
+class HttpError(Exception):
+    """An HTTP-level refusal (auth, size, media type, unknown id) with a plain message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+                 **extra: Any):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers, self.extra = status, code, message, headers or {}, extra
+
+
+def status_for(e: DacpError) -> tuple[int, str]:
+    """The HTTP status and stable error code for a domain error: carried by the error's class."""
+    return e.http_status, e.code
+
+
+def bundle_of(request: Request) -> str:
+    """The bundle a request is answered under: its snapshot's, else the one serving now."""
+    return getattr(request.state, "bundle", None) or request.app.state.service.active.hash
+
+
+def error_response(request: Request, status: int, code: str, message: str,
+                   headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
+    bundle = bundle_of(request)
+    body = {"error": {"code": code, "message": message, **extra}, "policy_bundle": bundle}
+    return JSONResponse(body, status, headers={**(headers or {}), "X-Policy-Bundle": bundle})
+
+
+async def _http_error(request: Request, e: HttpError) -> JSONResponse:
+    extra = {k: v for k, v in e.extra.items() if k != "policy_bundle"}
+    return error_response(request, e.status, e.code, e.message, e.headers, **extra)
+
+
+async def _dacp_error(request: Request, e: DacpError) -> JSONResponse:
+    status, code = status_for(e)
+    if status >= 500:
+        event(logging.ERROR, "request failed", event="error", code=code, error=str(e),
+              request_id=getattr(request.state, "request_id", None))
+    return error_response(request, status, code, e.summary(), **e.details())
+
+
+async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
+    msgs = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())), err.get("msg", "invalid"))
+            for err in e.errors()]
+    return error_response(request, 422, "invalid_input", "; ".join(msgs) or "invalid request")
+
+
+async def _starlette(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+    return error_response(request, e.status_code, code, str(e.detail), getattr(e, "headers", None))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HttpError, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DacpError, _dacp_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _starlette)  # type: ignore[arg-type]

@@ -1,0 +1,113 @@
+"""The field types of the request bodies (rules.http.bodies): each an ``Annotated`` alias that carries its
+check beside its JSON schema, so a field's rule and its documentation cannot drift apart.
+
+The check is a ``PlainValidator`` raising ``InputError``: pydantic lets it through unchanged, so a body is
+refused with its first problem in field order, in plain words and naming the field (``body.quantity``), as
+the CLI words it; pydantic's own coercions and messages never apply. The schema (``WithJsonSchema``) is what
+the OpenAPI document says of the field. Quantities are decimal strings, never JSON numbers: no float ever
+touches money. A check never sees ``null``: the bodies drop null fields first (null counts as not sent).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
+
+from rules.errors import InputError
+from rules.values import parse_utc_text
+
+DECIMAL_PATTERN = r"^[0-9]{1,30}(\.[0-9]{1,30})?$"
+HEX64_PATTERN = r"^[0-9a-f]{64}$"
+MAX_TEXT = 200
+MAX_ADDRESSES = 100
+_DECIMAL_TEXT = re.compile(DECIMAL_PATTERN)
+_HEX64 = re.compile(HEX64_PATTERN)
+
+
+def _where(info: ValidationInfo) -> str:
+    return f"body.{info.field_name}"
+
+
+def _text(v: Any, info: ValidationInfo) -> str:
+    if not isinstance(v, str) or not v.strip() or len(v) > MAX_TEXT:
+        raise InputError(f"must be a non-empty string of at most {MAX_TEXT} characters", _where(info))
+    return v
+
+
+def _quantity(v: Any, info: ValidationInfo) -> Decimal:
+    if not isinstance(v, str):
+        raise InputError('write the number as a decimal string, e.g. "12.5"', _where(info))
+    if not _DECIMAL_TEXT.match(v):
+        raise InputError(f"{v[:40]!r} is not a plain decimal string (digits, at most one '.', "
+                         "e.g. \"12.5\"; no sign, exponent, NaN or Infinity)", _where(info))
+    return Decimal(v)  # exact, and finite: the pattern allows nothing else
+
+
+def _addresses(v: Any, info: ValidationInfo) -> tuple[str, ...]:
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_ADDRESSES:
+        raise InputError(f"must be a list of 1 to {MAX_ADDRESSES} custody addresses", _where(info))
+    if not all(isinstance(a, str) and a.strip() and len(a) <= MAX_TEXT for a in v):
+        raise InputError(f"each address must be a non-empty string of at most {MAX_TEXT} characters", _where(info))
+    if len(set(v)) != len(v):
+        raise InputError("an address is listed twice", _where(info))
+    return tuple(v)
+
+
+def _bool(v: Any, info: ValidationInfo) -> bool:
+    if not isinstance(v, bool):
+        raise InputError("must be true or false", _where(info))
+    return v
+
+
+def _time(v: Any, info: ValidationInfo) -> datetime:
+    where = _where(info)
+    if not isinstance(v, str) or len(v) > 64:
+        raise InputError("must be an RFC 3339 date and time string, e.g. 2026-11-20T14:00:00Z", where)
+    try:
+        ts = parse_utc_text(v)
+    except ValueError:
+        raise InputError(f"{v!r} is not an RFC 3339 date and time", where) from None
+    if ts.tzinfo is None:
+        raise InputError(f"{v!r} has no time zone (write Z or +00:00)", where)
+    return ts.astimezone(timezone.utc)
+
+
+def _evidence(v: Any, info: ValidationInfo) -> dict[str, Any]:
+    if not isinstance(v, dict) or set(v) - {"stablecoin", "fund"} or not all(isinstance(x, dict) for x in v.values()):
+        raise InputError("must be an object with 'stablecoin' and/or 'fund' objects (the evidence block of a "
+                         "query)", _where(info))
+    return json.loads(json.dumps(v, default=str))  # exact: Decimals as their text, as the CLI reads files
+
+
+def _queries(v: Any, info: ValidationInfo) -> list[Any]:
+    if not isinstance(v, list) or not v:
+        raise InputError("must be a non-empty list of queries", _where(info))
+    return v
+
+
+def _bundle_hash(v: Any, info: ValidationInfo) -> str:
+    if not (isinstance(v, str) and _HEX64.match(v)):
+        raise InputError("must be a bundle hash: 64 lower-case hex digits", _where(info))
+    return v
+
+
+_TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+Text = Annotated[str, PlainValidator(_text), WithJsonSchema(_TEXT_SCHEMA)]
+OptionalText = Annotated[str | None, PlainValidator(_text), WithJsonSchema({"type": ["string", "null"]})]
+Quantity = Annotated[Decimal, PlainValidator(_quantity), WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN})]
+Addresses = Annotated[tuple[str, ...], PlainValidator(_addresses), WithJsonSchema(
+    {"type": "array", "minItems": 1, "maxItems": MAX_ADDRESSES, "uniqueItems": True, "items": _TEXT_SCHEMA})]
+OptionalBool = Annotated[bool | None, PlainValidator(_bool), WithJsonSchema({"type": ["boolean", "null"]})]
+OptionalTime = Annotated[datetime | None, PlainValidator(_time), WithJsonSchema({"type": ["string", "null"]})]
+OptionalEvidence = Annotated[dict[str, Any] | None, PlainValidator(_evidence), WithJsonSchema(
+    {"type": ["object", "null"], "additionalProperties": False,
+     "properties": {"stablecoin": {"type": "object"}, "fund": {"type": "object"}}})]
+Queries = Annotated[list[Any], PlainValidator(_queries), WithJsonSchema(
+    {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Query"}})]
+BundleHash = Annotated[str | None, PlainValidator(_bundle_hash), WithJsonSchema({"type": "string",
+                                                                                 "pattern": HEX64_PATTERN})]

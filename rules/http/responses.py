@@ -1,0 +1,68 @@
+"""The JSON the service answers with, as OpenAPI component schemas (the request bodies' schemas are their
+models': rules.http.bodies). Money is decimal strings; every body names the bundle in force (``policy_bundle``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def ref(name: str) -> dict[str, Any]:
+    """A reference to the component schema ``name`` of the document."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+RESPONSES: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}, "where": {"type": ["string", "null"]},
+            "problems": {"type": "array", "items": {"type": "object"}}}},
+        "policy_bundle": {"type": "string", "description": "sha256 of the bundle in force"}}},
+    "Decision": {"type": "object", "description": "The decision JSON of `dacp evaluate` (see README: Queries and "
+                 "decisions): decision_id, eligible, haircut, collateral_value_usd, reasons (the trace), failed_rules, "
+                 "policy {bundle, name, version}, ... Money is decimal strings.",
+                 "required": ["decision_id", "eligible", "reasons", "policy"], "properties": {
+                     "decision_id": {"type": "string"}, "eligible": {"type": "boolean"},
+                     "reasons": {"type": "array", "items": {"type": "object"}},
+                     "policy": {"type": "object", "properties": {"bundle": {"type": "string"}}}}},
+    "BatchResult": {"type": "object", "required": ["decisions", "policy_bundle"], "properties": {
+        "decisions": {"type": "array", "items": ref("Decision")}, "policy_bundle": {"type": "string"}}},
+    "LoggedDecision": {"type": "object", "required": ["decision_id", "decision", "explanation"], "properties": {
+        "decision_id": {"type": "string"}, "seq": {"type": "integer"}, "recorded_at": {"type": "string"},
+        "bundle": {"type": "string", "description": "the bundle the decision was made under"},
+        "entry_hash": {"type": "string"}, "query": {"type": "object"}, "decision": ref("Decision"),
+        "explanation": {"type": "string", "description": "the trace in plain words (dacp explain)"},
+        "policy_bundle": {"type": "string", "description": "the bundle in force now"}}},
+    "AuditResult": {"type": "object", "required": ["ok", "entries", "head"], "properties": {
+        "ok": {"type": "boolean"}, "entries": {"type": "integer"}, "head": {"type": "string"},
+        "problem": {"type": ["string", "null"]}, "seq": {"type": ["integer", "null"]}, "report": {"type": "string"},
+        "policy_bundle": {"type": "string"}}},
+    "Policy": {"type": "object", "required": ["bundle", "name", "version"], "properties": {
+        "bundle": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},
+        "effective_from": {"type": ["string", "null"]}, "effective_to": {"type": ["string", "null"]},
+        "phases": {"type": "array", "items": {"type": "object"}}, "rules": {"type": "integer"},
+        "assets": {"type": "array", "items": {"type": "string"}}, "loaded_at": {"type": "string"},
+        "policy_bundle": {"type": "string"}}},
+    "ReloadResult": {"type": "object", "required": ["reloaded", "policy_bundle"], "properties": {
+        "reloaded": {"type": "boolean"}, "changed": {"type": "boolean"}, "previous": {"type": "string"},
+        "policy_bundle": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"}}},
+    "CreditResult": {"type": "object", "required": ["operation", "status", "idempotency_key", "replayed", "bundle"],
+                     "description": "rules.ledger.book.Ledger.credit's result (as dacp credit prints it); money is "
+                     "decimal strings. status credited (201; 200 on replay) or refused (200, with refusal {rule, "
+                     "retryable, message}).", "properties": {
+        "operation": {"type": "string"}, "status": {"type": "string", "enum": ["credited", "refused"]},
+        "idempotency_key": {"type": "string"}, "replayed": {"type": "boolean"}, "eligible": {"type": "boolean"},
+        "account": {"type": "string"}, "asset": {"type": "string"}, "quantity_requested": {"type": "string"},
+        "quantity_credited": {"type": "string"}, "collateral_value_usd": {"type": "string"},
+        "decision_id": {"type": "string"}, "failed_rules": {"type": "array", "items": {"type": "string"}},
+        "allocations": {"type": "array", "items": {"type": "object"}}, "refusal": {"type": "object"},
+        "bundle": {"type": "string"}, "policy_bundle": {"type": "string"}}},
+    "WithdrawResult": {"type": "object", "required": ["operation", "status", "idempotency_key", "replayed"],
+                       "properties": {
+        "operation": {"type": "string"}, "status": {"type": "string", "enum": ["withdrawn"]},
+        "idempotency_key": {"type": "string"}, "replayed": {"type": "boolean"}, "account": {"type": "string"},
+        "asset": {"type": "string"}, "quantity": {"type": "string"}, "collateral_value_usd": {"type": "string"},
+        "reductions": {"type": "array", "items": {"type": "object"}}, "policy_bundle": {"type": "string"}}},
+    "Health": {"type": "object", "required": ["status"], "properties": {
+        "status": {"type": "string"}, "policy_bundle": {"type": ["string", "null"]}, "checks": {"type": "object"}}},
+}
