@@ -4,21 +4,45 @@ settings. Gathers evidence only; eligibility is decided by the rules.
 Node endpoints come from settings (file + environment), never from code. The chain a reader must see
 comes from the policy's asset registry (``network``: Ethereum chain id, Bitcoin network), so a node
 on another chain is refused by the reader.
+
+The registry entry arrives as anything with the attributes of ``RegistryAsset`` (the policy's
+``rules.policy.model.Asset`` has them): adapters know nothing of the policy or the engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
+from adapters.bitcoin.address import NETWORKS, TEST_NETWORKS, network_params
 from adapters.bitcoin.custody import BitcoinCustodyReader, BitcoinRpcClient
-from adapters.bitcoin.address import NETWORKS
 from adapters.ethereum.custody import EthereumCustodyReader
-from rules.evidence import CustodyEvidence, PriceEvidence
 from adapters.prices import ChainlinkPriceSource, StaticPriceFile
 from rules.errors import EvidenceError, InputError
-from rules.policy.model import Asset
+from rules.evidence import CustodyEvidence, PriceEvidence
+
+
+class RegistryAsset(Protocol):
+    """What the custody and price readers read of an asset registry entry."""
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def chain(self) -> str: ...  # "ethereum" | "bitcoin"
+
+    @property
+    def network(self) -> int | str: ...  # Ethereum chain id, or Bitcoin network (main, test, signet, regtest)
+
+    @property
+    def contract(self) -> str | None: ...  # ERC-20 contract; None: the chain's native coin
+
+    @property
+    def decimals(self) -> int: ...
+
+    @property
+    def restrictions(self) -> Mapping[str, str]: ...  # pause / blacklist / allowlist -> view function name
 
 
 def _int(value: Any, name: str) -> int:
@@ -40,7 +64,7 @@ class CustodyVerifier:
     _eth_readers: dict[int, EthereumCustodyReader] = field(default_factory=dict)
     _btc_reader: BitcoinCustodyReader | None = None
 
-    def verify(self, asset: Asset, addresses: Sequence[str], now: datetime | None = None) -> CustodyEvidence:
+    def verify(self, asset: RegistryAsset, addresses: Sequence[str], now: datetime | None = None) -> CustodyEvidence:
         if not addresses:
             raise EvidenceError("no_addresses", "the query names no custody addresses to verify")
         if asset.chain == "ethereum":
@@ -49,7 +73,7 @@ class CustodyVerifier:
             return self._verify_btc(asset, addresses)
         raise EvidenceError("unsupported_chain", f"no adapter for chain {asset.chain!r}")  # pragma: no cover
 
-    def _verify_eth(self, asset: Asset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
+    def _verify_eth(self, asset: RegistryAsset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
         url = self.ethereum.get("rpc_url")
         if not url:
             raise EvidenceError("not_configured", "no Ethereum node configured (settings [ethereum] rpc_url or "
@@ -68,23 +92,26 @@ class CustodyVerifier:
                              max_block_age=timedelta(seconds=float(max_age)) if max_age is not None else None,
                              now=now, restrictions=dict(asset.restrictions) or None)
 
-    def _verify_btc(self, asset: Asset, addresses: Sequence[str]) -> CustodyEvidence:
+    def _verify_btc(self, asset: RegistryAsset, addresses: Sequence[str]) -> CustodyEvidence:
         url = self.bitcoin.get("rpc_url")
         if not url:
             raise EvidenceError("not_configured", "no Bitcoin node configured (settings [bitcoin] rpc_url or "
                                 "DACP_BTC_RPC_URL)")
         network = str(self.bitcoin.get("network") or asset.network)
-        if network not in NETWORKS:
+        if network not in NETWORKS and network not in TEST_NETWORKS:
             raise InputError(f"unknown Bitcoin network {network!r} (known: {', '.join(NETWORKS)})", "bitcoin.network")
-        if NETWORKS[network].chain != asset.network:
-            raise EvidenceError("wrong_network", f"the node is configured for {network} ({NETWORKS[network].chain}), "
+        allow_test = self.bitcoin.get("allow_test_networks") is True  # an explicit opt-in, never a default
+        params = network_params(network, allow_test_networks=allow_test, where="bitcoin.network")
+        if params.chain != asset.network:
+            raise EvidenceError("wrong_network", f"the node is configured for {network} ({params.chain}), "
                                 f"but the policy registers {asset.symbol} on {asset.network}")
         if self._btc_reader is None:
             client = BitcoinRpcClient(str(url), cookie_file=self.bitcoin.get("cookie_file"),
                                       user=self.bitcoin.get("user"), password=self.bitcoin.get("password"),
                                       **({"timeout_s": float(self.bitcoin["timeout_s"])} if "timeout_s" in self.bitcoin else {}),
                                       **({"retries": _int(self.bitcoin["retries"], "bitcoin.retries")} if "retries" in self.bitcoin else {}))
-            self._btc_reader = BitcoinCustodyReader(client, network, asset=asset.symbol, decimals=asset.decimals)
+            self._btc_reader = BitcoinCustodyReader(client, network, asset=asset.symbol, decimals=asset.decimals,
+                                                    allow_test_networks=allow_test)
         return self._btc_reader.verify(list(addresses),
                                        min_confirmations=_int(self.bitcoin.get("min_confirmations", 6),
                                                               "bitcoin.min_confirmations"))
@@ -104,7 +131,7 @@ class PriceReader:
     def configured(self) -> bool:
         return bool(self.prices.get("file") or self.prices.get("feeds"))
 
-    def read(self, asset: Asset, now: datetime | None = None) -> PriceEvidence:
+    def read(self, asset: RegistryAsset, now: datetime | None = None) -> PriceEvidence:
         max_age = timedelta(seconds=float(self.prices.get("max_age_s", 3600)))
         feeds = dict(self.prices.get("feeds") or {})
         if asset.symbol in feeds:

@@ -19,9 +19,10 @@ from eth_abi import decode as abi_decode
 from web3.providers import BaseProvider
 
 from adapters.ethereum.address import checksum_address
-from rules.evidence import PriceEvidence
-from adapters.ethereum.rpc import BlockSelector, EvmRpc, RetryPolicy, call_view, has_code, require_aware
+from adapters.ethereum.rpc import BlockSelector, EvmRpc, call_view, has_code, require_aware
+from adapters.retry import RetryPolicy
 from rules.errors import EvidenceError, InputError
+from rules.evidence import PriceEvidence
 
 
 def _check_max_age(max_age: timedelta | None, required: bool) -> None:
@@ -55,7 +56,8 @@ class ChainlinkPriceSource:
         provider: BaseProvider | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        policy = RetryPolicy(request_timeout_s, retries, backoff_s, max_total_s)
+        policy = RetryPolicy(request_timeout_s=request_timeout_s, retries=retries, backoff_s=backoff_s,
+                             max_total_s=max_total_s)
         self.rpc = EvmRpc(rpc_url, expected_chain_id, policy, provider=provider, sleep=sleep)
 
     def read(

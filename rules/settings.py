@@ -68,6 +68,7 @@ class BitcoinSettings(Section):
     min_confirmations: int | None = Field(None, ge=0)
     timeout_s: Seconds | None = Field(None, gt=0)
     retries: int | None = Field(None, ge=0, le=100)
+    allow_test_networks: bool = False  # test stand-ins (litecoin-regtest) only on this opt-in: docs/bitcoin.md
 
 
 class PricesSettings(Section):

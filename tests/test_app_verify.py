@@ -178,6 +178,7 @@ def test_bitcoin_verified_through_core_rpc(workdir, litecoin, capsys, monkeypatc
     monkeypatch.setenv("DACP_BTC_RPC_URL", litecoin.url)
     monkeypatch.setenv("DACP_BTC_COOKIE_FILE", str(litecoin.cookie_file))
     monkeypatch.setenv("DACP_BTC_NETWORK", "litecoin-regtest")
+    monkeypatch.setenv("DACP_BTC_ALLOW_TEST_NETWORKS", "true")  # litecoind stands in for bitcoind: an explicit opt-in
     q = query("btc-eligible.json", workdir, custody={"addresses": [custody], "confirmations": 100, "balance": "12.5"})
     d = decide(capsys, str(q))  # 1 confirmation: not counted at 6
     assert d["eligible"] is False and "custody.balance-verified" in d["failed_rules"]

@@ -9,9 +9,14 @@ Two encodings exist:
 
 A syntactically valid address of *another* network is refused with reason ``wrong_network`` and a
 message naming the network expected, so that a testnet deposit address pasted into a mainnet
-configuration is caught before any node is asked. ``litecoin-regtest`` exists only because the
-integration tests use ``litecoind -regtest`` as a stand-in for ``bitcoind``; its prefixes were read
-from the node itself (``getnewaddress`` of each type, ``validateaddress``).
+configuration is caught before any node is asked.
+
+``NETWORKS`` are Bitcoin's. ``TEST_NETWORKS`` are stand-ins that exist only because the integration
+tests use ``litecoind -regtest`` in place of ``bitcoind`` (``litecoin-regtest``; its prefixes were read
+from the node itself: ``getnewaddress`` of each type, ``validateaddress``). A reader is configured for a
+test network only on explicit opt-in (``network_params(..., allow_test_networks=True)``; settings
+``[bitcoin] allow_test_networks = true``). Decoding knows both tables (``KNOWN_NETWORKS``), so that a
+Litecoin address given for Bitcoin is named for what it is.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ from typing import Iterable
 from rules.errors import EvidenceError, InputError
 
 __all__ = [
+    "KNOWN_NETWORKS",
     "NETWORKS",
+    "TEST_NETWORKS",
     "DecodedAddress",
     "NetworkParams",
     "decode_address",
     "encode_base58check",
     "encode_segwit",
+    "network_params",
     "networks_of",
     "validate_address",
 ]
@@ -54,6 +62,13 @@ NETWORKS: dict[str, NetworkParams] = {
         NetworkParams("testnet4", "testnet4", (0x6F,), (0xC4,), "tb", "Bitcoin testnet4"),
         NetworkParams("signet", "signet", (0x6F,), (0xC4,), "tb", "Bitcoin signet"),
         NetworkParams("regtest", "regtest", (0x6F,), (0xC4,), "bcrt", "Bitcoin regtest"),
+    )
+}
+
+# Stand-ins for tests, never for custody unless explicitly enabled (see the module note).
+TEST_NETWORKS: dict[str, NetworkParams] = {
+    p.name: p
+    for p in (
         # litecoind 0.21 -regtest: P2PKH m/n (111), P2SH Q (58) and, still accepted, 2 (196);
         # bech32 hrp "rltc". Its node reports chain "regtest".
         NetworkParams(
@@ -61,6 +76,23 @@ NETWORKS: dict[str, NetworkParams] = {
         ),
     )
 }
+
+KNOWN_NETWORKS: dict[str, NetworkParams] = {**NETWORKS, **TEST_NETWORKS}
+
+
+def network_params(network: str, *, allow_test_networks: bool = False, where: str = "network") -> NetworkParams:
+    """The network a reader is configured for: one of ``NETWORKS``, or of ``TEST_NETWORKS`` when allowed."""
+    if network in NETWORKS:
+        return NETWORKS[network]
+    if network in TEST_NETWORKS:
+        if allow_test_networks:
+            return TEST_NETWORKS[network]
+        raise InputError(
+            f"{network!r} is a test stand-in network ({TEST_NETWORKS[network].description}), not a Bitcoin "
+            "network; it is used only when allowed explicitly ([bitcoin] allow_test_networks = true)",
+            where,
+        )
+    raise InputError(f"unknown Bitcoin network {network!r}; expected one of {', '.join(NETWORKS)}", where)
 
 
 @dataclass(frozen=True)
@@ -233,9 +265,11 @@ def encode_segwit(hrp: str, witness_version: int, program: bytes) -> str:
 
 def _params(network: str) -> NetworkParams:
     try:
-        return NETWORKS[network]
+        return KNOWN_NETWORKS[network]
     except (KeyError, TypeError):
-        raise InputError(f"unknown Bitcoin network {network!r}; expected one of {', '.join(NETWORKS)}", "network")
+        raise InputError(
+            f"unknown Bitcoin network {network!r}; expected one of {', '.join(KNOWN_NETWORKS)}", "network"
+        ) from None
 
 
 def _decode_for(address: str, p: NetworkParams) -> DecodedAddress | None:
@@ -274,7 +308,7 @@ def networks_of(address: str) -> list[str]:
     """Every known network on which ``address`` is valid (several share prefixes: test/signet/regtest m..)."""
     if not isinstance(address, str):
         return []
-    return [name for name, p in NETWORKS.items() if _decode_for(address, p) is not None]
+    return [name for name, p in KNOWN_NETWORKS.items() if _decode_for(address, p) is not None]
 
 
 def validate_address(address: str, network: str) -> DecodedAddress:
@@ -292,7 +326,7 @@ def validate_address(address: str, network: str) -> DecodedAddress:
     shown = address if len(address) <= 100 else address[:100] + "..."
     others = networks_of(address)
     if others:
-        names = ", ".join(f"{NETWORKS[o].description} ({o})" for o in others)
+        names = ", ".join(f"{KNOWN_NETWORKS[o].description} ({o})" for o in others)
         raise EvidenceError(
             "wrong_network",
             f"address {shown!r} belongs to {names}, not to {p.description} ({p.name}) as configured",

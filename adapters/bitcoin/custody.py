@@ -23,12 +23,13 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
-from adapters.bitcoin.rpc import BitcoinRpcClient, BitcoinRpcError, strip_credentials
-from adapters.bitcoin.address import NETWORKS, DecodedAddress, validate_address
-from rules.evidence import CustodyEvidence
+from adapters.bitcoin.address import DecodedAddress, network_params, validate_address
+from adapters.bitcoin.rpc import BitcoinRpcClient, BitcoinRpcError
+from adapters.retry import RetryPolicy
 from rules.errors import EvidenceError, InputError
+from rules.evidence import CustodyEvidence
 
-__all__ = ["BitcoinCustodyReader", "BitcoinRpcClient", "BitcoinRpcError", "strip_credentials"]
+__all__ = ["BitcoinCustodyReader", "BitcoinRpcClient", "BitcoinRpcError"]
 
 _SCAN_IN_PROGRESS = "scan already in progress"
 
@@ -37,7 +38,8 @@ class BitcoinCustodyReader:
     """Reads ``CustodyEvidence`` for addresses on one Bitcoin network through a ``BitcoinRpcClient``.
 
     ``network`` is a key of ``adapters.bitcoin.address.NETWORKS`` (``main``, ``test``, ``testnet4``,
-    ``signet``, ``regtest``, or ``litecoin-regtest`` for the test stand-in). ``race_retries`` bounds
+    ``signet``, ``regtest``), or of ``TEST_NETWORKS`` (``litecoin-regtest``, the integration tests'
+    stand-in) with ``allow_test_networks=True``. ``race_retries`` bounds
     how often a scan raced by a new block is repeated; ``scan_busy_retries`` how often a scan is
     retried while another client's scan holds the node's single scan slot.
     """
@@ -53,9 +55,9 @@ class BitcoinCustodyReader:
         race_retries: int = 3,
         scan_busy_retries: int = 3,
         busy_backoff_s: float = 1.0,
+        allow_test_networks: bool = False,
     ):
-        if network not in NETWORKS:
-            raise InputError(f"unknown Bitcoin network {network!r}; expected one of {', '.join(NETWORKS)}", "network")
+        params = network_params(network, allow_test_networks=allow_test_networks)
         if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 18:
             raise InputError(f"decimals must be an integer 0..18, got {decimals!r}", "decimals")
         if not isinstance(asset, str) or not asset:
@@ -65,13 +67,16 @@ class BitcoinCustodyReader:
                 raise InputError(f"{name} must be a non-negative integer, got {n!r}", name)
         self.client = client
         self.network = network
-        self.params = NETWORKS[network]
+        self.params = params
         self.asset = asset
         self.decimals = decimals
         self.scan_timeout_s = scan_timeout_s
         self.race_retries = race_retries
         self.scan_busy_retries = scan_busy_retries
         self.busy_backoff_s = busy_backoff_s
+        # waits while another client's scan holds the node's one scan slot (each scan is bounded by its call)
+        self._busy = RetryPolicy(request_timeout_s=scan_timeout_s, retries=scan_busy_retries, backoff_s=busy_backoff_s,
+                                 max_total_s=None)
 
     # ------------------------------------------------------------------ public
 
@@ -104,9 +109,10 @@ class BitcoinCustodyReader:
                     ) from None
             except _Busy as b:
                 busy += 1
-                if busy > self.scan_busy_retries:
+                wait = self._busy.next_wait(busy, None)
+                if wait is None:
                     raise b.error from None
-                time.sleep(self.busy_backoff_s * (2 ** (busy - 1)))
+                time.sleep(wait)
 
     # ------------------------------------------------------------------ steps
 

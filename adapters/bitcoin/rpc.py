@@ -4,9 +4,9 @@ Standard library only (``http.client``). It does three things a bare HTTP call d
 
 * authentication from the node's cookie file, re-read on HTTP 401 because the node writes a new
   cookie every time it starts, or from rpcuser/rpcpassword;
-* bounded retries with exponential backoff for transport failures (connection refused or reset,
-  timeout, HTTP 503 "work queue depth exceeded") and for RPC error -28 "warming up"; every call
-  is also bounded in total time (``max_total_s``);
+* bounded retries with exponential backoff (``adapters.retry``) for transport failures (connection
+  refused or reset, timeout, HTTP 503 "work queue depth exceeded") and for RPC error -28 "warming up";
+  every call is also bounded in total time (``max_total_s``);
 * mapping of Bitcoin Core's error shapes to short, stable ``EvidenceError`` reasons.
 
 Numbers in responses are parsed with ``parse_float=Decimal`` so that BTC amounts are exact.
@@ -22,11 +22,13 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
+from adapters import retry, urls
+from adapters.retry import RetryPolicy
 from rules.errors import EvidenceError, InputError
 
-__all__ = ["BitcoinRpcClient", "BitcoinRpcError", "strip_credentials"]
+__all__ = ["BitcoinRpcClient", "BitcoinRpcError"]
 
 # Bitcoin Core RPC error codes (src/rpc/protocol.h) that get their own reason.
 RPC_METHOD_NOT_FOUND = -32601
@@ -70,16 +72,6 @@ class _Retryable(Exception):
     def __init__(self, error: BitcoinRpcError):
         super().__init__(error.message)
         self.error = error
-
-
-def strip_credentials(url: str) -> str:
-    """``url`` without user:password, for logs and evidence ``source``."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", "", ""))
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -137,7 +129,7 @@ class BitcoinRpcClient:
         self._host = parts.hostname
         self._port = port
         self._path = parts.path or "/"
-        self.source = strip_credentials(url)
+        self.source = urls.endpoint(url, mask_keys=False, empty_path="/")
         self._cookie_file = Path(cookie_file).expanduser() if cookie_file is not None else None
         self._static_auth = None if self._cookie_file else self._basic(f"{user}:{password}")
         self._cookie_auth: str | None = None
@@ -145,6 +137,8 @@ class BitcoinRpcClient:
         self.retries = retries
         self.backoff_s = float(backoff_s)
         self.max_total_s = float(max_total_s)
+        self.policy = RetryPolicy(request_timeout_s=self.timeout_s, retries=retries, backoff_s=self.backoff_s,
+                                  max_total_s=self.max_total_s)
         self._ids = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -162,24 +156,27 @@ class BitcoinRpcClient:
         """
         per_request = self.timeout_s if timeout_s is None else float(timeout_s)
         deadline = time.monotonic() + max(self.max_total_s, per_request)
-        failures = 0
-        while True:
-            try:
-                return self._attempt(method, list(params), per_request, deadline)
-            except _Retryable as r:
-                failures += 1
-                delay = self.backoff_s * (2 ** (failures - 1))
-                err = r.error
-                if failures > self.retries or time.monotonic() + delay >= deadline:
-                    raise BitcoinRpcError(
-                        err.reason,
-                        f"{err.message} (gave up after {failures} attempt{'s' if failures != 1 else ''})",
-                        method=err.method,
-                        code=err.code,
-                        rpc_message=err.rpc_message,
-                        http_status=err.http_status,
-                    ) from None
-                time.sleep(delay)
+
+        def give_up(r: Exception, stop: retry.Stop) -> NoReturn:
+            assert isinstance(r, _Retryable)
+            err, n = r.error, stop.attempts
+            raise BitcoinRpcError(
+                err.reason,
+                f"{err.message} (gave up after {n} attempt{'s' if n != 1 else ''})",
+                method=err.method,
+                code=err.code,
+                rpc_message=err.rpc_message,
+                http_status=err.http_status,
+            ) from None
+
+        return retry.call(
+            lambda: self._attempt(method, list(params), per_request, deadline),
+            self.policy,
+            transient=lambda _: True,  # only what _attempt wraps in _Retryable
+            errors=(_Retryable,),
+            give_up=give_up,
+            remaining=lambda: deadline - time.monotonic(),
+        )
 
     # ------------------------------------------------------------------ internals
 

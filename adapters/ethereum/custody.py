@@ -27,11 +27,11 @@ from adapters.ethereum.rpc import (
     Budget,
     EvmRpc,
     PinnedBlock,
-    RetryPolicy,
     call_view,
     has_code,
     require_aware,
 )
+from adapters.retry import RetryPolicy
 from rules.errors import EvidenceError, InputError
 
 NATIVE_DECIMALS = 18
@@ -68,7 +68,8 @@ class EthereumCustodyReader:
     ):
         if isinstance(max_reorg_retries, bool) or not isinstance(max_reorg_retries, int) or max_reorg_retries < 0:
             raise InputError(f"must be a non-negative integer, got {max_reorg_retries!r}", "max_reorg_retries")
-        policy = RetryPolicy(request_timeout_s, retries, backoff_s, max_total_s)
+        policy = RetryPolicy(request_timeout_s=request_timeout_s, retries=retries, backoff_s=backoff_s,
+                             max_total_s=max_total_s)
         self.rpc = EvmRpc(rpc_url, expected_chain_id, policy, provider=provider, sleep=sleep)
         self.max_reorg_retries = max_reorg_retries
 

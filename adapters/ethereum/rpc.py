@@ -1,9 +1,9 @@
 """JSON-RPC transport shared by the Ethereum custody reader and the Chainlink price source.
 
 One job: turn "ask an EVM node something" into either an answer or an ``EvidenceError`` with a
-stable reason. It owns the retry policy (bounded in count *and* in total time, exponential
-backoff), the chain-id check, block-selector resolution and URL redaction. It decides nothing
-about eligibility.
+stable reason: which failures are worth a retry (``adapters.retry`` bounds them in count *and* in
+total time, exponential backoff), the chain-id check and block-selector resolution. The node's URL is
+shown redacted (``adapters.urls.endpoint``). It decides nothing about eligibility.
 
 web3.py's own retry layer is switched off (``exception_retry_configuration=None``) and the
 default middleware is dropped, so that every request a reader makes is one we can see, count
@@ -17,8 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable, NoReturn, TypeVar
 
 import requests
 from eth_abi import encode as abi_encode
@@ -32,6 +31,8 @@ from web3.exceptions import (
 )
 from web3.providers import BaseProvider, HTTPProvider
 
+from adapters import retry, urls
+from adapters.retry import RetryPolicy
 from rules.errors import EvidenceError, InputError
 
 T = TypeVar("T")
@@ -42,59 +43,18 @@ _TRANSIENT_HTTP = {408, 425, 429}
 _PERMANENT_RPC = {-32600, -32601, -32602}
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounds for talking to one node.
-
-    ``retries`` is the number of *extra* attempts per request after the first. ``max_total_s``
-    bounds the whole operation (a full verification or price read), across all its requests: no
-    retry starts once it is spent. A single request can still take up to ``request_timeout_s``,
-    so the worst case is about ``max_total_s + request_timeout_s``.
-    """
-
-    request_timeout_s: float = 10.0
-    retries: int = 3
-    backoff_s: float = 0.25
-    max_total_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.request_timeout_s <= 0 or self.max_total_s <= 0:
-            raise InputError("request_timeout_s and max_total_s must be positive", "RetryPolicy")
-        if self.retries < 0 or self.backoff_s < 0:
-            raise InputError("retries and backoff_s must not be negative", "RetryPolicy")
-
-
 class Budget:
     """Time and attempt accounting for one operation (one ``verify`` or one ``read``)."""
 
     def __init__(self, policy: RetryPolicy, clock: Callable[[], float]):
         self._clock = clock
-        self.deadline = clock() + policy.max_total_s
+        self.deadline = clock() + (policy.max_total_s if policy.max_total_s is not None else float("inf"))
         self.requests = 0
         self.retries = 0
         self.chain_checked = False
 
     def remaining(self) -> float:
         return self.deadline - self._clock()
-
-
-_SECRET_SEGMENT = re.compile(r"^[A-Za-z0-9_\-]{20,}$")
-
-
-def redact_url(url: str) -> str:
-    """The RPC URL without credentials, safe to store as evidence ``source``.
-
-    Drops user:password, the query string and fragment, and masks any path segment that looks
-    like an API key (20+ URL-safe characters, as Infura's ``/v3/<key>`` or Alchemy's
-    ``/v2/<key>``).
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    path = "/".join("***" if _SECRET_SEGMENT.match(seg) else seg for seg in parts.path.split("/"))
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
 def _classify(exc: BaseException) -> tuple[str, bool, str]:
@@ -105,8 +65,8 @@ def _classify(exc: BaseException) -> tuple[str, bool, str]:
         return "node_unreachable", True, f"cannot connect to the node ({type(exc).__name__})"
     if isinstance(exc, requests.exceptions.HTTPError):
         status = exc.response.status_code if exc.response is not None else None
-        retry = status is None or status >= 500 or status in _TRANSIENT_HTTP
-        return "http_error", retry, f"the node answered HTTP {status}"
+        again = status is None or status >= 500 or status in _TRANSIENT_HTTP
+        return "http_error", again, f"the node answered HTTP {status}"
     if isinstance(exc, Web3RPCError):
         err = (exc.rpc_response or {}).get("error") or {}
         code = err.get("code") if isinstance(err, dict) else None
@@ -144,7 +104,7 @@ class EvmRpc:
             raise InputError(f"must be a positive integer, got {expected_chain_id!r}", "expected_chain_id")
         self.policy = policy or RetryPolicy()
         self.expected_chain_id = expected_chain_id
-        self.source = redact_url(rpc_url)
+        self.source = urls.endpoint(rpc_url)
         if provider is None:
             provider = HTTPProvider(
                 rpc_url,
@@ -164,28 +124,31 @@ class EvmRpc:
         ``ContractLogicError`` / ``BadFunctionCallOutput`` (a revert, or no such function) are
         answers, not transport failures: they are re-raised at once for the caller to judge.
         """
-        attempt = 0
-        while True:
-            attempt += 1
+        def attempt() -> T:
             budget.requests += 1
-            try:
-                return fn()
-            except (ContractLogicError, BadFunctionCallOutput, BlockNotFound):
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified below, unknown ones re-raised
-                reason, retryable, words = _classify(exc)
-                delay = self.policy.backoff_s * (2 ** (attempt - 1))
-                out_of_time = budget.remaining() <= delay
-                if not retryable or attempt > self.policy.retries or out_of_time:
-                    why = (
-                        "not retried"
-                        if not retryable
-                        else f"gave up after {attempt} attempt{'s' if attempt != 1 else ''}"
-                        + (" (time budget spent)" if out_of_time and attempt <= self.policy.retries else "")
-                    )
-                    raise EvidenceError(reason, f"{what} at {self.source}: {words}; {why}") from exc
-                budget.retries += 1
-                self._sleep(delay)
+            return fn()
+
+        def transient(exc: Exception) -> bool:
+            if isinstance(exc, (ContractLogicError, BadFunctionCallOutput, BlockNotFound)):
+                raise exc  # an answer, not a transport failure
+            return _classify(exc)[1]  # unknown exceptions (programming errors) are re-raised there
+
+        def give_up(exc: Exception, stop: retry.Stop) -> NoReturn:
+            reason, retryable, words = _classify(exc)
+            n, retries = stop.attempts, self.policy.retries
+            why = (
+                "not retried"
+                if not retryable
+                else f"gave up after {n} attempt{'s' if n != 1 else ''}"
+                + (" (time budget spent)" if stop.out_of_time and (retries is None or n <= retries) else "")
+            )
+            raise EvidenceError(reason, f"{what} at {self.source}: {words}; {why}") from exc
+
+        def count_retry() -> None:
+            budget.retries += 1
+
+        return retry.call(attempt, self.policy, transient=transient, give_up=give_up, remaining=budget.remaining,
+                          sleep=self._sleep, on_retry=count_retry)
 
     def check_chain(self, budget: Budget) -> int:
         """The node's chain id, which must equal the expected one (``wrong_chain`` otherwise)."""
@@ -339,10 +302,8 @@ __all__ = [
     "Budget",
     "EvmRpc",
     "PinnedBlock",
-    "RetryPolicy",
     "call_view",
     "has_code",
     "selector",
-    "redact_url",
     "require_aware",
 ]

@@ -11,7 +11,8 @@ which share one database so that a ledger credit and its decision-log entry comm
   advisory lock per name in ``locks`` (sorted, so two writers never wait on each other in a cycle);
   ``lock(name)`` takes one more inside the transaction. Nested ``transaction()`` calls join the outer one,
   so a caller can wrap several writers' work (ledger rows + decision-log entries) in one commit.
-- Errors of either driver become ``StorageError`` (exit 5) with the target named (password hidden).
+- Errors of either driver become ``StorageError`` (exit 5) with the target named (password hidden:
+  ``adapters.urls.database``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
+from adapters import retry, urls
 from rules.errors import InputError, StorageError
 
 BUSY_DEADLINE_S = 120.0
+# SQLite's write lock: BEGIN IMMEDIATE again every 10 ms while another writer holds it, for up to 2 minutes
+# (each attempt itself waits up to the connection's busy_timeout).
+BUSY_RETRY = retry.RetryPolicy(request_timeout_s=BUSY_DEADLINE_S, retries=None, backoff_s=0.01,
+                               max_total_s=BUSY_DEADLINE_S, factor=1.0)
 PAGE_SIZE = 65536
 CACHE_KIB = 8192  # page cache per connection (a chunk of 500 decision-log entries is about 1.3 MB)
 _PG = re.compile(r"^postgres(?:ql)?:/+", re.IGNORECASE)
@@ -43,11 +49,6 @@ def normalise_target(target: str | Path) -> str:
 
 def is_postgres(target: str | Path) -> bool:
     return bool(_PG.match(str(target).strip()))
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def lock_key(name: str) -> int:
@@ -166,14 +167,13 @@ class SqliteDatabase(Database):
 
     def _begin(self, locks: Sequence[str]) -> None:
         deadline = time.monotonic() + BUSY_DEADLINE_S
-        while True:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                    raise StorageError(f"{self.where}: cannot lock the database: {e}") from None
-                time.sleep(0.01)
+
+        def give_up(e: Exception, _: retry.Stop) -> NoReturn:
+            raise StorageError(f"{self.where}: cannot lock the database: {e}") from None
+
+        retry.call(lambda: self.db.execute("BEGIN IMMEDIATE"), BUSY_RETRY, errors=(sqlite3.OperationalError,),
+                   transient=lambda e: "locked" in str(e) or "busy" in str(e), give_up=give_up,
+                   remaining=lambda: deadline - time.monotonic())
 
 
 class PostgresDatabase(Database):
@@ -182,7 +182,7 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, timeout_s: float = 60.0):
         super().__init__()
         self.url = url
-        self.where = redact(url)
+        self.where = urls.database(url)
         try:
             import psycopg
         except ImportError:  # pragma: no cover - a dependency of the package

@@ -11,7 +11,8 @@ import pytest
 
 from rules.evidence import CustodyEvidence
 from rules.ledger.store import LedgerStore
-from adapters.storage.sql import SqliteDatabase, is_postgres, lock_key, normalise_target, open_database, redact
+from adapters.storage.sql import SqliteDatabase, is_postgres, lock_key, normalise_target, open_database
+from adapters.urls import database as redact
 from rules.errors import EvidenceError, InputError, StorageError
 from rules.ledger.book import CreditRequest, check_key, per_address_balances
 from rules.ledger.weekly_report import holdings_csv, parse_week, weekly

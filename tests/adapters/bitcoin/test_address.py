@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.bitcoin.address import (
-    NETWORKS,
+from adapters.bitcoin.address import (  # every network addresses are decoded for, the test stand-in too
+    KNOWN_NETWORKS as NETWORKS,
     _bech32_decode,
     decode_address,
     encode_base58check,
@@ -15,6 +17,9 @@ from adapters.bitcoin.address import (
     networks_of,
     validate_address,
 )
+from adapters.bitcoin.address import NETWORKS as PRODUCTION_NETWORKS, TEST_NETWORKS
+from adapters.bitcoin.custody import BitcoinCustodyReader, BitcoinRpcClient
+from adapters.custody import CustodyVerifier
 from rules.errors import EvidenceError, InputError
 
 # --- BIP-350 "valid segwit addresses" with the scriptPubKey each translates to --------------------
@@ -248,3 +253,39 @@ def test_valid_elsewhere_means_wrong_network_not_invalid(a: tuple[str, str, str,
         with pytest.raises(EvidenceError) as e:
             validate_address(address, other)
         assert e.value.reason == "wrong_network"
+
+
+# --- the test stand-in network is opt-in -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Asset:
+    """A registry entry as the adapters read it (``adapters.custody.RegistryAsset``)."""
+
+    symbol: str = "BTC"
+    chain: str = "bitcoin"
+    network: str = "regtest"
+    contract: str | None = None
+    decimals: int = 8
+    restrictions: dict[str, str] = field(default_factory=dict)
+
+
+def test_the_litecoin_stand_in_is_a_test_network_not_a_bitcoin_one() -> None:
+    assert "litecoin-regtest" in TEST_NETWORKS and "litecoin-regtest" not in PRODUCTION_NETWORKS
+    client = BitcoinRpcClient("http://127.0.0.1:9/", user="u", password="p", retries=0)
+    with pytest.raises(InputError) as e:
+        BitcoinCustodyReader(client, "litecoin-regtest")
+    assert "allow_test_networks" in e.value.message
+    assert BitcoinCustodyReader(client, "litecoin-regtest", allow_test_networks=True).params.hrp == "rltc"
+
+
+def test_the_verifier_uses_the_stand_in_only_when_settings_allow_it() -> None:
+    node = {"rpc_url": "http://127.0.0.1:9/", "user": "u", "password": "p", "retries": 0, "timeout_s": 1}
+    address = "mqeebgsYb7dyoeJrCdCyv4KYmbaxmCQPpg"
+    with pytest.raises(InputError) as e:
+        CustodyVerifier(bitcoin={**node, "network": "litecoin-regtest"}).verify(_Asset(), [address])
+    assert e.value.where == "bitcoin.network" and "allow_test_networks = true" in e.value.message
+    allowed = CustodyVerifier(bitcoin={**node, "network": "litecoin-regtest", "allow_test_networks": True})
+    with pytest.raises(EvidenceError) as ev:  # configured: now it asks the node (there is none on port 9)
+        allowed.verify(_Asset(), [address])
+    assert ev.value.reason == "node_unreachable"

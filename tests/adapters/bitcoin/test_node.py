@@ -35,7 +35,7 @@ def custody_addresses(node: LitecoinNode, *types: str) -> list[str]:
 
 
 def reader(node: LitecoinNode, **kw: object) -> BitcoinCustodyReader:
-    return BitcoinCustodyReader(node.client(), NETWORK, **kw)  # type: ignore[arg-type]
+    return BitcoinCustodyReader(node.client(), NETWORK, allow_test_networks=True, **kw)  # type: ignore[arg-type]
 
 
 def sat(amount: str | Decimal) -> int:
@@ -126,11 +126,12 @@ def test_reader_for_another_chain_is_refused_by_the_node(litecoin: LitecoinNode,
 def test_user_password_auth_and_credentials_never_in_source(litecoin: LitecoinNode, miner: str) -> None:  # noqa: F811
     (a,) = custody_addresses(litecoin, "bech32")
     client = BitcoinRpcClient(litecoin.url, user=litecoin.rpc_user, password=litecoin.rpc_password)
-    ev = BitcoinCustodyReader(client, NETWORK).verify([a], min_confirmations=1)
+    ev = BitcoinCustodyReader(client, NETWORK, allow_test_networks=True).verify([a], min_confirmations=1)
     assert ev.source == litecoin.url
 
     in_url = litecoin.url.replace("http://", f"http://{litecoin.rpc_user}:{litecoin.rpc_password}@")
-    ev = BitcoinCustodyReader(BitcoinRpcClient(in_url), NETWORK).verify([a], min_confirmations=1)
+    in_url_reader = BitcoinCustodyReader(BitcoinRpcClient(in_url), NETWORK, allow_test_networks=True)
+    ev = in_url_reader.verify([a], min_confirmations=1)
     assert ev.source == litecoin.url
     assert litecoin.rpc_password not in repr(ev.to_json())
 
@@ -138,7 +139,7 @@ def test_user_password_auth_and_credentials_never_in_source(litecoin: LitecoinNo
 def test_wrong_password_is_unauthorized(litecoin: LitecoinNode, miner: str) -> None:  # noqa: F811
     client = BitcoinRpcClient(litecoin.url, user=litecoin.rpc_user, password="wrong", retries=3)
     with pytest.raises(EvidenceError) as e:
-        BitcoinCustodyReader(client, NETWORK).verify(["mqeebgsYb7dyoeJrCdCyv4KYmbaxmCQPpg"])
+        BitcoinCustodyReader(client, NETWORK, allow_test_networks=True).verify(["mqeebgsYb7dyoeJrCdCyv4KYmbaxmCQPpg"])
     assert e.value.reason == "unauthorized"
     assert "wrong" not in e.value.message
 

@@ -9,7 +9,9 @@ import requests
 from web3.providers import BaseProvider
 
 from adapters.ethereum.custody import EthereumCustodyReader
-from adapters.ethereum.rpc import BlockSelector, EvmRpc, RetryPolicy, redact_url
+from adapters.ethereum.rpc import BlockSelector, EvmRpc
+from adapters.retry import RetryPolicy
+from adapters.urls import endpoint as redact_url
 from rules.errors import EvidenceError, InputError
 
 
