@@ -5,6 +5,10 @@ cycles; the cyclic collector would still walk all of them again and again while 
 oldest generation is collected every time it grows by a quarter), which measured as about half the
 time of a 20,000-decision batch. Reference counting frees everything as usual; cycles created in the
 meantime, if any, are collected once the last batch in the process ends.
+
+The switch is process-wide, so only the batch doors use it - ``rules.app.Dacp.evaluate`` and
+``evaluate_stream`` (the Python door) and ``dacp evaluate`` (the CLI's batch) - around a whole batch;
+library calls (``Engine.decide_many``, ``DecisionLog.append``) leave the collector as they find it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ form, one dict per rule::
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import orjson
 
@@ -72,6 +72,21 @@ def limit_threshold(lim: Limit) -> dict[str, str]:
                                      ("min_total_usd", lim.min_total_usd)) if v is not None}
 
 
+class RuleStatics(NamedTuple):
+    """What every trace entry of one rule shares."""
+
+    description: str
+    policy: dict[str, Any] | None  # where the rule is written: {"file", "line"}
+    threshold: Any  # the rule's own threshold (public form)
+
+
+class _Decoding(NamedTuple):
+    rule: str
+    description: str
+    policy: dict[str, Any] | None
+    threshold: Any
+
+
 class Statics:
     """What every decision under one bundle shares, per rule: id, description, policy location and
     the rule's own threshold; and the compact reference of each rule."""
@@ -80,10 +95,10 @@ class Statics:
         self.bundle_hash = bundle.hash
         self.rules: tuple[str, ...] = tuple(sorted(bundle.rule_ids()))
         self.ref: dict[str, int | str] = {r: i for i, r in enumerate(self.rules)}
-        by: dict[str, tuple[str, dict[str, Any] | None, Any]] = {}
+        by: dict[str, RuleStatics] = {}
 
         def put(rule: str, description: str, src: Src | None, threshold: Any = None) -> None:
-            by[rule] = (description, src.to_json() if src else None, threshold)
+            by[rule] = RuleStatics(description, src.to_json() if src else None, threshold)
 
         put(IN_FORCE[0], IN_FORCE[1], bundle.programme_src,
             {"from": iso(bundle.dated.effective_from), "to": iso(bundle.dated.effective_to)})
@@ -106,9 +121,9 @@ class Statics:
         self.limits = frozenset(lim.id for lim in bundle.limits)
         self.by_rule = by
         # Decoding: a bundle rule by its position or by its id (either form reads back).
-        self._decode: dict[int | str, tuple[str, str, dict[str, Any] | None, Any]] = {}
-        for rule, (description, policy, threshold) in by.items():
-            entry = (rule, description, policy, threshold)
+        self._decode: dict[int | str, _Decoding] = {}
+        for rule, statics in by.items():
+            entry = _Decoding(rule, *statics)
             self._decode[rule] = entry
             if rule in self.ref:
                 self._decode[self.ref[rule]] = entry
@@ -117,7 +132,7 @@ class Statics:
         self._json: dict[Any, bytes] = {}
 
     def threshold(self, rule: str) -> Any:
-        return self.by_rule[rule][2]
+        return self.by_rule[rule].threshold
 
     def item(self, rule: str, outcome: str, observed: Any = MISSING, threshold: Any = STATIC,
              extra: dict[str, Any] | None = None) -> tuple:

@@ -29,7 +29,7 @@ of one class have the same outcomes in both evaluators.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from rules.engine.compiler import QID, CompiledBundle, Cond
 from rules.engine.evaluators.python import build  # the evaluator's own semantics for one atom (fold)
@@ -187,6 +187,18 @@ def _one_value(want: type, pos: int, kinds: int) -> bool:
     return pos % 2 == 1  # an int equal to a constant; the other kinds are ranges
 
 
+class FactKinds(NamedTuple):
+    """How ``PlanClasses.of`` finds one fact's merged kind."""
+
+    key: str
+    want: type  # the fact's type: bool, int or str
+    table: dict[Any, int] | None  # a word or a flag -> its merged kind (None for an int fact)
+    other: int | None  # the merged kind of every word no rule names (a str fact)
+    points: tuple[int, ...]  # an int fact: the constants its rules compare it with, sorted
+    merged: tuple[int, ...]  # an int fact: its kind (position among the points) -> merged kind
+    missing: int  # the merged kind of a missing fact
+
+
 class PlanClasses:
     """The class function for the decisions of one plan (one asset on one day).
 
@@ -209,7 +221,7 @@ class PlanClasses:
                 if passes not in (TRUE, FALSE):
                     rules.append(passes)
         consts = constants_of(rules)
-        fast: list[tuple] = []  # per fact: key, type, word/flag table, other word's kind, int constants, kinds, missing
+        fast: list[FactKinds] = []
         self._single: list[frozenset[int]] = []  # per fact: the classes only one value can be in
         for key in sorted(consts):
             want = _KEY_TYPES[key]
@@ -233,10 +245,10 @@ class PlanClasses:
             self._single.append(frozenset(c for c, m in members.items() if len(m) == 1 and _one_value(want, m[0][0], len(reps))))
             # What ``of`` runs: a word or a flag straight to its merged kind; an int through its constants.
             if want is int:
-                fast.append((key, int, None, None, tuple(sorted(values)), tuple(merged), missing))
+                fast.append(FactKinds(key, int, None, None, tuple(sorted(values)), tuple(merged), missing))
             else:
                 table = {rep: merged[kind(rep)] for rep in reps[:-1 if want is str else None]}
-                fast.append((key, want, table, merged[kind(reps[-1])] if want is str else None, (), (), missing))
+                fast.append(FactKinds(key, want, table, merged[kind(reps[-1])] if want is str else None, (), (), missing))
         self._fast = tuple(fast)
         self.tag = tag
         self.keys = tuple(f[0] for f in fast)
