@@ -12,7 +12,8 @@ import pytest
 from rules.cli.run import main
 from rules.engine.decide import Engine
 from rules.audit.log import DecisionLog
-from rules.lifecycle.diff import diff_bundles, portfolio_impact, read_portfolio
+from rules.lifecycle.diff import diff_bundles
+from rules.lifecycle.portfolio_impact import portfolio_impact, read_portfolio
 from rules.errors import InputError
 from rules.policy.loader import load_bundle
 from tests.support import ROOT
