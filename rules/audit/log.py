@@ -43,8 +43,8 @@ import orjson
 
 from adapters.storage.sql import Database, open_database
 from rules.errors import InputError, StorageError
-from rules.policy.model import Bundle
 from rules.policy.loader import load_bundle_from_sources
+from rules.policy.model import Bundle
 from rules.values import now_utc, utc_text
 
 GENESIS = "0" * 64
@@ -198,7 +198,7 @@ class DecisionLog:
                 if exists is None:
                     self.db.script(_PG_DDL)
             else:
-                self.db.script(_split(_DDL))
+                self.db.script(_ddl_statements(_DDL))
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -370,7 +370,7 @@ class DecisionLog:
         return VerifyResult(True, len(rows), prev)
 
 
-def _split(ddl: str) -> list[str]:
+def _ddl_statements(ddl: str) -> list[str]:
     """Statements of the DDL (triggers contain ';' inside BEGIN ... END)."""
     out, buf = [], []
     for line in ddl.strip().splitlines():

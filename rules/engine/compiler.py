@@ -48,11 +48,11 @@ def negate(c: Cond) -> Cond:
     return (_NEGATE[op],) + tuple(c[1:])
 
 
-def _any(conds: list[Cond]) -> Cond:
+def _any_of(conds: list[Cond]) -> Cond:
     return conds[0] if len(conds) == 1 else ("or", tuple(conds))
 
 
-def _all(conds: list[Cond]) -> Cond:
+def _all_of(conds: list[Cond]) -> Cond:
     conds = [c for c in conds if c != ("ex", QID)] or [("ex", QID)]
     return conds[0] if len(conds) == 1 else ("and", tuple(conds))
 
@@ -63,7 +63,7 @@ def applies_cond(a: AppliesTo) -> Cond:
     parts: list[Cond] = [("eq", FACTS["asset"].key, s) for s in sorted(a.assets)]
     parts += [("eq", FACTS["asset.class"].key, c) for c in sorted(a.classes)]
     parts += [("eq", FACTS["asset.chain"].key, c) for c in sorted(a.chains)]
-    return _any(parts)
+    return _any_of(parts)
 
 
 def dated_cond(d: Dated) -> Cond:
@@ -72,7 +72,7 @@ def dated_cond(d: Dated) -> Cond:
         parts.append(("ge", DAY_KEY, day_number(d.effective_from)))
     if d.effective_to:
         parts.append(("lt", DAY_KEY, day_number(d.effective_to)))
-    return _all(parts)
+    return _all_of(parts)
 
 
 def check_cond(check: Check, bundle: Bundle) -> Cond:
@@ -80,20 +80,20 @@ def check_cond(check: Check, bundle: Bundle) -> Cond:
     if check.op == "equals":
         return ("eq", key, check.value)
     if check.op == "one_of":
-        return _any([("eq", key, v) for v in check.value])
+        return _any_of([("eq", key, v) for v in check.value])
     if check.op == "at_least":
         return ("ge", key, check.value)
     if check.op == "at_most":
         return ("le", key, check.value)
     if check.value == "participants":
-        return _any([_all([("eq", key, p.id), dated_cond(p.admitted)]) for p in bundle.participants])
+        return _any_of([_all_of([("eq", key, p.id), dated_cond(p.admitted)]) for p in bundle.participants])
     if check.value == "custodians":
         chain = FACTS["asset.chain"].key
-        return _any([_all([("eq", key, c.id), _any([("eq", chain, ch) for ch in sorted(c.chains)])])
+        return _any_of([_all_of([("eq", key, c.id), _any_of([("eq", chain, ch) for ch in sorted(c.chains)])])
                      for c in bundle.custodians])
     if check.value == "phase_assets":
         phase = FACTS["programme.phase"].key
-        return _any([_all([("eq", phase, p.id), applies_cond(p.eligible)]) for p in bundle.phases])
+        return _any_of([_all_of([("eq", phase, p.id), applies_cond(p.eligible)]) for p in bundle.phases])
     raise ValueError(f"unknown check {check}")  # pragma: no cover - the schema forbids it
 
 
@@ -129,7 +129,7 @@ class CompiledBundle:
         """The durable_rules ruleset definition (JSON-able data; actions are attached by the engine)."""
         out: dict[str, Any] = {}
         for r in self.rules if rules is None else rules:
-            out[r.pass_name] = {"all": [{"m": to_durable(guarded(_all([r.applies, r.passes])))}]}
+            out[r.pass_name] = {"all": [{"m": to_durable(guarded(_all_of([r.applies, r.passes])))}]}
             if r.applies != ("ex", QID):  # a rule that applies to everything is never 'not applicable'
                 out[r.na_name] = {"all": [{"m": to_durable(guarded(negate(r.applies)))}]}
         out["seen"] = {"all": [{"m": to_durable(("ex", QID))}]}
@@ -174,11 +174,11 @@ def compile_bundle(bundle: Bundle) -> CompiledBundle:
     rules: list[CompiledRule] = []
     for c in bundle.criteria:
         rules.append(CompiledRule(len(rules), c.id, "criterion", c.description, c.check,
-                                  _all([applies_cond(c.applies), dated_cond(c.dated)]), check_cond(c.check, bundle), c.src))
+                                  _all_of([applies_cond(c.applies), dated_cond(c.dated)]), check_cond(c.check, bundle), c.src))
     for h in bundle.haircuts:
         for a in h.add_ons:
             if a.when is not None:
                 rules.append(CompiledRule(len(rules), a.id, "add_on", a.description, a.when,
-                                          _all([applies_cond(h.applies), dated_cond(h.dated)]),
+                                          _all_of([applies_cond(h.applies), dated_cond(h.dated)]),
                                           check_cond(a.when, bundle), a.src))
     return CompiledBundle(bundle, tuple(rules), "dacp_" + bundle.hash[:32])

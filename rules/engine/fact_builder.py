@@ -11,28 +11,28 @@ from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Sequence
 
-from rules.evidence import CustodyEvidence, PriceEvidence
 from rules.engine.compiler import day_number
+from rules.engine.query import Query
+from rules.evidence import CustodyEvidence, PriceEvidence
 from rules.policy.facts import ALWAYS_PRESENT, DAY_KEY, FACTS
 from rules.policy.model import Asset, Bundle
-from rules.engine.query import Query
 
 
-def _k(name: str) -> str:
+def _key(name: str) -> str:
     return FACTS[name].key
 
 
 # The keys, once (normalize runs for every decision).
-K_ASSET, K_CLASS, K_CHAIN, K_PARTICIPANT, K_PHASE = (_k(n) for n in ALWAYS_PRESENT)
-K_COVERS = _k("custody.balance_covers_quantity")
-K_PRICE_AGE = _k("price.age_minutes")
-K_PEG = _k("stablecoin.peg_deviation_bps")
-K_ISSUER, K_ISSUER_OK, K_ATTESTATION_AGE = (_k(n) for n in (
+K_ASSET, K_CLASS, K_CHAIN, K_PARTICIPANT, K_PHASE = (_key(n) for n in ALWAYS_PRESENT)
+K_COVERS = _key("custody.balance_covers_quantity")
+K_PRICE_AGE = _key("price.age_minutes")
+K_PEG = _key("stablecoin.peg_deviation_bps")
+K_ISSUER, K_ISSUER_OK, K_ATTESTATION_AGE = (_key(n) for n in (
     "stablecoin.issuer", "stablecoin.issuer_matches_registry", "stablecoin.reserve_attestation_age_days"))
-K_NAV_AGE, K_ALLOWLISTED = _k("fund.nav_age_days"), _k("fund.holder_allowlisted")
-CUSTODY_FIELDS = tuple((f, _k("custody." + f)) for f in (
+K_NAV_AGE, K_ALLOWLISTED = _key("fund.nav_age_days"), _key("fund.holder_allowlisted")
+CUSTODY_FIELDS = tuple((f, _key("custody." + f)) for f in (
     "custodian", "segregated", "confirmations", "finality", "token_paused", "address_frozen", "holder_allowed"))
-FUND_FIELDS = tuple((f, _k("fund." + f)) for f in ("holder_allowlisted", "redemption_days", "wam_days"))
+FUND_FIELDS = tuple((f, _key("fund." + f)) for f in ("holder_allowlisted", "redemption_days", "wam_days"))
 FUND_CLASSES = frozenset(("tokenized_treasury_fund", "tokenized_money_market_fund"))
 MINUTE = timedelta(minutes=1)
 
@@ -101,20 +101,20 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
 
 def _apply_custody_evidence(facts: dict[str, Any], ev: CustodyEvidence, query: Query) -> None:
     """On-chain evidence is stronger than the query's claims: it replaces them."""
-    facts[_k("custody.balance_covers_quantity")] = ev.quantity >= query.quantity
+    facts[_key("custody.balance_covers_quantity")] = ev.quantity >= query.quantity
     if ev.chain == "bitcoin" and ev.confirmations is not None:
-        facts[_k("custody.confirmations")] = ev.confirmations
+        facts[_key("custody.confirmations")] = ev.confirmations
     if ev.chain == "ethereum":
         selector = str(ev.details.get("block_selector", ""))
-        facts[_k("custody.finality")] = selector if selector in ("finalized", "safe") else "latest"
+        facts[_key("custody.finality")] = selector if selector in ("finalized", "safe") else "latest"
         d = ev.details
         if d.get("paused") is not None:
-            facts[_k("custody.token_paused")] = bool(d["paused"])
-        elif _k("custody.token_paused") in facts:
-            del facts[_k("custody.token_paused")]  # the contract could not tell: unknown, not the claim
+            facts[_key("custody.token_paused")] = bool(d["paused"])
+        elif _key("custody.token_paused") in facts:
+            del facts[_key("custody.token_paused")]  # the contract could not tell: unknown, not the claim
         if d.get("frozen_addresses") is not None:
-            facts[_k("custody.address_frozen")] = bool(d["frozen_addresses"])
+            facts[_key("custody.address_frozen")] = bool(d["frozen_addresses"])
         if d.get("not_allowed_addresses") is not None:
             allowed = not d["not_allowed_addresses"]
-            facts[_k("custody.holder_allowed")] = allowed
-            facts[_k("fund.holder_allowlisted")] = allowed
+            facts[_key("custody.holder_allowed")] = allowed
+            facts[_key("fund.holder_allowlisted")] = allowed

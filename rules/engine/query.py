@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from rules.errors import InputError
 from rules.engine.query_fastcheck import certainly_valid
+from rules.errors import InputError
 from rules.policy.schema_check import describe, validator
 from rules.policy.yaml_reader import MAX_DEPTH, load_yaml_text, too_deep
 from rules.values import parse_utc_text, utc_text

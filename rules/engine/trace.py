@@ -35,6 +35,7 @@ import orjson
 
 from rules.policy.model import Bundle, Check, Limit, Src
 from rules.policy.reserved import ENGINE_RULES, IN_FORCE, REGISTERED, SCHEDULE, VERIFIED
+from rules.values import decimal_text
 
 CODE = {"pass": "p", "fail": "f", "not_applicable": "n", "applied": "a"}
 OUTCOME = {v: k for k, v in CODE.items()}
@@ -46,16 +47,17 @@ Item = Sequence[Any]  # a compact trace entry
 _CONTAINERS = (dict, list)
 
 
-def _same(v: Any) -> Any:
+def _as_is(v: Any) -> Any:
     return v
 
 
 def plain(d: Decimal | int) -> str:
-    """A Decimal as a plain string without exponent (policy numbers may be int)."""
+    """A Decimal (or a policy's int) as plain text without exponent: ``rules.values.decimal_text``, the
+    same text, in the form the hot path can afford (a decision prints a dozen of them)."""
     if type(d) is not Decimal:  # format(1000000, "f") would be '1000000.000000'
         d = Decimal(d)
     t = str(d)  # the same digits as format(d, "f") unless it chose an exponent; 3x cheaper
-    return format(d, "f") if "E" in t else t
+    return decimal_text(d) if "E" in t else t
 
 
 def iso(d: Any) -> str | None:
@@ -168,7 +170,7 @@ class Statics:
         rule, description, policy, threshold = known
         n = len(item)
         outcome = OUTCOME.get(item[1], item[1])
-        copy = copy_json if fresh else _same
+        copy = copy_json if fresh else _as_is
         if n > 2 and type(item[2]) is list and rule in self.limits:  # a limit in force: its own layout
             observed: Any = dict(zip(LIMIT_OBSERVED, item[2], strict=True))
             extra: Any = {"counted_usd": item[3] if n > 3 else None}
