@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from durable import engine as _engine
 
@@ -56,7 +56,7 @@ def _host() -> _QuietHost:
         return _HOST
 
 
-def _make_action(rule_name: str):
+def _make_action(rule_name: str) -> Callable[[Any], None]:
     def action(c: Any) -> None:
         sid = None
         try:
