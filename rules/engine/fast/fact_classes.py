@@ -20,7 +20,7 @@ custodians approved for the asset's chain are one class, the admitted FCMs anoth
 within the limit a third. Syntactically equal formulas give equal outcomes whatever the other facts
 are, so merging never changes an outcome.
 
-``Engine.criteria`` evaluates the first fact dict of each class and reuses the outcomes for the rest
+``rules.engine.criteria`` evaluates the first fact dict of each class and reuses the outcomes for the rest
 (the observed values in the trace are always the decision's own), and checks the evaluator's outcomes
 against the plan's applicability on every new class. ``tests/engine/fast/test_fact_classes.py`` checks that facts
 of one class have the same outcomes in both evaluators.
