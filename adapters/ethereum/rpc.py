@@ -34,6 +34,7 @@ from web3.providers import BaseProvider, HTTPProvider
 from adapters import retry, urls
 from adapters.retry import RetryPolicy
 from rules.errors import EvidenceError, InputError
+from rules.values import now_utc
 
 T = TypeVar("T")
 
@@ -252,7 +253,7 @@ class BlockSelector:
 def require_aware(now: datetime | None, where: str = "now") -> datetime:
     """``now`` as an aware UTC datetime (the current time if None)."""
     if now is None:
-        return datetime.now(timezone.utc)
+        return now_utc()
     if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
         raise InputError("must be a timezone-aware datetime", where)
     return now.astimezone(timezone.utc)

@@ -10,10 +10,12 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from rules.values import now_utc, utc_text
 
 USDC_MAINNET = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 
@@ -35,16 +37,16 @@ def write_policies(root: Path, dest: Path, usdc_contract: str) -> Path:
 
 
 def write_prices(path: Path, prices: dict[str, str] | None = None, at: datetime | None = None) -> Path:
-    at = at or datetime.now(timezone.utc) - timedelta(minutes=1)
+    at = at or now_utc() - timedelta(minutes=1)
     prices = prices or {"USDC": "0.9999", "ETH": "3100.25", "BTC": "91250.00"}
-    stamp = at.isoformat().replace("+00:00", "Z")
+    stamp = utc_text(at)
     path.write_text("".join(f'{a}: {{price_usd: "{p}", updated_at: "{stamp}", source: "test desk"}}\n'
                             for a, p in prices.items()))
     return path
 
 
 def usdc_evidence(at: datetime | None = None) -> dict[str, Any]:
-    day = ((at or datetime.now(timezone.utc)) - timedelta(days=3)).date().isoformat()
+    day = ((at or now_utc()) - timedelta(days=3)).date().isoformat()
     return {"stablecoin": {"issuer": "Circle Internet Financial", "reserve_attestation_date": day}}
 
 
