@@ -34,7 +34,8 @@ class CriterionSlot(NamedTuple):
 
 
 class Varying(NamedTuple):
-    """A criterion's trace entry whose observed value other decisions of the class may differ in."""
+    """A criterion's trace entry whose observed value other decisions of the class may differ in (kept
+    as an exact tuple: see ``rules.engine.fast.plans``)."""
 
     pos: int  # its position among the criteria's entries
     ref: int | str
@@ -43,9 +44,11 @@ class Varying(NamedTuple):
 
 
 class ClassOutcomes(NamedTuple):
+    """What a class of facts decides (kept as an exact tuple: see ``rules.engine.fast.plans``)."""
+
     outcomes: dict[int, str]  # by compiled rule index
     template: tuple[Item, ...]  # the criteria's trace entries for the class's first facts
-    varying: tuple[Varying, ...]
+    varying: tuple[tuple, ...]  # Varyings
     failed: tuple[str, ...]  # ids of the criteria that failed
 
 
@@ -63,7 +66,7 @@ class Criteria:
         ref = statics.ref
         self._slots = tuple(CriterionSlot(r.index, ref[r.id], FACTS[r.check.fact].key)
                             for r in compiled.rules if r.kind == "criterion")
-        self._by_class: dict[tuple, ClassOutcomes] = {}
+        self._by_class: dict[tuple, tuple] = {}  # class -> ClassOutcomes
         # classes remembered: each holds an outcome per compiled rule, so fewer for a large bundle (~64 MB)
         self._class_limit = max(256, min(4 * MEMO_SIZE, 500_000 // max(1, len(compiled.rules))))
 
@@ -85,8 +88,8 @@ class Criteria:
             outcomes = self._evaluate(facts)
             if classes is not None:
                 self._check_applicability(plan, outcomes)
-            hit = self._by_class[cls] = ClassOutcomes(outcomes, *self._template(
-                facts, outcomes, classes.pinned(cls) if classes else set()))
+            hit = self._by_class[cls] = tuple(ClassOutcomes(outcomes, *self._template(
+                facts, outcomes, classes.pinned(cls) if classes else set())))
         outcomes, template, varying, failed = hit
         start = len(trace)
         trace.extend(template)
@@ -97,18 +100,18 @@ class Criteria:
         return outcomes, failed
 
     def _template(self, facts: dict[str, Any], outcomes: dict[int, str], pinned: set[str]
-                  ) -> tuple[tuple[Item, ...], tuple[Varying, ...], tuple[str, ...]]:
+                  ) -> tuple[tuple[Item, ...], tuple[tuple, ...], tuple[str, ...]]:
         """The criteria trace entries for ``facts``, which of them carry a value that other facts of
         the same class may differ in (all but ``pinned``), and the failed criteria."""
         items: list[Item] = []
-        varying: list[Varying] = []
+        varying: list[tuple] = []  # Varyings
         failed: list[str] = []
         for pos, (index, ref, key) in enumerate(self._slots):
             code = CODE[outcomes[index]]
             v = facts.get(key, _ABSENT)
             items.append((ref, code) if v is _ABSENT or (v == MISSING and type(v) is str) else (ref, code, v))
             if key not in pinned:
-                varying.append(Varying(pos, ref, code, key))
+                varying.append(tuple(Varying(pos, ref, code, key)))
             if code == "f":
                 failed.append(self.statics.rules[ref] if isinstance(ref, int) else ref)
         return tuple(items), tuple(varying), tuple(failed)

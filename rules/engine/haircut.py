@@ -24,7 +24,8 @@ _ABSENT = object()
 
 
 class FixedBase(NamedTuple):
-    """The base of a schedule by sources: the same for every decision of a plan."""
+    """The base of a schedule by sources: the same for every decision of a plan (kept as an exact tuple:
+    see ``rules.engine.fast.plans``)."""
 
     base: Decimal
     decided_by: str
@@ -33,7 +34,8 @@ class FixedBase(NamedTuple):
 
 
 class AddOnStep(NamedTuple):
-    """One add-on of the schedule in force, ready to apply."""
+    """One add-on of the schedule in force, ready to apply (kept as an exact tuple: see
+    ``rules.engine.fast.plans``)."""
 
     haircut: Decimal
     index: int | None  # its compiled rule (an add-on with ``when``: the evaluator decides it), else None
@@ -51,8 +53,8 @@ class HaircutPlan:
     statics: Statics
     schedule: HaircutSchedule | None
     others: tuple[Item, ...]  # trace entries of the schedules (and their add-ons) that do not apply
-    fixed_base: FixedBase | None  # for a schedule by sources
-    add_ons: tuple[AddOnStep, ...]
+    fixed_base: tuple | None  # a FixedBase, for a schedule by sources
+    add_ons: tuple[tuple, ...]  # AddOnSteps
     missing: Item | None  # the trace entry when no schedule applies
 
 
@@ -70,7 +72,7 @@ def haircut_plan(bundle: Bundle, asset: Asset, day: date, st: Statics,
             others.append(st.item(h.id, "not_applicable", None))
             others.extend(st.item(a.id, "not_applicable", None, None) for a in h.add_ons)
     fixed = None
-    add_ons: list[AddOnStep] = []
+    add_ons: list[tuple] = []
     missing = None
     if sched is None:
         missing = st.item(SCHEDULE[0], "fail", asset.symbol, None,
@@ -81,17 +83,18 @@ def haircut_plan(bundle: Bundle, asset: Asset, day: date, st: Statics,
             components = [{"rule": s.id, "kind": "source", "haircut": plain(s.haircut), "source": s.source,
                            "decisive": s is top} for s in sched.sources]
             base, decided_by = _floor(sched, top.haircut, top.id, components)
-            fixed = FixedBase(base, decided_by, tuple(components),
-                              st.item(sched.id, "applied", {s.id: plain(s.haircut) for s in sched.sources},
-                                      {"base": plain(base), "decided_by": decided_by}))
+            fixed = tuple(FixedBase(base, decided_by, tuple(components),
+                                    st.item(sched.id, "applied", {s.id: plain(s.haircut) for s in sched.sources},
+                                            {"base": plain(base), "decided_by": decided_by})))
         for a in sched.add_ons:
             shown = ({"rule": a.id, "kind": "add_on", "haircut": plain(a.haircut), "applied": False},
                      {"rule": a.id, "kind": "add_on", "haircut": plain(a.haircut), "applied": True})
             if a.when is not None:
                 rule = add_on_rules[a.id]
-                add_ons.append(AddOnStep(a.haircut, rule.index, st.ref[a.id], FACTS[rule.check.fact].key, None, shown))
+                step = AddOnStep(a.haircut, rule.index, st.ref[a.id], FACTS[rule.check.fact].key, None, shown)
             else:
-                add_ons.append(AddOnStep(a.haircut, None, st.ref[a.id], None, a.when_share_above, shown))
+                step = AddOnStep(a.haircut, None, st.ref[a.id], None, a.when_share_above, shown)
+            add_ons.append(tuple(step))
     return HaircutPlan(asset.symbol, st, sched, tuple(others), fixed, tuple(add_ons), missing)
 
 

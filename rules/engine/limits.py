@@ -14,12 +14,12 @@ from decimal import ROUND_DOWN, Decimal
 from typing import NamedTuple
 
 from rules.engine.money import ONE, ZERO, cents, share_text
-from rules.engine.trace import Item, Statics, plain
+from rules.engine.trace import Statics, plain
 from rules.policy.model import Asset, Bundle, Limit
 
 
 class LimitStep(NamedTuple):
-    """A limit in force for a plan's asset (a limit not in force is just its trace entry)."""
+    """A limit in force for a plan's asset (kept as an exact tuple: see ``rules.engine.fast.plans``)."""
 
     limit: Limit
     members: tuple[str, ...]  # the assets whose holdings count towards it
@@ -30,23 +30,23 @@ class LimitStep(NamedTuple):
     min_total: Decimal  # below this total the share limit does not bite
 
 
-def limit_plan(bundle: Bundle, asset: Asset, day: date, st: Statics) -> tuple[LimitStep | Item, ...]:
+def limit_plan(bundle: Bundle, asset: Asset, day: date, st: Statics) -> tuple[tuple, ...]:
     """Every limit of the bundle in order: a ``LimitStep`` when in force for ``asset`` on ``day``, else
-    its trace entry (not applicable)."""
-    steps: list[LimitStep | Item] = []
+    ``(None, its trace entry)`` (not applicable)."""
+    steps: list[tuple] = []
     for lim in bundle.limits:
         if not (lim.applies.matches(asset) and lim.dated.in_force(day)):
-            steps.append(st.item(lim.id, "not_applicable", None, None))
+            steps.append((None, st.item(lim.id, "not_applicable", None, None)))
             continue
         members = (asset.symbol,) if lim.scope == "asset" else tuple(
             s for s, a in bundle.assets.items() if lim.applies.matches(a))
         share = lim.max_share if lim.max_share is not None and lim.max_share < 1 else None
-        steps.append(LimitStep(lim, members, st.ref[lim.id], lim.max_value_usd, share,
-                               ONE - share if share is not None else None, lim.min_total_usd or ZERO))
+        steps.append(tuple(LimitStep(lim, members, st.ref[lim.id], lim.max_value_usd, share,
+                                     ONE - share if share is not None else None, lim.min_total_usd or ZERO)))
     return tuple(steps)
 
 
-def apply_limits(steps: tuple[LimitStep | Item, ...], trace: list, value: Decimal, by_asset: dict[str, Decimal],
+def apply_limits(steps: tuple[tuple, ...], trace: list, value: Decimal, by_asset: dict[str, Decimal],
                  total_before: Decimal, quantity: Decimal, quantum: Decimal, eligible: bool) -> tuple[str, str, str]:
     """Apply every limit in force to ``value`` (after haircut), tracing each; returns the counted
     quantity (rounded down to ``quantum``), the value excluded and the collateral value (to the cent,
@@ -55,8 +55,8 @@ def apply_limits(steps: tuple[LimitStep | Item, ...], trace: list, value: Decima
     requested = None
     everything = total_before + value
     for step in steps:
-        if type(step) is not LimitStep:
-            trace.append(step)  # not in force
+        if step[0] is None:
+            trace.append(step[1])  # not in force
             continue
         _, members, ref, max_value, share, rest, min_total = step
         if requested is None:

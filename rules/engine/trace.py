@@ -123,9 +123,9 @@ class Statics:
         self.limits = frozenset(lim.id for lim in bundle.limits)
         self.by_rule = by
         # Decoding: a bundle rule by its position or by its id (either form reads back).
-        self._decode: dict[int | str, _Decoding] = {}
+        self._decode: dict[int | str, tuple] = {}  # _Decodings
         for rule, statics in by.items():
-            entry = _Decoding(rule, *statics)
+            entry = tuple(_Decoding(rule, *statics))  # an exact tuple: unpacked per entry (rules.engine.fast.plans)
             self._decode[rule] = entry
             if rule in self.ref:
                 self._decode[self.ref[rule]] = entry

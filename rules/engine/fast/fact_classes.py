@@ -188,7 +188,8 @@ def _one_value(want: type, pos: int, kinds: int) -> bool:
 
 
 class FactKinds(NamedTuple):
-    """How ``PlanClasses.of`` finds one fact's merged kind."""
+    """How ``PlanClasses.of`` finds one fact's merged kind (kept as an exact tuple: see
+    ``rules.engine.fast.plans``)."""
 
     key: str
     want: type  # the fact's type: bool, int or str
@@ -221,7 +222,7 @@ class PlanClasses:
                 if passes not in (TRUE, FALSE):
                     rules.append(passes)
         consts = constants_of(rules)
-        fast: list[FactKinds] = []
+        fast: list[tuple] = []  # FactKinds
         self._single: list[frozenset[int]] = []  # per fact: the classes only one value can be in
         for key in sorted(consts):
             want = _KEY_TYPES[key]
@@ -245,10 +246,11 @@ class PlanClasses:
             self._single.append(frozenset(c for c, m in members.items() if len(m) == 1 and _one_value(want, m[0][0], len(reps))))
             # What ``of`` runs: a word or a flag straight to its merged kind; an int through its constants.
             if want is int:
-                fast.append(FactKinds(key, int, None, None, tuple(sorted(values)), tuple(merged), missing))
+                fast.append(tuple(FactKinds(key, int, None, None, tuple(sorted(values)), tuple(merged), missing)))
             else:
                 table = {rep: merged[kind(rep)] for rep in reps[:-1 if want is str else None]}
-                fast.append(FactKinds(key, want, table, merged[kind(reps[-1])] if want is str else None, (), (), missing))
+                fast.append(tuple(FactKinds(key, want, table, merged[kind(reps[-1])] if want is str else None, (), (),
+                                            missing)))
         self._fast = tuple(fast)
         self.tag = tag
         self.keys = tuple(f[0] for f in fast)
