@@ -1,0 +1,247 @@
+"""The reference decider's money: the haircut (README "Haircuts") and the concentration limits (README
+"Limits"), worked out straight from the policy model, with their trace entries.
+
+Money is exact: ``Fraction`` for values (sums, products and the share-limit division have no rounding
+at all), rounded down to the cent only where a value is written. Haircut figures stay ``Decimal`` (their
+text is part of the decision: 0.2 + 0.05 is written "0.25"), added in a context that raises on any
+rounding, so an inexact haircut cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from fractions import Fraction
+from math import floor
+from typing import Any, Callable, Mapping
+
+from rules.policy.model import AddOn, AppliesTo, Asset, Bundle, Check, Dated, HaircutSchedule, Limit, Src
+
+EXACT = Context(prec=400, traps=[Inexact, Rounded, InvalidOperation])
+
+
+# -- small pieces every part of the reference uses ---------------------------------------------------
+def matches(applies: AppliesTo, asset: Asset) -> bool:
+    """README: "applies_to: {assets, classes, chains}" - an asset matching any listed symbol, class or
+    chain; no applies_to at all means every asset (schema 'appliesTo')."""
+    if not (applies.assets or applies.classes or applies.chains):
+        return True
+    return asset.symbol in applies.assets or asset.klass in applies.classes or asset.chain in applies.chains
+
+
+def in_force(dated: Dated, day: date) -> bool:
+    """README: "effective_from, effective_to, exclusive": from the first day, up to but not including
+    the second; either may be left out."""
+    return (dated.effective_from is None or dated.effective_from <= day) and (
+        dated.effective_to is None or day < dated.effective_to)
+
+
+def text(d: Decimal) -> str:
+    """A decimal as plain positional text, exactly as it is (no exponent)."""
+    return format(d, "f")
+
+
+def cents(x: Fraction) -> str:
+    """Money rounded DOWN to the cent (README: "collateral value after limits (rounded down to the
+    cent)"; every money field of the decision is written so)."""
+    n = floor(x * 100)
+    sign, n = ("-", -n) if n < 0 else ("", n)
+    return f"{sign}{n // 100}.{n % 100:02d}"
+
+
+def share_text(part: Fraction, whole: Fraction) -> str:
+    """part / whole rounded down to the basis point, written with 4 places ("0.4137"); 0 of nothing is
+    "0.0000"."""
+    n = floor(part / whole * 10000) if whole else 0
+    return f"{n // 10000}.{n % 10000:04d}"
+
+
+def threshold_of(check: Check) -> dict[str, Any]:
+    """A check's threshold as the trace writes it: its operator and value (a list for one_of)."""
+    return {"op": check.op, "value": list(check.value) if isinstance(check.value, tuple) else check.value}
+
+
+def entry(rule: str, outcome: str, description: str, observed: Any, threshold: Any, src: Src | None,
+          **extra: Any) -> dict[str, Any]:
+    """One trace entry (README "Queries and decisions": rule, outcome, observed, threshold, policy
+    file:line; the rule's one-line description too)."""
+    out = {"rule": rule, "outcome": outcome, "description": description, "observed": observed,
+           "threshold": threshold, "policy": src.to_json() if src else None}
+    out.update(extra)
+    return out
+
+
+# -- the haircut -------------------------------------------------------------------------------------
+def schedule_for(bundle: Bundle, asset: Asset, day: date) -> HaircutSchedule | None:
+    """The schedule for the asset on the day: the one whose applies_to matches it and which is in
+    force (the loader refuses two in force on one day)."""
+    mine = [h for h in bundle.haircuts if matches(h.applies, asset) and in_force(h.dated, day)]
+    return mine[0] if mine else None
+
+
+def _with_floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list) -> tuple[Decimal, str]:
+    """README: "max(base, floor)". On a tie the floor did not raise anything: what decided stays."""
+    if sched.floor is None:
+        return base, decided_by
+    decisive = sched.floor > base
+    components.append({"rule": sched.id, "kind": "floor", "haircut": text(sched.floor), "decisive": decisive})
+    return (sched.floor, f"{sched.id}.floor") if decisive else (base, decided_by)
+
+
+def _by_sources(sched: HaircutSchedule) -> tuple[Decimal, str, list, dict]:
+    """README: "sources (the highest applies ... and the decision says which decided)"; of equal
+    highest, the first written decides."""
+    top = sched.sources[0]
+    for s in sched.sources:
+        if s.haircut > top.haircut:
+            top = s
+    components = [{"rule": s.id, "kind": "source", "haircut": text(s.haircut), "source": s.source,
+                   "decisive": s is top} for s in sched.sources]
+    base, decided_by = _with_floor(sched, top.haircut, top.id, components)
+    return base, decided_by, components, {s.id: text(s.haircut) for s in sched.sources}
+
+
+def _by_buckets(sched: HaircutSchedule, facts: Mapping[str, Any]) -> tuple[Any, ...] | str:
+    """README: "buckets by a whole-number fact"; schema: "the first bucket whose 'up_to' is at least the
+    fact applies" (the last may leave 'up_to' out: everything above). A missing fact, or a value above
+    every bucket, gives no haircut at all: the reason why, as text (fail closed)."""
+    fact = sched.bucket_fact
+    if fact not in facts:
+        return "a bucket needs this fact"
+    value = facts[fact]
+    found = [i for i, b in enumerate(sched.buckets) if b.up_to is None or value <= b.up_to]
+    if not found:
+        return "no bucket covers this value"
+    i = found[0]
+    bucket = sched.buckets[i]
+    if bucket.up_to is not None:
+        decided_by = f"{sched.id}[{fact}<={bucket.up_to}]"
+    else:  # the open last bucket: named by the bound below it (0 when it is the only bucket)
+        decided_by = f"{sched.id}[{fact}>{sched.buckets[i - 1].up_to if i else 0}]"
+    components = [{"rule": sched.id, "kind": "bucket", "haircut": text(bucket.haircut), "fact": fact,
+                   "observed": value, "up_to": bucket.up_to, "decisive": True}]
+    base, decided_by = _with_floor(sched, bucket.haircut, decided_by, components)
+    return base, decided_by, components, {fact: value}
+
+
+def add_on_applies(a: AddOn, facts: Mapping[str, Any], holds: Callable[[Check], bool], own: Fraction, total: Fraction
+                   ) -> tuple[bool, Any]:
+    """README: add_ons "applied `when` a check holds or `when_share_above` a share of the account's
+    collateral". A check on a missing fact does not hold. The share (schema: "the asset's share of the
+    account's collateral value after this deposit") is the asset's holdings plus this deposit after its
+    BASE haircut, over the account's total with it: the base is the only haircut that can be used -
+    with the add-ons themselves it would be circular - and limits come after haircuts."""
+    if a.when is not None:
+        return holds(a.when), facts.get(a.when.fact, "missing")
+    return own > Fraction(a.when_share_above) * total, share_text(own, total)
+
+
+def not_applicable_schedule(h: HaircutSchedule) -> list[dict[str, Any]]:
+    """A schedule that does not decide this haircut, and its add-ons: not applicable, nothing observed."""
+    out = [entry(h.id, "not_applicable", h.description, None, None, h.src)]
+    out += [entry(a.id, "not_applicable", a.description, None, None, a.src) for a in h.add_ons]
+    return out
+
+
+def haircut(bundle: Bundle, asset: Asset, day: date, facts: Mapping[str, Any], holds: Callable[[Check], bool],
+            market: Fraction, holdings: Mapping[str, Fraction], total_before: Fraction
+            ) -> tuple[dict[str, Any] | None, Decimal, list[dict[str, Any]], list[str]]:
+    """(the decision's haircut or None, its total, trace entries, failed rules). README: "Total =
+    min(1, max(base, floor) + add-ons)".
+
+    Trace order follows the engine: the schedules that do not decide (in file order, each with its
+    add-ons), then the deciding one and its add-ons (the README fixes no order; the comparison is
+    entry by entry, so the order is part of the contract)."""
+    sched = schedule_for(bundle, asset, day)
+    trace = [e for h in bundle.haircuts if h is not sched for e in not_applicable_schedule(h)]
+    if sched is None:  # the engine's own rule: every asset needs a schedule in force (fail closed)
+        trace.append(entry("haircut.schedule", "fail", SCHEDULE_DESCRIPTION, asset.symbol, None, asset.src))
+        return None, Decimal(0), trace, ["haircut.schedule"]
+    found = _by_sources(sched) if sched.sources else _by_buckets(sched, facts)
+    if isinstance(found, str):  # no base haircut: the schedule fails; its add-ons are not applicable
+        observed = {sched.bucket_fact: facts.get(sched.bucket_fact, "missing")}
+        trace.append(entry(sched.id, "fail", sched.description, observed, found, sched.src))
+        trace += not_applicable_schedule(sched)[1:]
+        return None, Decimal(0), trace, [sched.id]
+    base, decided_by, components, observed = found
+    trace.append(entry(sched.id, "applied", sched.description, observed, {"base": text(base), "decided_by": decided_by},
+                       sched.src))
+    after_base = market * (1 - Fraction(base))
+    own, total = holdings.get(asset.symbol, Fraction(0)) + after_base, total_before + after_base
+    total_haircut = base
+    for a in sched.add_ons:
+        hit, seen = add_on_applies(a, facts, holds, own, total)
+        if hit:
+            total_haircut = EXACT.add(total_haircut, a.haircut)
+        components.append({"rule": a.id, "kind": "add_on", "haircut": text(a.haircut), "applied": hit})
+        shown = threshold_of(a.when) if a.when is not None else {"op": "share_above", "value": text(a.when_share_above)}
+        trace.append(entry(a.id, "applied" if hit else "not_applicable", a.description, seen, shown, a.src))
+    if total_haircut > 1:
+        total_haircut = Decimal(1)
+    return ({"total": text(total_haircut), "base": text(base), "decided_by": decided_by, "schedule": sched.id,
+             "components": components}, total_haircut, trace, [])
+
+
+SCHEDULE_DESCRIPTION = "A haircut schedule must apply to the asset on the query date."
+
+
+# -- the limits --------------------------------------------------------------------------------------
+def group_value(bundle: Bundle, lim: Limit, asset: Asset, holdings: Mapping[str, Fraction]) -> Fraction:
+    """The value the limit counts besides the deposit: the account's holdings of the asset (scope
+    asset) or of every registered asset the limit applies to (scope class)."""
+    if lim.scope == "asset":
+        members = [asset.symbol]
+    else:
+        members = [s for s, a in bundle.assets.items() if matches(lim.applies, a)]
+    return sum((holdings.get(s, Fraction(0)) for s in members), Fraction(0))
+
+
+def allowed_by(lim: Limit, value: Fraction, group: Fraction, total_before: Fraction) -> Fraction:
+    """The largest x <= value the limit lets count (README "Limits"):
+
+    * max_value_usd: group + x <= cap;
+    * max_share s "of the account's collateral value after haircuts (applied once the account reaches
+      min_total_usd)": (group + x) <= s (total + x), i.e. x <= (s T - A) / (1 - s). The account is
+      counted with the deposit (limits.yaml: "including the new deposit"). 'Reaches' is read as the
+      engine reads it: the share binds only once total + x EXCEEDS min_total_usd, so every x with
+      total + x <= min_total_usd is allowed whatever the share - the only reading under which a largest
+      allowed x exists (with ">=" the allowed values below the threshold have no maximum).
+      A share of 1 never binds (a group is part of its account)."""
+    allowed = value
+    if lim.max_value_usd is not None:
+        allowed = min(allowed, Fraction(lim.max_value_usd) - group)
+    if lim.max_share is not None and lim.max_share < 1:
+        s = Fraction(lim.max_share)
+        below_threshold = Fraction(lim.min_total_usd or 0) - total_before
+        within_share = (s * total_before - group) / (1 - s)
+        allowed = min(allowed, max(below_threshold, within_share))
+    return max(allowed, Fraction(0))
+
+
+def limits(bundle: Bundle, asset: Asset, day: date, value: Fraction, holdings: Mapping[str, Fraction],
+           total_before: Fraction) -> tuple[Fraction, list[dict[str, Any]]]:
+    """(the counted value, trace entries). README: "The counted value is the least any limit allows".
+
+    A limit is 'applied' when it changed the value (decide.py: "applied: a haircut or limit that
+    changed the value"): the engine takes the limits in file order, each against what the ones before
+    it left, so a limit that allows less than the requested value but not less than an earlier one is
+    'pass' (its counted_usd null) - followed here; the README leaves open which of several limits that
+    bite is said to have changed the value."""
+    counted = value
+    trace = []
+    everything = total_before + value
+    for lim in bundle.limits:
+        if not (matches(lim.applies, asset) and in_force(lim.dated, day)):
+            trace.append(entry(lim.id, "not_applicable", lim.description, None, None, lim.src))
+            continue
+        group = group_value(bundle, lim, asset, holdings)
+        allowed = allowed_by(lim, value, group, total_before)
+        binds = allowed < counted
+        counted = min(counted, allowed)
+        observed = {"group_value_usd": cents(group), "share_after": share_text(group + value, everything),
+                    "requested_usd": cents(value)}
+        threshold = {k: text(v) for k, v in (("max_share", lim.max_share), ("max_value_usd", lim.max_value_usd),
+                                            ("min_total_usd", lim.min_total_usd)) if v is not None}
+        trace.append(entry(lim.id, "applied" if binds else "pass", lim.description, observed, threshold, lim.src,
+                           counted_usd=cents(allowed) if binds else None))
+    return counted, trace
