@@ -18,6 +18,7 @@ from rules.evidence import CustodyEvidence, PriceEvidence
 from rules.engine.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError
 from rules.audit.log import DecisionLog, Entry, VerifyResult
+from rules.audit.checkpoint import Signer, Verifier
 from rules.audit.explain import explain_decision
 from rules.collector import gc_paused
 from rules.audit.entry_format import log_body, public_decision
@@ -87,7 +88,18 @@ class Dacp:
 
     @cached_property
     def log(self) -> DecisionLog:
-        return DecisionLog(self.settings.log)
+        """The log decisions are written to (created on first use)."""
+        return DecisionLog(self.settings.log, origin=self.settings.audit.origin)
+
+    def log_exists(self) -> bool:
+        return decision_log_exists(self.settings)
+
+    @cached_property
+    def reading_log(self) -> DecisionLog:
+        """The log, for commands that only read it: one that does not exist yet is an error, never created."""
+        if not decision_log_exists(self.settings):
+            raise InputError(f"no decision log at {self.settings.log}: nothing has been logged there yet", "log")
+        return self.log
 
     def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
                  progress: Any = None, verify: bool = False) -> list[Decision]:
@@ -171,17 +183,17 @@ class Dacp:
             return self._bundle
         found = self._stored.get(bundle_hash)
         if found is None:
-            found = self._stored[bundle_hash] = self.log.bundle(bundle_hash)
+            found = self._stored[bundle_hash] = self.reading_log.bundle(bundle_hash)
         return found
 
     def explain(self, decision_id: str) -> str:
-        entry = self.log.get(decision_id)
+        entry = self.reading_log.get(decision_id)
         return explain_decision(self.logged_decision(entry), recorded_at=entry.recorded_at, seq=entry.seq)
 
     def replay(self, decision_id: str, evaluator: str | None = None) -> ReplayResult:
         from rules.engine.query import parse_query
 
-        entry = self.log.get(decision_id)
+        entry = self.reading_log.get(decision_id)
         bundle = self.stored_bundle(entry.bundle_hash or "")
         original = self.logged_decision(entry)
         engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
@@ -191,8 +203,10 @@ class Dacp:
         diffs = diff_decisions(comparable(original), comparable(replayed))
         return ReplayResult(decision_id, not diffs, original, replayed, diffs)
 
-    def verify_log(self, expect_head: str | None = None) -> VerifyResult:
-        return self.log.verify(expect_head)
+    def verify_log(self, checkpoint: str | None = None, keys: Sequence[str] = ()) -> VerifyResult:
+        """Verify the whole log (streaming): against its stored checkpoints and, if given, an older signed
+        ``checkpoint`` note, checked with the configured and the given verifier ``keys``."""
+        return self.reading_log.verify(checkpoint, audit_verifiers(self.settings, keys))
 
 
 def evidence_from_json(d: dict[str, Any]) -> Evidence:
@@ -208,6 +222,39 @@ def decision_log_exists(settings: Settings) -> bool:
     from adapters.storage.sql import is_postgres
 
     return is_postgres(settings.log) or Path(settings.log).exists()
+
+
+def audit_signer(settings: Settings) -> Signer:
+    """The operator's checkpoint signing key (settings ``[audit] signing_key_file``)."""
+    path = settings.audit.signing_key_file
+    if path is None:
+        raise InputError("signing a checkpoint needs the operator's key: settings [audit] signing_key_file "
+                         "(`dacp audit keygen --out FILE` makes one)", "[audit] signing_key_file")
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise InputError(f"cannot read the signing key: {e.strerror or e}", str(path)) from None
+    try:
+        return Signer.parse(text)
+    except ValueError as e:
+        raise InputError(f"not a signing key: {e}", str(path)) from None
+
+
+def audit_verifiers(settings: Settings, keys: Sequence[str] = ()) -> list[Verifier]:
+    """The verifier keys checkpoints are checked with: ``keys`` given (text or files), settings ``[audit]
+    public_keys``, and the public half of the configured signing key."""
+    out: list[Verifier] = []
+    for text in [*keys, *settings.audit.public_keys]:
+        where = "key"
+        if Path(text).is_file():
+            where, text = text, Path(text).read_text(encoding="utf-8").strip()
+        try:
+            out.append(Verifier.parse(text))
+        except ValueError as e:
+            raise InputError(f"not a verifier key ({e})", where) from None
+    if settings.audit.signing_key_file is not None and Path(settings.audit.signing_key_file).expanduser().is_file():
+        out.append(audit_signer(settings).verifier())
+    return out
 
 
 def ledger_url(settings: Settings, override: str | None = None) -> str:

@@ -12,6 +12,7 @@ below, and a key that is unknown or of the wrong type is refused with its place 
     [ledger]                          # DACP_LEDGER_URL
     [approvals]                       # DACP_APPROVALS_<KEY>
     [service]                         # DACP_SERVICE_<KEY>
+    [audit]                           # DACP_AUDIT_<KEY>: signing_key_file, public_keys, origin, checkpoint_every_s
 
 Reading is pydantic-settings: a TOML source and an environment source (``DACP_`` prefix, the section's short
 name, then the key: one split, so ``DACP_ETH_RPC_URL`` is ``[ethereum] rpc_url``), merged with the environment
@@ -109,17 +110,25 @@ class ApprovalsSettings(Section):
 class ServiceSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    max_body_bytes: int = Field(10_000_000, ge=1024, le=1_000_000_000)
-    max_batch: int = Field(10_000, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(4_000_000, ge=1024, le=1_000_000_000)
+    max_batch: int = Field(1000, ge=1, le=1_000_000)
     verify: bool = False
     tokens: list[dict[str, Any]] = Field(default_factory=list)  # checked by the HTTP door (rules.http)
     tokens_file: Path | None = None
 
 
+class AuditSettings(Section):
+    signing_key_file: Path | None = None  # the operator's Ed25519 key that signs checkpoints (dacp audit keygen)
+    public_keys: list[str] = Field(default_factory=list)  # more verifier keys trusted for checkpoints
+    origin: str | None = None  # a new log's name in its checkpoints (default: a random one, kept in the log)
+    checkpoint_every_s: Seconds | None = Field(None, gt=0)  # dacp serve signs a checkpoint this often ...
+    checkpoint_every_entries: int | None = Field(None, ge=1)  # ... or after this many new entries
+
+
 SECTIONS: dict[str, tuple[str, type[Section]]] = {  # field -> (environment short name, model)
     "ethereum": ("eth", EthereumSettings), "bitcoin": ("btc", BitcoinSettings), "prices": ("prices", PricesSettings),
     "ledger": ("ledger", LedgerSettings), "approvals": ("approvals", ApprovalsSettings),
-    "service": ("service", ServiceSettings),
+    "service": ("service", ServiceSettings), "audit": ("audit", AuditSettings),
 }
 
 
@@ -137,6 +146,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     source: str = "defaults"  # where the settings came from: the file's path, or "defaults"
 
     def __init__(self, **values: Any) -> None:

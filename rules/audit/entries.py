@@ -62,7 +62,7 @@ class Entry(NamedTuple):
 
 def body_bytes(body: Any, entry_id: str) -> bytes:
     """A body's stored JSON: a ``RawJSON`` as it is, plain JSON data canonically (sorted keys, no spaces)."""
-    if type(body) is RawJSON:
+    if isinstance(body, bytes):  # RawJSON: encoded by the caller
         return bytes(body)
     try:
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)

@@ -15,7 +15,7 @@ from pathlib import Path
 from adapters.storage.sql import open_database
 from rules.audit import entries as fmt
 from rules.audit import legacy
-from rules.audit.tree_log import LOG_LOCK, DecisionLog
+from rules.audit.log import LOG_LOCK, DecisionLog
 from rules.engine.ids import new_id
 from rules.errors import InputError, StorageError
 from rules.values import now_utc, utc_text
@@ -52,17 +52,17 @@ def migrate(target: str | Path) -> Migration:
             record = {"from": "hash-chain", "hash_scheme": chain.scheme, "entries": chain.entries, "head": chain.head}
             first_id = new_id()
             log.append_leaves([fmt.encode_v1("log.migration", first_id, at, None, fmt.body_bytes(record, first_id))],
-                              [first_id], at)
+                              [first_id], at, unique=False)
             leaves: list[bytes] = []
             ids: list[str] = []
             for r in legacy.rows(db):
                 leaves.append(fmt.encode_v1(r.kind, r.entry_id, r.recorded_at, r.bundle_hash, r.body.encode("utf-8")))
                 ids.append(r.entry_id)
                 if len(leaves) == CHUNK:
-                    log.append_leaves(leaves, ids, at)
+                    log.append_leaves(leaves, ids, at, unique=False)
                     leaves, ids = [], []
             if leaves:
-                log.append_leaves(leaves, ids, at)
+                log.append_leaves(leaves, ids, at, unique=False)
             root = log.tree.root().hex()
         return Migration(chain.entries, chain.head, chain.scheme, root)
     finally:

@@ -36,6 +36,7 @@ SQLITE_DDL = [
         recorded_at TEXT NOT NULL, min_id TEXT NOT NULL, max_id TEXT NOT NULL, hashes BLOB NOT NULL,
         ids BLOB NOT NULL, data BLOB NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS tree_chunks_min_id ON tree_chunks (min_id)",
+    "CREATE INDEX IF NOT EXISTS tree_chunks_max_id ON tree_chunks (max_id)",
     """CREATE TABLE IF NOT EXISTS tree_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
         PRIMARY KEY (level, idx))""",
     """CREATE TABLE IF NOT EXISTS tree_checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL,
@@ -52,6 +53,7 @@ PG_DDL = [
         recorded_at TEXT NOT NULL, min_id TEXT NOT NULL, max_id TEXT NOT NULL, hashes BYTEA NOT NULL,
         ids BYTEA NOT NULL, data BYTEA NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS tree_chunks_min_id ON tree_chunks (min_id)",
+    "CREATE INDEX IF NOT EXISTS tree_chunks_max_id ON tree_chunks (max_id)",
     """CREATE TABLE IF NOT EXISTS tree_nodes (level INTEGER NOT NULL, idx BIGINT NOT NULL, hash BYTEA NOT NULL,
         PRIMARY KEY (level, idx))""",
     """CREATE TABLE IF NOT EXISTS tree_checkpoints (size BIGINT PRIMARY KEY, root BYTEA NOT NULL,
@@ -119,8 +121,12 @@ class TreeStore:
     def create(self) -> None:
         self.db.script(PG_DDL if self.db.kind == "postgresql" else SQLITE_DDL)
 
-    def append(self, leaves: Sequence[bytes], ids: Sequence[str], recorded_at: str) -> tuple[int, list[bytes]]:
-        """Append ``leaves`` as one chunk; returns (index of the first, their leaf hashes). In a transaction."""
+    def append(self, leaves: Sequence[bytes], ids: Sequence[str], recorded_at: str,
+               unique: bool = True) -> tuple[int, list[bytes]]:
+        """Append ``leaves`` as one chunk; returns (index of the first, their leaf hashes). In a transaction.
+        ``unique``: refuse an id the log holds already (``StorageError``)."""
+        if unique:
+            self._check_unique(ids)
         size, last = self.tail()
         cached = self._frontier
         if cached is not None and cached[0].size == size and cached[1] == last:
@@ -177,12 +183,27 @@ class TreeStore:
                 yield _chunk(row)
             at = rows[-1][0] + 1
 
+    def _check_unique(self, ids: Sequence[str]) -> None:
+        """Ids are unique in the log. New UUIDv7 ids sort after every stored one: one indexed read says so;
+        only ids that do not (another writer's, or ids of another form) are looked up one by one."""
+        if len(set(ids)) != len(ids):
+            raise StorageError("entry refused: the same entry id twice in one append")
+        top = self.db.execute("SELECT MAX(max_id) FROM tree_chunks").fetchone()[0]
+        if top is None or min(ids) > top:
+            return
+        for entry_id in ids:
+            if entry_id <= top and self.find(entry_id) is not None:
+                raise StorageError(f"entry refused: entry id {entry_id!r} is in the log already")
+
     def find(self, entry_id: str) -> tuple[Chunk, int] | None:
         """The chunk holding ``entry_id`` and the entry's position in it. Ids are time-ordered (UUIDv7), so
-        the nearest chunks by least id hold it; any other id is found by a scan of the candidates."""
-        for sql in ("SELECT {} FROM tree_chunks WHERE min_id <= ? AND max_id >= ? ORDER BY min_id DESC LIMIT 8",
-                    "SELECT {} FROM tree_chunks WHERE min_id <= ? AND max_id >= ? ORDER BY first"):
-            for row in self.db.execute(sql.format(self._COLS), (entry_id, entry_id)).fetchall():
+        the 64 nearest chunks by least id hold it; any other id is found among every candidate chunk."""
+        for sql in ("SELECT {} FROM (SELECT {} FROM tree_chunks WHERE min_id <= ? ORDER BY min_id DESC LIMIT 64) "
+                    "AS near WHERE max_id >= ?",
+                    "SELECT {} FROM tree_chunks WHERE max_id >= ? AND min_id <= ? ORDER BY first"):
+            cols = self._COLS + ", min_id, max_id"
+            args = (entry_id, entry_id)
+            for row in self.db.execute(sql.format(self._COLS, cols), args).fetchall():
                 chunk = _chunk(row)
                 ids = chunk.entry_ids()
                 if entry_id in ids:

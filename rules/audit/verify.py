@@ -19,16 +19,13 @@ of 256 leaves and more (n/128 hashes), and the set of bundles seen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rules.audit import entries as fmt
 from rules.audit import merkle
 from rules.audit.checkpoint import Checkpoint, Verifier, open_checkpoint
-from rules.audit.store import NODE_LEVEL
+from rules.audit.store import NODE_LEVEL, TreeStore
 from rules.errors import StorageError
-
-if TYPE_CHECKING:
-    from rules.audit.tree_log import DecisionLog
 
 
 @dataclass(frozen=True)
@@ -51,14 +48,16 @@ class VerifyResult:
         return f"decision log OK: {self.entries} entries, tree intact; root {self.head}{extra}"
 
 
-def verify_tree(log: "DecisionLog", external: Checkpoint | None, verifiers: Sequence[Verifier]) -> VerifyResult:
-    tree = log.tree
+def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], object], external: Checkpoint | None,
+                verifiers: Sequence[Verifier]) -> VerifyResult:
+    """One streaming pass (see the module docstring). ``check_bundle(hash)`` raises ``StorageError`` for a
+    bundle that is missing or altered."""
     stored = tree.checkpoints()
     marks: dict[int, list[tuple[str, bytes]]] = {}
     for size, root, note, at in stored:
         if verifiers:
             try:
-                open_checkpoint(note, verifiers, origin=log.origin)
+                open_checkpoint(note, verifiers, origin=origin)
             except StorageError as e:
                 return VerifyResult(False, tree.size(), "", f"the stored checkpoint of size {size} ({at}) does not "
                                     f"verify: {e}", None)
@@ -126,7 +125,7 @@ def verify_tree(log: "DecisionLog", external: Checkpoint | None, verifiers: Sequ
         if nodes.get((level, index)) != h:
             return VerifyResult(False, n, head, f"the stored interior node ({level}, {index}) of the tree does not "
                                 "match its leaves (proofs from it would be false)", None)
-    missing = _missing_bundles(log, bundles)
+    missing = _missing_bundles(check_bundle, bundles)
     if missing:
         names = "; ".join(f"bundle {b[:12]} needed by {', '.join(ids)}" for b, ids in missing.items())
         return VerifyResult(False, n, head, f"stored bundles are missing or altered: {names}", None,
@@ -139,15 +138,11 @@ def _stored_nodes(tree: Any) -> Any:
         yield (level, index), bytes(h)
 
 
-def _missing_bundles(log: "DecisionLog", wanted: dict[str, list[str]]) -> dict[str, list[str]]:
-    rows = {r[0]: r[1] for r in log.db.execute("SELECT hash, sources FROM bundles")}
+def _missing_bundles(check_bundle: Callable[[str], object], wanted: dict[str, list[str]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for h, ids in wanted.items():
-        if h not in rows:
-            out[h] = ids
-            continue
         try:
-            log.bundle(h)
+            check_bundle(h)
         except StorageError:
             out[h] = ids
     return out

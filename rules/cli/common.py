@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rules.cli.progress import Progress
+from rules.errors import InputError
 from rules.settings import ENGINES, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]  # a command: the parsed arguments -> the exit code
@@ -52,3 +54,16 @@ def progress_bar(total: int, label: str, forced: bool) -> Progress | None:
     if total < PROGRESS_FROM and not forced:
         return None
     return Progress(total, label, enabled=True if forced else None)
+
+
+def write_new_file(path: Path, text: str, private: bool = False) -> None:
+    """Write ``text`` to a file that must not exist yet (never overwrite a key, receipt or checkpoint);
+    ``private``: readable by its owner only."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    except FileExistsError:
+        raise InputError("the file exists already; choose another name (nothing was overwritten)", str(path)) from None
+    except OSError as e:
+        raise InputError(f"cannot write the file: {e.strerror or e}", str(path)) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -10,6 +10,8 @@ carries ``X-Policy-Bundle`` and ``X-Request-Id``, JSON-lines logs go to stderr a
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -19,6 +21,7 @@ from fastapi import FastAPI
 from rules.http.config import ServiceConfig, service_config
 from rules.http.door import door
 from rules.http.errors import install_error_handlers
+from rules.http.logs import event
 from rules.http.openapi import document_text, install_openapi
 from rules.http.routes import audit, eligibility, ledger, operations, policy
 from rules.http.service import Service
@@ -50,16 +53,34 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await anyio.to_thread.run_sync(svc.close, limiter=svc.engine_limiter)  # after the last ledger call
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_checkpoints, svc)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+                await anyio.to_thread.run_sync(svc.close, limiter=svc.engine_limiter)  # after the last ledger call
 
     app = _routes_app(lifespan=lifespan)
     app.state.service = svc
     install_error_handlers(app)
     app.middleware("http")(door)
     return app
+
+
+async def _checkpoints(svc: Service, tick_s: float = 1.0) -> None:
+    """Sign a checkpoint whenever one is due (settings [audit] checkpoint_every_s / _entries); a failure is
+    logged and tried again at the next tick, never the end of the service."""
+    a = svc.settings.audit
+    if a.signing_key_file is None or (a.checkpoint_every_s is None and a.checkpoint_every_entries is None):
+        return
+    while True:
+        await anyio.sleep(min(tick_s, a.checkpoint_every_s or tick_s))
+        try:
+            if await anyio.to_thread.run_sync(svc.checkpoint_due, time.monotonic()):
+                await anyio.to_thread.run_sync(svc.checkpoint, time.monotonic())
+        except Exception as e:  # noqa: BLE001 - the service goes on; the failure is in its log
+            event(logging.ERROR, "checkpoint failed", event="checkpoint", error=str(e))
 
 
 def openapi_document() -> str:

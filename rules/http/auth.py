@@ -24,7 +24,9 @@ ACCESS: dict[str, frozenset[str]] = {
     "evaluate": frozenset({"clearing"}),
     "evaluate_batch": frozenset({"clearing"}),
     "get_decision": frozenset({"auditor"}),
+    "get_receipt": frozenset({"clearing", "auditor"}),  # a clearing system keeps receipts of its decisions
     "verify_audit": frozenset({"auditor"}),
+    "get_checkpoint": frozenset({"clearing", "auditor"}),
     "get_policy": frozenset({"clearing", "auditor", "compliance"}),
     "reload_policy": frozenset({"compliance"}),
     "credit": frozenset({"clearing"}),

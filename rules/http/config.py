@@ -6,14 +6,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rules.errors import InputError
 from rules.http.auth import ROLES, Token
 from rules.settings import Settings
 
-DEFAULTS = {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 4_000_000, "max_batch": 1000, "verify": False}
-KNOWN = {"host", "port", "max_body_bytes", "max_batch", "verify", "tokens", "tokens_file"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -28,22 +26,18 @@ class ServiceConfig:
 
 
 def service_config(settings: Settings) -> ServiceConfig:
-    """The ``[service]`` settings section (environment ``DACP_SERVICE_<KEY>`` wins), checked."""
-    sec = dict(settings.section("service"))
-    unknown = sorted(set(sec) - KNOWN)
-    if unknown:
-        raise InputError(f"unknown settings {', '.join(unknown)} (known: {', '.join(sorted(KNOWN))})", "[service]")
-    tokens = _tokens(sec.get("tokens", []), "[service] tokens")
-    if sec.get("tokens_file"):
-        tokens += _tokens_file(Path(str(sec["tokens_file"])).expanduser())
+    """The ``[service]`` settings (typed and range-checked by ``rules.settings.ServiceSettings``), with its
+    tokens checked: roles known, hashes well formed, names and hashes unique."""
+    sec = settings.service
+    tokens = _tokens(sec.tokens, "[service] tokens")
+    if sec.tokens_file is not None:
+        tokens += _tokens_file(Path(sec.tokens_file).expanduser())
     names = [t.name for t in tokens]
     hashes = [t.sha256 for t in tokens]
     if len(set(names)) != len(names) or len(set(hashes)) != len(hashes):
         raise InputError("token names and hashes must be unique", "[service] tokens")
-    return ServiceConfig(host=str(sec.get("host", DEFAULTS["host"])), port=_int(sec, "port", 1, 65535),
-                         max_body_bytes=_int(sec, "max_body_bytes", 1024, 1_000_000_000),
-                         max_batch=_int(sec, "max_batch", 1, 1_000_000), verify=_bool(sec, "verify"),
-                         tokens=tuple(tokens))
+    return ServiceConfig(host=sec.host, port=sec.port, max_body_bytes=sec.max_body_bytes, max_batch=sec.max_batch,
+                         verify=sec.verify, tokens=tuple(tokens))
 
 
 def _tokens_file(path: Path) -> list[Token]:
@@ -74,23 +68,3 @@ def _tokens(entries: Any, where: str) -> list[Token]:
             raise InputError("name must be a non-empty string", w)
         out.append(Token(t["name"], t["role"], t["sha256"]))
     return out
-
-
-def _int(sec: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
-    v = sec.get(key, DEFAULTS[key])
-    try:
-        n = int(v) if not isinstance(v, bool) else None
-    except (TypeError, ValueError):
-        n = None
-    if n is None or not lo <= n <= hi:
-        raise InputError(f"must be a whole number from {lo} to {hi}, got {v!r}", f"[service] {key}")
-    return n
-
-
-def _bool(sec: Mapping[str, Any], key: str) -> bool:
-    v = sec.get(key, DEFAULTS[key])
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.lower() in {"1", "true", "yes", "0", "false", "no"}:
-        return v.lower() in {"1", "true", "yes"}
-    raise InputError(f"must be true or false, got {v!r}", f"[service] {key}")

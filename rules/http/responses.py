@@ -32,10 +32,23 @@ RESPONSES: dict[str, Any] = {
         "bundle": {"type": "string", "description": "the bundle the decision was made under"},
         "entry_hash": {"type": "string"}, "query": {"type": "object"}, "decision": ref("Decision"),
         "explanation": {"type": "string", "description": "the trace in plain words (dacp explain)"},
+        "receipt": {"oneOf": [ref("Receipt"), {"type": "null"}],
+                    "description": "with ?receipt=true: the receipt, or null while no checkpoint covers the entry"},
         "policy_bundle": {"type": "string", "description": "the bundle in force now"}}},
+    "Receipt": {"type": "object", "required": ["format", "entry", "index", "size", "proof", "checkpoint"],
+                "description": "entry: the leaf's bytes (base64); index: its 0-based position; proof: the RFC 9162 "
+                               "audit path (base64 hashes); checkpoint: the signed note of the tree it is in",
+                "properties": {"format": {"type": "string"}, "entry": {"type": "string"}, "index": {"type": "integer"},
+                               "size": {"type": "integer"}, "proof": {"type": "array", "items": {"type": "string"}},
+                               "checkpoint": {"type": "string"}, "policy_bundle": {"type": "string"}}},
+    "Checkpoint": {"type": "object", "required": ["size", "root", "note"], "properties": {
+        "size": {"type": "integer"}, "root": {"type": "string", "description": "the tree's root (hex)"},
+        "recorded_at": {"type": "string"}, "note": {"type": "string", "description": "the signed note"},
+        "policy_bundle": {"type": "string"}}},
     "AuditResult": {"type": "object", "required": ["ok", "entries", "head"], "properties": {
         "ok": {"type": "boolean"}, "entries": {"type": "integer"}, "head": {"type": "string"},
         "problem": {"type": ["string", "null"]}, "seq": {"type": ["integer", "null"]}, "report": {"type": "string"},
+        "checkpoints": {"type": "integer", "description": "stored checkpoints the tree was checked against"},
         "policy_bundle": {"type": "string"}}},
     "Policy": {"type": "object", "required": ["bundle", "name", "version"], "properties": {
         "bundle": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},

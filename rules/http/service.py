@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import anyio
 
-from rules.app import Dacp, custody_verifier, open_ledger_store, price_reader
+from rules.app import Dacp, audit_signer, custody_verifier, open_ledger_store, price_reader
 from rules.engine.decide import Decision
 from rules.engine.query import Query
 from rules.errors import DacpError, InputError
@@ -64,6 +64,7 @@ class Service:
         self._ledger_store: Any = None  # adapters.storage.ledger_store.LedgerStore, opened on first credit/withdrawal
         self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
         self._ledger_cache: tuple[Active, Ledger] | None = None  # the ledger on the latest snapshot used
+        self._last_checkpoint: tuple[int, float] = (0, time.monotonic())  # (tree size, when) of the last one signed
 
     def _verifier(self) -> Any:
         return (self.make_verifier or custody_verifier)(self.settings)
@@ -180,6 +181,27 @@ class Service:
         stored = ledger.store.request(req.idempotency_key)
         if stored is not None and (stored.operation != operation or stored.fingerprint != req.fingerprint()):
             raise HttpError(409, "idempotency_key_reused", e.message, where="Idempotency-Key") from None
+
+    # -- signed checkpoints ([audit] checkpoint_every_s / checkpoint_every_entries) -----------------------
+    def checkpoint_due(self, now: float) -> bool:
+        """Whether a checkpoint is due: the log grew since the last one, and the interval or the count passed."""
+        a = self.settings.audit
+        if a.signing_key_file is None or (a.checkpoint_every_s is None and a.checkpoint_every_entries is None):
+            return False
+        size = self.read(lambda d: d.reading_log.count() if d.log_exists() else 0)
+        last_size, last_at = self._last_checkpoint
+        if size <= last_size:
+            return False
+        return bool((a.checkpoint_every_s is not None and now - last_at >= a.checkpoint_every_s)
+                    or (a.checkpoint_every_entries is not None and size - last_size >= a.checkpoint_every_entries))
+
+    def checkpoint(self, now: float) -> str:
+        """Sign the tree head now (on the auditors' connection); returns the note."""
+        signer = audit_signer(self.settings)
+        note = self.read(lambda d: d.reading_log.checkpoint(signer))
+        self._last_checkpoint = (int(note.split("\n")[1]), now)
+        event(logging.INFO, "checkpoint signed", event="checkpoint", size=self._last_checkpoint[0])
+        return note
 
     def close(self) -> None:
         with self._ledger_lock:

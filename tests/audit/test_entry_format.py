@@ -1,7 +1,8 @@
-"""The decision log's storage formats: hash schemes 1 and 2, the compact logged decision, streaming.
+"""The decision log's entry formats: the compact logged decision, streaming, and the logs of earlier versions.
 
-A log written by the version before the compact format (``tests/data/decision-log-v1.sqlite``, made
-by that version's ``dacp evaluate``) still verifies, explains, replays and takes new entries."""
+Logs written by earlier versions (``tests/data/decision-log-v1.sqlite``, hash scheme 1 and the full decision
+form; ``decision-log-v2.sqlite``, scheme 2 and compact format 2) are refused until ``dacp audit migrate``
+verifies them and folds them into the tree; then they verify, explain, replay and take new entries."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from hypothesis import strategies as st
 
 from rules.evidence import PriceEvidence
 from rules.app import Dacp
-from rules.audit.log import DecisionLog, entry_hash_v1, entry_hash_v2
+from rules.audit import legacy
+from rules.audit.log import DecisionLog, LegacyLogError
+from rules.audit.migrate import migrate
 from rules.errors import StorageError
 from rules.collector import gc_paused
 from rules.engine.ids import new_id
@@ -28,6 +31,7 @@ from rules.engine.query import parse_query
 from rules.settings import Settings
 from rules.engine.trace import compact, expand
 from tests.support import ROOT
+from tests.support.tamper import edit_entry
 from tests.support.workload import corpus
 
 POLICIES = ROOT / "policies"
@@ -44,54 +48,40 @@ def dacp_for(tmp_path, bundle, engine="python", name="log.sqlite") -> Dacp:
     return Dacp(Settings(policies=POLICIES, log=tmp_path / name, engine=engine), bundle=bundle)
 
 
-# -- hash schemes ----------------------------------------------------------------------------------
-def test_scheme_2_is_sha256_of_a_header_line_and_the_body_bytes(tmp_path, bundle):
-    log = DecisionLog(tmp_path / "log.sqlite")
-    assert log.hash_scheme == 2
-    (e,) = log.append([("decision", "d1", bundle, {"b": "é", "n": 1})])
-    row = log.db.execute("SELECT body FROM log WHERE seq = 1").fetchone()
-    header = json.dumps([1, "d1", "decision", e.recorded_at, bundle.hash, "0" * 64], separators=(",", ":"))
-    want = hashlib.sha256(b"dacp-log/2\n" + header.encode() + b"\n" + row[0].encode()).hexdigest()
-    assert e.entry_hash == want and log.verify().ok
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(), st.text(), st.one_of(st.none(), st.text()))
-def test_the_header_encoding_is_plain_compact_json(entry_id, kind, bundle_hash):
-    """Scheme 2's header is what json.dumps(separators=(",", ":"), ensure_ascii=False) writes."""
-    fields = [7, entry_id, kind, "2026-11-20T14:00:00.000000Z", bundle_hash, "0" * 64]
-    assert orjson.dumps(fields) == json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def test_a_log_of_the_previous_version_verifies_explains_replays_and_grows(tmp_path, bundle):
+# -- the logs of earlier versions: migrated, then they read, verify, explain, replay and grow ----------
+def test_a_log_of_the_previous_version_is_refused_until_migrated_then_reads_replays_and_grows(tmp_path):
+    """tests/data/decision-log-v1.sqlite: hash scheme 1, the full decision form of that version."""
     path = tmp_path / "old.sqlite"
     shutil.copy(V1_LOG, path)
+    with pytest.raises(LegacyLogError, match="dacp audit migrate"):
+        DecisionLog(path)
+    m = migrate(path)
+    assert m.entries == 3 and m.scheme == 1
     dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules"))
     log = dacp.log
-    assert log.hash_scheme == 1 and log.verify().ok and log.count() == 3
-    for e in log.entries():
-        assert "reasons" in e.body["decision"]  # the full form of that version
+    assert log.verify().ok and log.count() == 4
+    first = next(log.entries())
+    assert first.kind == "log.migration" and first.body["head"] == m.head and first.body["entries"] == 3
+    for e in log.entries("decision"):
+        assert "reasons" in e.body["decision"]  # the full form of that version, as it was stored
         assert dacp.replay(e.entry_id).identical
         assert "Rules evaluated:" in dacp.explain(e.entry_id)
     (d,) = dacp.evaluate([parse_query(corpus(1, seed=4)[0])])
-    assert log.hash_scheme == 1 and log.verify().ok and log.count() == 4  # the chain goes on in scheme 1
+    assert log.verify().ok and log.count() == 5 and log.get(d.id).body["format"] == FORMAT
     assert dacp.replay(d.id).identical
-    with sqlite3.connect(path) as db:  # an edit around the triggers is still caught
-        db.execute("DROP TRIGGER log_no_update")
-        db.execute("UPDATE log SET body = replace(body, 'ACC-1001', 'ACC-1002') WHERE seq = 2")
-    assert not DecisionLog(path).verify().ok
 
 
-def test_a_log_of_compact_format_2_reads_verifies_explains_replays_and_grows(tmp_path):
+def test_a_log_of_compact_format_2_is_migrated_and_reads_verifies_explains_replays_and_grows(tmp_path):
     """tests/data/decision-log-v2.sqlite: 20 decisions written by the version before format 3 (limits in
     the trace as dicts, with their thresholds) - every asset, refusals, limits that bind and that do not."""
     path = tmp_path / "v2.sqlite"
     shutil.copy(V2_LOG, path)
+    assert migrate(path).scheme == 2
     dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules"))
     log = dacp.log
-    assert log.hash_scheme == 2 and log.verify().ok and log.count() == 20
+    assert log.verify().ok and log.count() == 21
     bound = 0
-    for e in log.entries():
+    for e in log.entries("decision"):
         assert e.body["format"] == 2
         public = dacp.logged_decision(e)
         bound += any(r.get("counted_usd") is not None for r in public["reasons"])
@@ -100,45 +90,71 @@ def test_a_log_of_compact_format_2_reads_verifies_explains_replays_and_grows(tmp
         assert "Rules evaluated:" in dacp.explain(e.entry_id)
     assert bound == 8
     (d,) = dacp.evaluate([parse_query(corpus(1, seed=4)[0])])
-    assert log.verify().ok and log.count() == 21 and dacp.log.get(d.id).body["format"] == FORMAT
+    assert log.verify().ok and log.count() == 22 and dacp.log.get(d.id).body["format"] == FORMAT
     assert dacp.logged_decision(dacp.log.get(d.id)) == d.to_json()
 
 
-@pytest.mark.parametrize("edit", [
-    ("'\"trace\":[[\"bundle.in-force\"'", "'\"trace\":[[99999'"),  # a rule the bundle does not have
-    ("'\"trace\":[['", "'\"trace\":7,\"was\":[['"),  # not a trace at all
-    ("'\"quantity\":\"'", "'\"quantity\":\"x'"),  # not a number
-])
-def test_an_entry_edited_around_the_triggers_is_a_storage_error_naming_it(tmp_path, edit):
+def test_an_old_log_edited_around_its_triggers_is_not_migrated(tmp_path):
     path = tmp_path / "v2.sqlite"
     shutil.copy(V2_LOG, path)
     with sqlite3.connect(path) as db:
         db.execute("DROP TRIGGER log_no_update")
-        db.execute(f"UPDATE log SET body = replace(body, {edit[0]}, {edit[1]}) WHERE seq = 3")
-        (entry_id,) = db.execute("SELECT entry_id FROM log WHERE seq = 3").fetchone()
-    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="python"))
-    assert not dacp.log.verify().ok
-    with pytest.raises(StorageError, match=f"decision {entry_id}: its log entry cannot be read back"):
-        dacp.explain(entry_id)
-    assert "Rules evaluated:" in dacp.explain(next(e.entry_id for e in dacp.log.entries() if e.seq == 4))
+        db.execute("UPDATE log SET body = replace(body, '\"eligible\":false', '\"eligible\":true') WHERE seq = 2")
+        assert db.total_changes == 1
+    with pytest.raises(StorageError, match="does not verify, so it is not migrated .*entry 2 .* was modified"):
+        migrate(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'tree_chunks'").fetchone()[0] == 0 or \
+            db.execute("SELECT COUNT(*) FROM tree_chunks").fetchone()[0] == 0
 
 
-def test_scheme_1_is_the_previous_versions_hash():
+def test_the_old_chain_hashes_are_the_schemes_of_their_versions():
+    """Scheme 1 hashed the canonical JSON object; scheme 2 a header line and the body bytes."""
     body = '{"a":1}'
     want = hashlib.sha256(json.dumps({"seq": 1, "entry_id": "e", "kind": "decision", "recorded_at": "t",
                                       "bundle_hash": None, "body": body, "prev_hash": "0" * 64},
                                      sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    assert entry_hash_v1(1, "e", "decision", "t", None, body, "0" * 64) == want
-    assert entry_hash_v2(1, "e", "decision", "t", None, body, "0" * 64) != want
+    assert legacy.entry_hash_v1(1, "e", "decision", "t", None, body, "0" * 64) == want
+    header = json.dumps([1, "e", "decision", "t", None, "0" * 64], separators=(",", ":"))
+    assert legacy.entry_hash_v2(1, "e", "decision", "t", None, body, "0" * 64) == \
+        hashlib.sha256(b"dacp-log/2\n" + header.encode() + b"\n" + body.encode()).hexdigest()
 
 
-def test_an_unknown_scheme_is_refused(tmp_path):
-    path = tmp_path / "log.sqlite"
-    DecisionLog(path).close()
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text(), st.one_of(st.none(), st.text()))
+def test_the_old_header_encoding_is_plain_compact_json(entry_id, kind, bundle_hash):
+    """Scheme 2's header is what json.dumps(separators=(",", ":"), ensure_ascii=False) writes."""
+    fields = [7, entry_id, kind, "2026-11-20T14:00:00.000000Z", bundle_hash, "0" * 64]
+    assert orjson.dumps(fields) == json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_an_unknown_old_scheme_is_refused(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    shutil.copy(V2_LOG, path)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = '9' WHERE key = 'hash_scheme'")
     with pytest.raises(StorageError, match="hash scheme 9"):
-        DecisionLog(path)
+        migrate(path)
+
+
+@pytest.mark.parametrize("edit", [
+    (b'"trace":[["bundle.in-force"', b'"trace":[[99999'),  # a rule the bundle does not have
+    (b'"trace":[[', b'"trace":7,"was":[['),  # not a trace at all
+    (b'"quantity":"', b'"quantity":"x'),  # not a number
+])
+def test_an_entry_edited_and_rehashed_around_the_triggers_is_a_storage_error_naming_it(tmp_path, edit):
+    """The thorough attacker (entry re-hashed, the tree rebuilt, no checkpoint to contradict it) still
+    cannot make a read serve an entry that does not decode: it names the decision."""
+    path = tmp_path / "v2.sqlite"
+    shutil.copy(V2_LOG, path)
+    migrate(path)
+    entry_id = list(DecisionLog(path).entries("decision"))[2].entry_id  # leaf 3 (after the migration record)
+    edit_entry(path, 3, *edit)
+    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="python"))
+    with pytest.raises(StorageError, match=f"decision {entry_id}: its log entry cannot be read back"):
+        dacp.explain(entry_id)
+    nxt = list(dacp.log.entries("decision"))[3].entry_id
+    assert "Rules evaluated:" in dacp.explain(nxt)
 
 
 def test_new_databases_use_large_pages(tmp_path):
@@ -222,7 +238,7 @@ def test_a_stream_stops_at_a_storage_failure(tmp_path, bundle):
     queries = [parse_query(d) for d in corpus(30, seed=14)]
     stream = dacp.evaluate_stream(queries, chunk=10)
     first = next(stream)
-    dacp.log.db.db.execute("DROP TABLE log")  # the storage goes away under it
+    dacp.log.db.db.execute("DROP TABLE tree_chunks")  # the storage goes away under it
     dacp.log.db.db.execute("CREATE TABLE log (x)")
     with pytest.raises(StorageError):
         next(stream)

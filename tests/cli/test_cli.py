@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from rules.audit.log import DecisionLog
 from rules.cli.run import main
+from tests.support.tamper import edit_entry
 from tests.support import ROOT
 
 EXAMPLES = ROOT / "examples" / "queries"
@@ -37,7 +39,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def log_count(path: Path) -> int:
     if not path.exists():
         return 0
-    return sqlite3.connect(path).execute("SELECT COUNT(*) FROM log").fetchone()[0]
+    return DecisionLog(path).count()
 
 
 def test_validate_shipped_bundle(env, capsys):
@@ -136,16 +138,18 @@ def test_explain_replay_and_audit(env, capsys):
     code, out, _ = run(capsys, "replay", did, "--engine", "python")  # the second evaluator agrees
     assert code == 0 and "IDENTICAL" in out
     code, out, _ = run(capsys, "audit", "verify")
-    assert code == 0 and "chain intact" in out
+    assert code == 0 and "tree intact" in out
 
 
-def test_audit_verify_fails_on_tampering(env, capsys):
+def test_audit_verify_fails_on_tampering_and_reads_refuse_the_entry(env, capsys):
     run(capsys, "evaluate", str(EXAMPLES))
-    db = sqlite3.connect(env / "log.sqlite", isolation_level=None)
-    db.execute("DROP TRIGGER log_no_update")
-    db.execute("""UPDATE log SET body = replace(body, '"eligible":false', '"eligible":true') WHERE seq = 2""")
+    entry = list(DecisionLog(env / "log.sqlite").entries())[1]
+    edit_entry(env / "log.sqlite", 1, b'"eligible":', b'"eligible": ', thorough=False)
     code, out, _ = run(capsys, "audit", "verify")
     assert code == 1 and "TAMPERED" in out and "entry 2" in out
+    for command in ("explain", "replay"):
+        code, out, err = run(capsys, command, entry.entry_id)
+        assert code == 8 and out == "" and "entry 2" in err and "was modified" in err
 
 
 def test_explain_unknown_id(env, capsys):
@@ -196,7 +200,7 @@ def test_a_bad_query_late_in_a_long_batch_writes_nothing(tmp_path, capsys):
     import json as _json
 
     from rules.cli.evaluate import STREAM_CHUNK
-    from rules.cli.run import main
+    from rules.audit.log import DecisionLog
     from tests.support.workload import book
 
     docs = [d for d in book(STREAM_CHUNK + 50, seed=19) if d["asset"] == "BTC"]

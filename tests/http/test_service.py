@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sqlite3
+import time
 import threading
 from pathlib import Path
 
@@ -14,6 +14,9 @@ from fastapi.testclient import TestClient
 
 from rules.engine.query import parse_query
 from rules.app import Dacp, comparable
+from rules.audit.checkpoint import Signer
+from rules.audit.log import DecisionLog
+from rules.audit.receipt import check_receipt
 from rules.cli.run import main
 from rules.errors import InputError
 from rules.http.app import create_app, openapi_document
@@ -21,6 +24,7 @@ from rules.http.auth import ACCESS, PUBLIC, Token, authenticate, hash_token
 from rules.http.config import ServiceConfig, service_config
 from rules.http.logs import configure_logging
 from rules.settings import Settings, load_settings
+from tests.support.tamper import edit_entry
 from tests.support import ROOT
 
 EXAMPLES = ROOT / "examples" / "queries"
@@ -43,9 +47,15 @@ def policies(tmp_path) -> Path:
     return d
 
 
+SIGNER = Signer.generate("test-operator")
+
+
 @pytest.fixture
 def settings(tmp_path, policies) -> Settings:
-    return Settings(policies=policies, log=tmp_path / "log.sqlite", sections=NO_APPROVALS)
+    key = tmp_path / "operator.key"
+    key.write_text(SIGNER.key_text())
+    return Settings(policies=policies, log=tmp_path / "log.sqlite", sections=NO_APPROVALS,
+                    audit={"signing_key_file": key})
 
 
 @pytest.fixture
@@ -55,7 +65,7 @@ def client(settings):
 
 
 def log_count(path: Path) -> int:
-    return sqlite3.connect(path).execute("SELECT COUNT(*) FROM log").fetchone()[0] if path.exists() else 0
+    return DecisionLog(path).count() if path.exists() else 0
 
 
 def bump_version(policies: Path, version: str) -> None:
@@ -206,16 +216,33 @@ def test_audit_verify_ok_then_tampered(client, settings):
     client.post("/v1/eligibility/batch", json={"queries": [BTC, BTC_NO, BTC]}, headers=auth("clearing"))
     r = client.get("/v1/audit/verify", headers=auth("auditor"))
     assert r.status_code == 200 and r.json()["ok"] is True and r.json()["entries"] == 3
-    head = r.json()["head"]
-    assert client.get(f"/v1/audit/verify?expect_head={head}", headers=auth("auditor")).json()["ok"] is True
-    assert client.get("/v1/audit/verify?expect_head=nothex", headers=auth("auditor")).status_code == 422
-    db = sqlite3.connect(settings.log)
-    db.execute("DROP TRIGGER log_no_update")
-    db.execute("UPDATE log SET body = replace(body, '12.5', '125') WHERE seq = 2")
-    db.commit()
+    note = client.app.state.service.checkpoint(time.monotonic())
+    ok = client.get("/v1/audit/verify", params={"checkpoint": note}, headers=auth("auditor")).json()
+    assert ok["ok"] is True and ok["checkpoints"] == 1
+    assert client.get("/v1/audit/verify", params={"checkpoint": "not a note"}, headers=auth("auditor")).status_code >= 400
+    second = list(DecisionLog(settings.log).entries())[1]
+    edit_entry(settings.log, 1, b'"12.5"', b'"125"', thorough=True)  # re-hashed, the tree rebuilt
     r = client.get("/v1/audit/verify", headers=auth("auditor"))
-    assert r.status_code == 200 and r.json()["ok"] is False and r.json()["seq"] == 2
+    assert r.status_code == 200 and r.json()["ok"] is False and "no longer extends" in r.json()["problem"]
     assert "dacp_audit_verification_failures_total 1.0" in client.get("/metrics").text
+    r = client.get(f"/v1/decisions/{second.entry_id}", headers=auth("auditor"))  # the read is refused
+    assert r.status_code == 500 and r.json()["error"]["code"] == "record_tampered" and "entry 2" in r.text
+
+
+def test_receipts_and_checkpoints_over_http_check_offline(client, settings):
+    (d,) = client.post("/v1/eligibility/batch", json={"queries": [BTC]}, headers=auth("clearing")).json()["decisions"]
+    r = client.get(f"/v1/decisions/{d['decision_id']}/receipt", headers=auth("clearing"))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_checkpointed"
+    assert client.get("/v1/audit/checkpoint", headers=auth("clearing")).status_code == 404
+    note = client.app.state.service.checkpoint(time.monotonic())
+    cp = client.get("/v1/audit/checkpoint", headers=auth("clearing")).json()
+    assert cp["note"] == note and cp["size"] == 1
+    receipt = client.get(f"/v1/decisions/{d['decision_id']}/receipt", headers=auth("clearing")).json()
+    receipt.pop("policy_bundle")
+    checked = check_receipt(json.dumps(receipt), [SIGNER.verifier()])  # offline: no database, no service
+    assert checked.index == 0 and checked.checkpoint.size == 1 and b'"decision"' in checked.entry
+    logged = client.get(f"/v1/decisions/{d['decision_id']}?receipt=true", headers=auth("auditor")).json()
+    assert logged["receipt"] == receipt
 
 
 # -- roles -----------------------------------------------------------------------------------------
@@ -223,7 +250,9 @@ ENDPOINTS = {  # operation -> (method, path, body)
     "evaluate": ("POST", "/v1/eligibility", BTC),
     "evaluate_batch": ("POST", "/v1/eligibility/batch", {"queries": [BTC]}),
     "get_decision": ("GET", "/v1/decisions/{id}", None),
+    "get_receipt": ("GET", "/v1/decisions/{id}/receipt", None),
     "verify_audit": ("GET", "/v1/audit/verify", None),
+    "get_checkpoint": ("GET", "/v1/audit/checkpoint", None),
     "get_policy": ("GET", "/v1/policy", None),
     "reload_policy": ("POST", "/v1/policy/reload", None),
     "health": ("GET", "/v1/health", None),
@@ -235,8 +264,8 @@ ENDPOINTS = {  # operation -> (method, path, body)
 }
 LEDGER_OPS = {"credit", "withdraw"}  # the outcome needs nodes: tests/http/test_ledger_routes.py (real anvil)
 ROLE_TABLE = {  # exactly what each role may do (the documented table, written out again on purpose)
-    "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw"},
-    "auditor": {"get_decision", "verify_audit", "get_policy"},
+    "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw", "get_receipt", "get_checkpoint"},
+    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint"},
     "compliance": {"reload_policy", "get_policy"},
 }
 
@@ -256,6 +285,9 @@ def test_role_matrix(client, op, who):
     if "{id}" in path:
         did = client.post("/v1/eligibility", json=BTC, headers=auth("clearing")).json()["decision_id"]
         path = path.replace("{id}", did)
+    if op in ("get_receipt", "get_checkpoint"):
+        client.post("/v1/eligibility", json=BTC, headers=auth("clearing"))
+        client.app.state.service.checkpoint(time.monotonic())
     headers = {"clearing": auth("clearing"), "auditor": auth("auditor"), "compliance": auth("compliance"), None: {},
                "invalid": {"Authorization": "Bearer " + "z" * 45}, "basic": {"Authorization": "Basic YTpi"},
                "empty": {"Authorization": "Bearer "}}[who]

@@ -88,7 +88,7 @@ def approve_fully(capsys, p) -> None:
 def log_kinds(path: Path) -> list[str]:
     if not path.exists():
         return []
-    return [r[0] for r in sqlite3.connect(path).execute("SELECT kind FROM log ORDER BY seq")]
+    return [e.kind for e in DecisionLog(path).entries()]
 
 
 # -- the shipped bundle ---------------------------------------------------------------------------
