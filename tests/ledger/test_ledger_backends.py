@@ -275,6 +275,7 @@ def test_cli_credit_withdraw_check_and_report(setup, chain, tmp_path, capsys, mo
         assert main(["audit", "verify"]) in (0, 3)  # see docs/ledger.md: `dacp audit` checks for a log file
 
 
+@pytest.mark.slow  # eight processes racing
 def test_eight_processes_racing_on_one_custody_address(setup, chain, tmp_path):
     """8 processes x 6 requests of 10,000 USDC against 150,000 USDC: exactly 15 credits, half the keys shared."""
     a = fund(chain, usdc=150_000)
