@@ -128,11 +128,13 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
         key = FACTS[sched.bucket_fact].key
         value = facts.get(key)
         st = hp.statics
-        if value is None:
-            trace.append(st.item(sched.id, "fail", {sched.bucket_fact: "missing"}, "a bucket needs this fact"))
+        bucket = None if value is None else next((b for b in sched.buckets if b.up_to is None or value <= b.up_to), None)
+        if bucket is None:  # no base haircut: the schedule fails (fail closed); its add-ons stay in the trace
+            why = "a bucket needs this fact" if value is None else "no bucket covers this value"
+            trace.append(st.item(sched.id, "fail", {sched.bucket_fact: "missing" if value is None else value}, why))
+            trace.extend(st.item(a.id, "not_applicable", None, None) for a in sched.add_ons)
             failed.append(sched.id)
             return None, ZERO
-        bucket = next(b for b in sched.buckets if b.up_to is None or value <= b.up_to)
         base = bucket.haircut
         decided_by = f"{sched.id}[{sched.bucket_fact}<={bucket.up_to}]" if bucket.up_to is not None \
             else f"{sched.id}[{sched.bucket_fact}>{sched.buckets[-2].up_to if len(sched.buckets) > 1 else 0}]"

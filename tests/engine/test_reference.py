@@ -13,10 +13,9 @@ fact-class reuse - each deciding one query at a time (``decide``) and in a batch
   applies_to, effective dates, haircut sources / floors / buckets / add-ons, limits, programme, assets)
   with queries drawn near each bundle's own thresholds and dates.
 
-Where the engine departs from the documented rule the reference keeps the documented rule; each such
-known issue has a strict-xfail test at the end that reproduces it, and ``issue_add_ons_left_out`` /
-``issue_closed_bucket_table`` let the property tests accept exactly that departure and nothing else
-(a decision is always compared to the reference first, so a fixed engine is held to the documented rule).
+Where the engine departed from the documented rule the reference kept the documented rule; the two
+departures this file found (a failed bucket schedule's add-ons left out of the trace; StopIteration out of
+a closed bucket table) are fixed, and each keeps a test at the end that reproduces it.
 
 Bounded for CI: derandomized, no example database, every generated bundle registers its durable_rules
 rulesets once (≤ 25 of them; the generated-bundle test does not shrink, so a failure does not register
@@ -94,23 +93,10 @@ def _failed_bucket_schedule(ref: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def issue_add_ons_left_out(ref: dict[str, Any], bundle: Bundle) -> dict[str, Any] | None:
-    """KNOWN ISSUE 1: when a bucket schedule fails (its fact missing), the engine leaves that schedule's
-    add-ons out of the trace, though "every rule" appears there (README "Queries and decisions";
-    decide.py: "Every rule of the bundle appears in the trace"). The reference lists them as not
-    applicable. Returns the reference decision as the engine writes it, or None when not this case."""
-    failed = _failed_bucket_schedule(ref)
-    if failed is None:
-        return None
-    sched = next(h for h in bundle.haircuts if h.id == failed["rule"])
-    drop = {a.id for a in sched.add_ons}
-    return dict(ref, reasons=[r for r in ref["reasons"] if r["rule"] not in drop])
-
-
 def issue_closed_bucket_table(ref: dict[str, Any]) -> bool:
-    """KNOWN ISSUE 2: a bucket table whose last bucket has an up_to (the loader accepts it) and a fact
-    above it: no bucket applies, so no haircut (fail closed, like a missing fact) - the engine raises
-    StopIteration out of ``Engine.decide`` instead (``next()`` over the table without a default)."""
+    """A bucket table whose last bucket has an up_to (the loader accepts it) and a fact above it: no bucket
+    applies, so no haircut (fail closed, like a missing fact). Found by this file: the engine used to raise
+    StopIteration out of ``Engine.decide`` (``next()`` over the table without a default)."""
     failed = _failed_bucket_schedule(ref)
     return failed is not None and failed["threshold"] == "no bucket covers this value"
 
@@ -122,9 +108,6 @@ def _dump(d: dict[str, Any]) -> str:
 def assert_same(ref: dict[str, Any], got: dict[str, Any], bundle: Bundle, where: str, case: Case) -> None:
     if _dump(ref) == _dump(got):
         return
-    engine_form = issue_add_ons_left_out(ref, bundle)
-    if engine_form is not None and _dump(engine_form) == _dump(got):
-        return  # known issue 1, and nothing else differs
     diffs = diff_decisions(comparable(ref), comparable(got)) or ["(a difference of type only, e.g. true vs 1)"]
     pytest.fail(f"{where} differs from the reference ({len(diffs)} differences; reference -> engine):\n  "
                 + "\n  ".join(diffs[:12]) + f"\nquery: {case.show()}" + "".join(f"\n{n}" for n in case.note))
@@ -141,13 +124,12 @@ def check_cases(bundle: Bundle, cases: list[Case]) -> dict[str, int]:
     """Every fast path against the reference, one query at a time and as one batch. Returns counts of
     what was decided (eligible, limited, refused as bad input...)."""
     refs = [reference_of(bundle, c) for c in cases]
-    seen = {"eligible": 0, "ineligible": 0, "limited": 0, "bad_input": 0, "known_issue_2": 0}
+    seen = {"eligible": 0, "ineligible": 0, "limited": 0, "bad_input": 0, "closed_bucket_table": 0}
     for ref in refs:
         if isinstance(ref, InputError):
             seen["bad_input"] += 1
-        elif issue_closed_bucket_table(ref):
-            seen["known_issue_2"] += 1
         else:
+            seen["closed_bucket_table"] += issue_closed_bucket_table(ref)
             seen["eligible" if ref["eligible"] else "ineligible"] += 1
             seen["limited"] += ref["excluded_by_limits_usd"] not in (None, "0.00")
     for (evaluator, reuse), engine in engines(bundle).items():
@@ -157,16 +139,10 @@ def check_cases(bundle: Bundle, cases: list[Case]) -> dict[str, int]:
                 with pytest.raises(InputError):
                     engine.decide(case.query, case.evidence, "x", case.verification)
                 continue
-            try:
-                got = engine.decide(case.query, case.evidence, "x", case.verification).to_json()
-            except StopIteration:
-                if issue_closed_bucket_table(ref):
-                    continue  # known issue 2
-                raise
+            got = engine.decide(case.query, case.evidence, "x", case.verification).to_json()
             assert got["engine"] == evaluator
             assert_same(ref, got, bundle, f"{name}, decide", case)
-        good = [(c, r) for c, r in zip(cases, refs)
-                if not isinstance(r, InputError) and not issue_closed_bucket_table(r)]
+        good = [(c, r) for c, r in zip(cases, refs) if not isinstance(r, InputError)]
         if len(good) < len(cases) and any(isinstance(r, InputError) for r in refs):
             with pytest.raises(InputError):  # a batch with one bad query decides nothing
                 engine.decide_many([c.query for c in cases], [c.evidence for c in cases],
@@ -556,7 +532,7 @@ def test_the_shipped_examples_match_the_reference():
     check_cases(shipped(), cases)
 
 
-# -- known issues: the engine departs from the documented rule ----------------------------------------
+# -- departures this file found in the engine (fixed): each reproduced ----------------------------------------
 FUND_WITHOUT_WAM = {"account": "A-1", "participant": "FCM-ALPHA", "asset": "OUSG", "quantity": "10", "price_usd": "100",
                     "as_of": "2026-11-20T14:00:00Z",
                     "custody": {"custodian": "anchorage", "segregated": True, "finality": "finalized", "balance": "10"},
@@ -564,25 +540,16 @@ FUND_WITHOUT_WAM = {"account": "A-1", "participant": "FCM-ALPHA", "asset": "OUSG
                                  "fund": {"nav_date": "2026-11-19", "holder_allowlisted": True, "redemption_days": 1}}}
 
 
-class KnownIssue1(Exception):
-    """The engine departs from the reference exactly as known issue 1 says, and in nothing else."""
-
-
-@pytest.mark.xfail(strict=True, raises=KnownIssue1,
-                   reason="KNOWN ISSUE 1: a bucket schedule that fails for want of its fact "
-                   "(haircut.tokenized-funds without fund.wam_days) leaves its add-ons "
-                   "(haircut.tokenized-funds.token-risk, .slow-redemption) out of the trace; README: the trace "
-                   "names every rule (the reference: not_applicable)")
 @pytest.mark.parametrize("evaluator,reuse", PATHS)
-def test_known_issue_1_failed_bucket_schedule_keeps_its_add_ons_in_the_trace(evaluator, reuse):
+def test_a_failed_bucket_schedule_keeps_its_add_ons_in_the_trace(evaluator, reuse):
+    """Found by this file: a bucket schedule that failed for want of its fact (haircut.tokenized-funds without
+    fund.wam_days) left its add-ons out of the trace, though every rule appears there."""
     query = parse_query(FUND_WITHOUT_WAM)
     ref = decide_reference(shipped(), query)
     assert {"haircut.tokenized-funds.token-risk", "haircut.tokenized-funds.slow-redemption"} <= \
         {r["rule"] for r in ref["reasons"]}
     got = engines(shipped())[(evaluator, reuse)].decide(query).to_json()
-    if _dump(got) != _dump(ref) and _dump(got) == _dump(issue_add_ons_left_out(ref, shipped())):
-        raise KnownIssue1("the engine's trace lacks the failed schedule's add-ons, and differs in nothing else")
-    assert _dump(got) == _dump(ref)  # any other difference is a failure, not this known issue
+    assert _dump(got) == _dump(ref)
 
 
 def closed_bucket_bundle() -> Bundle:
@@ -595,12 +562,8 @@ def closed_bucket_bundle() -> Bundle:
     return load_bundle_from_sources(sources)
 
 
-@pytest.mark.xfail(strict=True, raises=StopIteration,
-                   reason="KNOWN ISSUE 2: with every bucket bounded (the loader accepts a closed last bucket), a "
-                   "fact above the last bound makes Engine.decide raise StopIteration; documented rule: no bucket "
-                   "applies, no haircut, the schedule fails (fail closed)")
 @pytest.mark.parametrize("evaluator,reuse", PATHS)
-def test_known_issue_2_a_value_above_a_closed_bucket_table_fails_closed(evaluator, reuse):
+def test_a_value_above_a_closed_bucket_table_fails_closed(evaluator, reuse):
     bundle = closed_bucket_bundle()
     doc = json.loads(json.dumps(FUND_WITHOUT_WAM))
     doc["evidence"]["fund"]["wam_days"] = 2000
