@@ -14,7 +14,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from rules.evidence import CustodyEvidence, PriceEvidence
+from adapters.storage.sql import is_postgres, normalise_target
+from rules.evidence import CustodyEvidence, PriceEvidence, custody_from_json, price_from_json
 from rules.engine.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError
 from rules.audit.log import DecisionLog, Entry, VerifyResult
@@ -24,7 +25,8 @@ from rules.collector import gc_paused
 from rules.audit.entry_format import log_body, public_decision
 from rules.policy.model import Bundle
 from rules.policy.loader import load_bundle
-from rules.engine.query import Query
+from rules.engine.query import Query, parse_query
+from rules.ledger.store import LedgerStore
 from rules.lifecycle.approvals.status import require_approved
 from rules.settings import Settings
 
@@ -191,8 +193,6 @@ class Dacp:
         return explain_decision(self.logged_decision(entry), recorded_at=entry.recorded_at, seq=entry.seq)
 
     def replay(self, decision_id: str, evaluator: str | None = None) -> ReplayResult:
-        from rules.engine.query import parse_query
-
         entry = self.reading_log.get(decision_id)
         bundle = self.stored_bundle(entry.bundle_hash or "")
         original = self.logged_decision(entry)
@@ -210,8 +210,6 @@ class Dacp:
 
 
 def evidence_from_json(d: dict[str, Any]) -> Evidence:
-    from rules.evidence import custody_from_json, price_from_json
-
     return custody_from_json(d) if d.get("kind") == "custody" else price_from_json(d)
 
 
@@ -219,8 +217,6 @@ def evidence_from_json(d: dict[str, Any]) -> Evidence:
 def decision_log_exists(settings: Settings) -> bool:
     """Whether there is a decision log to read: a PostgreSQL log's tables are made on first use, a SQLite log is
     a file that exists (opening a missing one would create it)."""
-    from adapters.storage.sql import is_postgres
-
     return is_postgres(settings.log) or Path(settings.log).exists()
 
 
@@ -259,28 +255,24 @@ def audit_verifiers(settings: Settings, keys: Sequence[str] = ()) -> list[Verifi
 
 def ledger_url(settings: Settings, override: str | None = None) -> str:
     """The ledger's database: ``override`` (``--ledger``), else settings ``[ledger] url``, else the log."""
-    from adapters.storage.sql import normalise_target
-
     return normalise_target(override or settings.ledger.url or settings.log)
 
 
-def open_ledger_store(settings: Settings, override: str | None = None) -> Any:
-    """The ledger's store (``rules.ledger.store.LedgerStore``) on ``ledger_url``."""
-    from rules.ledger.store import LedgerStore
-
+def open_ledger_store(settings: Settings, override: str | None = None) -> LedgerStore:
+    """The ledger's store on ``ledger_url``."""
     return LedgerStore(ledger_url(settings, override))
 
 
 def custody_verifier(settings: Settings) -> Any:
     """Reads custody on-chain (``adapters.custody.CustodyVerifier``) with the settings' nodes."""
-    from adapters.custody import CustodyVerifier
+    from adapters.custody import CustodyVerifier  # here, for start-up time: web3 loads only to read a chain
 
     return CustodyVerifier(ethereum=settings.ethereum.given(), bitcoin=settings.bitcoin.given())
 
 
 def price_reader(settings: Settings, file: Path | None = None) -> Any:
     """Prices from settings ``[prices]``, or only from the static price ``file`` when one is given."""
-    from adapters.custody import PriceReader
+    from adapters.custody import PriceReader  # here, for start-up time: web3 loads only to read a chain
 
     if file is not None:
         if not file.is_file():
