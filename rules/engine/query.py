@@ -2,7 +2,10 @@
 
 The public contract is ``rules/schema/query.schema.json``. Numbers for money and quantities must
 be decimal strings; a JSON number there is refused (it may already have lost precision), and so
-are NaN, Infinity, duplicate keys, unknown keys, negative or absurd values and bad dates.
+are NaN, Infinity, duplicate keys, unknown keys, negative or absurd values and bad dates. Values follow the
+one grammar of every door (``rules.values``): patterns match whole text (``"12.5\\n"`` is refused), number
+tokens of a document are length-bounded before they are converted, times stay well inside the representable
+range.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rules.engine.query_fastcheck import certainly_valid
 from rules.errors import InputError
 from rules.policy.schema_check import describe, validator
 from rules.policy.yaml_reader import MAX_DEPTH, load_yaml_text, too_deep
-from rules.values import parse_utc_text, utc_text
+from rules.values import MAX_YEAR, MIN_YEAR, bounded_decimal_text, bounded_int_text, decimal_value, time_value, utc_text
 
 MAX_QUANTITY = Decimal(10) ** 12  # whole units; far above any real holding, far below overflow
 MAX_PRICE = Decimal(10) ** 9
@@ -77,8 +80,8 @@ def parse_json_text(text: str, where: str) -> Any:
     if too_deep(text):
         raise InputError(f"the document is nested too deeply (more than {MAX_DEPTH} levels)", where)
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
-                          object_pairs_hook=_no_duplicates)
+        return json.loads(text, parse_float=bounded_decimal_text, parse_int=bounded_int_text,
+                          parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except InputError as e:
         raise InputError(e.message, where) from None
     except json.JSONDecodeError as e:
@@ -104,10 +107,7 @@ def parse_document(text: str, where: str) -> Any:
 def parse_time(text: str, where: str) -> datetime:
     """A query's (schema-checked) time as an aware datetime in UTC; ``InputError`` naming ``where`` if
     it is not a real one."""
-    try:
-        return parse_utc_text(text).astimezone(timezone.utc)
-    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-05:00 is past year 9999 in UTC
-        raise InputError(f"{text!r} is not a real date and time", where) from None
+    return time_value(text, where)  # 9999-12-31T23:59-05:00 is past year 9999 in UTC: refused, never a crash
 
 
 def as_of_text(as_of: datetime) -> str:
@@ -117,13 +117,16 @@ def as_of_text(as_of: datetime) -> str:
 
 def _date(text: str, where: str) -> date:
     try:
-        return date.fromisoformat(text)
+        d = date.fromisoformat(text)
     except ValueError:
         raise InputError(f"{text!r} is not a real calendar date", where) from None
+    if not MIN_YEAR <= d.year <= MAX_YEAR:
+        raise InputError(f"{text!r} is out of range (years {MIN_YEAR} to {MAX_YEAR})", where)
+    return d
 
 
 def _decimal(text: str, where: str, *, maximum: Decimal, positive: bool = True) -> Decimal:
-    value = Decimal(text)  # the schema's pattern admits only plain non-negative decimals
+    value = decimal_value(text, where)  # the schema's pattern admitted it already: plain, bounded
     if positive and value <= 0:
         raise InputError(f"must be greater than zero, got {text}", where)
     if value > maximum:

@@ -10,7 +10,9 @@ verdict and messages are the ones that count. So the check may be conservative b
 through what jsonschema would refuse: ``tests/engine/test_query_fastcheck.py`` holds the two to that on
 generated documents.
 
-Only the keywords the query schema uses are known; a schema with any other keyword is refused when
+A ``pattern`` must match whole text: one ending in a bare ``$`` (which in Python's ``re`` also matches before a
+final newline, so ``"BTC\\n"`` would pass ``^[A-Z]+$``) or using ``\\d`` (any Unicode digit) is refused when
+compiled; write ``$(?!\\n)`` and ``[0-9]``. Only the keywords the query schema uses are known; a schema with any other keyword is refused when
 compiled, so the schema cannot grow a rule this check would silently skip.
 """
 
@@ -20,7 +22,7 @@ import re
 from functools import lru_cache
 from typing import Any, Callable
 
-from rules.policy.schema_check import validator
+from rules.policy.schema_check import schema
 
 Check = Callable[[Any], bool]
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "$defs", "$comment", "examples", "default"}
@@ -97,6 +99,8 @@ def _compile(node: dict[str, Any], root: dict[str, Any], where: str) -> Check:
         raise UnsupportedSchema(f"{where}: additionalProperties must be true or false here")
     # Keywords that apply to one JSON type each, as jsonschema applies them: to that type only.
     on: dict[str, list[Check]] = {"string": [], "array": [], "object": [], "integer": []}
+    if "pattern" in node:
+        _strict(node["pattern"], where)
     search = re.compile(node["pattern"]).search if "pattern" in node else None  # jsonschema searches, unanchored
     if search is not None:
         if t == "string" and len(set(node) - _ANNOTATIONS) == 2:  # the common case, in one call
@@ -134,6 +138,16 @@ def _compile(node: dict[str, Any], root: dict[str, Any], where: str) -> Check:
         on["object"].append(obj)
     allowed = frozenset(node["enum"]) if "enum" in node else None
     return _assemble(t, on, allowed)
+
+
+def _strict(pattern: str, where: str) -> None:
+    """Refuse a pattern that is not anchored at the true end of the text, or that admits non-ASCII digits."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        raise UnsupportedSchema(f"{where}: the pattern {pattern!r} ends in a bare '$', which also matches before a "
+                                "final newline; end it with '$(?!\\n)'")
+    if "\\d" in pattern:
+        raise UnsupportedSchema(f"{where}: the pattern {pattern!r} uses \\d, which matches any Unicode digit; "
+                                "write [0-9]")
 
 
 def _all(checks: list[Check]) -> Check:
@@ -182,4 +196,4 @@ def _assemble(t: str | None, on: dict[str, list[Check]], allowed: frozenset[str]
 def certainly_valid(name: str) -> Check:
     """The fast acceptance check of ``rules/schema/<name>.schema.json``: ``True`` means jsonschema would
     accept the document; ``False`` means ask jsonschema."""
-    return compile_check(validator(name).schema)  # the schema checked against the meta-schema, read once
+    return compile_check(schema(name))  # the schema checked against the meta-schema, read once (no jsonschema)

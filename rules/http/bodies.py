@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 
 from rules.errors import InputError
-from rules.http.fields import (Addresses, BundleHash, OptionalBool, OptionalEvidence, OptionalText, OptionalTime,
-                               Quantity, Queries, Text)
+from rules.http.fields import (Addresses, AssetSymbol, BundleHash, Identifier, OptionalBool, OptionalEvidence,
+                               OptionalIdentifier, OptionalText, OptionalTime, Quantity, Queries)
 from rules.ledger.requests import CreditRequest, WithdrawRequest
 
 # the example query of the OpenAPI document (POST /v1/eligibility's body is a query: rules.engine.query)
@@ -114,14 +114,14 @@ class CreditBody(_LedgerBody):
                "segregated": True, "evidence": {"stablecoin": {"issuer": "Circle Internet Financial",
                                                                "reserve_attestation_date": "2026-11-17"}}}
 
-    account: Text
-    participant: Text
-    asset: Text = Field(description="a registry asset, e.g. USDC")
+    account: Identifier
+    participant: Identifier
+    asset: AssetSymbol = Field(description="a registry asset, e.g. USDC")
     quantity: Quantity = Field(description="whole units as a decimal string (BTC, not satoshi)")
     addresses: Addresses = Field(description="custody addresses")
     account_type: OptionalText = Field(None, description="for a new account: customer-segregated (default), "
                                        "cleared-swaps, 30.7-secured")
-    custodian: OptionalText = None
+    custodian: OptionalIdentifier = None
     segregated: OptionalBool = None
     evidence: OptionalEvidence = Field(None, description="off-chain evidence of a query: stablecoin and/or fund")
     as_of: OptionalTime = Field(None, description="decision time, RFC 3339 (default now)")
@@ -137,8 +137,8 @@ class WithdrawBody(_LedgerBody):
     what = "withdraw"
     example = {"account": "ACC-1001", "asset": "USDC", "quantity": "40000"}
 
-    account: Text
-    asset: Text
+    account: Identifier
+    asset: AssetSymbol
     quantity: Quantity
     address: OptionalText = Field(None, description="only from this custody address (default: newest credits first)")
 

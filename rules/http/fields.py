@@ -6,27 +6,30 @@ refused with its first problem in field order, in plain words and naming the fie
 the CLI words it; pydantic's own coercions and messages never apply. The schema (``WithJsonSchema``) is what
 the OpenAPI document says of the field. Quantities are decimal strings, never JSON numbers: no float ever
 touches money. A check never sees ``null``: the bodies drop null fields first (null counts as not sent).
+Quantities, times and identifiers are read by the one value grammar of every door (``rules.values``), so the
+CLI, Python and HTTP give the same text the same answer.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
 
 from rules.errors import InputError
-from rules.values import parse_utc_text
+from rules.values import IDENTIFIER, MAX_FRACTION_DIGITS, MAX_INT_DIGITS, decimal_value, identifier, time_value
 
-DECIMAL_PATTERN = r"^[0-9]{1,30}(\.[0-9]{1,30})?$"
-HEX64_PATTERN = r"^[0-9a-f]{64}$"
+DECIMAL_PATTERN = rf"^[0-9]{{1,{MAX_INT_DIGITS}}}(\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?$(?!\n)"  # rules.values.decimal_value
+HEX64_PATTERN = r"^[0-9a-f]{64}$(?!\n)"
+IDENTIFIER_PATTERN = rf"^{IDENTIFIER.pattern}$(?!\n)"
+ASSET_PATTERN = r"^[A-Za-z0-9]{1,12}$(?!\n)"
 MAX_TEXT = 200
 MAX_ADDRESSES = 100
-_DECIMAL_TEXT = re.compile(DECIMAL_PATTERN)
-_HEX64 = re.compile(HEX64_PATTERN)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _where(info: ValidationInfo) -> str:
@@ -39,13 +42,16 @@ def _text(v: Any, info: ValidationInfo) -> str:
     return v
 
 
+def _identifier(v: Any, info: ValidationInfo) -> str:
+    return identifier(v, _where(info))
+
+
+def _asset(v: Any, info: ValidationInfo) -> str:
+    return identifier(v, _where(info), "asset")
+
+
 def _quantity(v: Any, info: ValidationInfo) -> Decimal:
-    if not isinstance(v, str):
-        raise InputError('write the number as a decimal string, e.g. "12.5"', _where(info))
-    if not _DECIMAL_TEXT.match(v):
-        raise InputError(f"{v[:40]!r} is not a plain decimal string (digits, at most one '.', "
-                         "e.g. \"12.5\"; no sign, exponent, NaN or Infinity)", _where(info))
-    return Decimal(v)  # exact, and finite: the pattern allows nothing else
+    return decimal_value(v, _where(info))  # exact and finite, its digits bounded before conversion
 
 
 def _addresses(v: Any, info: ValidationInfo) -> tuple[str, ...]:
@@ -65,16 +71,7 @@ def _bool(v: Any, info: ValidationInfo) -> bool:
 
 
 def _time(v: Any, info: ValidationInfo) -> datetime:
-    where = _where(info)
-    if not isinstance(v, str) or len(v) > 64:
-        raise InputError("must be an RFC 3339 date and time string, e.g. 2026-11-20T14:00:00Z", where)
-    try:
-        ts = parse_utc_text(v)
-    except ValueError:
-        raise InputError(f"{v!r} is not an RFC 3339 date and time", where) from None
-    if ts.tzinfo is None:
-        raise InputError(f"{v!r} has no time zone (write Z or +00:00)", where)
-    return ts.astimezone(timezone.utc)
+    return time_value(v, _where(info))  # a zone required; within the representable range after its offset
 
 
 def _evidence(v: Any, info: ValidationInfo) -> dict[str, Any]:
@@ -91,7 +88,7 @@ def _queries(v: Any, info: ValidationInfo) -> list[Any]:
 
 
 def _bundle_hash(v: Any, info: ValidationInfo) -> str:
-    if not (isinstance(v, str) and _HEX64.match(v)):
+    if not (isinstance(v, str) and _HEX64.fullmatch(v)):
         raise InputError("must be a bundle hash: 64 lower-case hex digits", _where(info))
     return v
 
@@ -99,6 +96,11 @@ def _bundle_hash(v: Any, info: ValidationInfo) -> str:
 _TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
 Text = Annotated[str, PlainValidator(_text), WithJsonSchema(_TEXT_SCHEMA)]
 OptionalText = Annotated[str | None, PlainValidator(_text), WithJsonSchema({"type": ["string", "null"]})]
+Identifier = Annotated[str, PlainValidator(_identifier), WithJsonSchema({"type": "string",
+                                                                          "pattern": IDENTIFIER_PATTERN})]
+OptionalIdentifier = Annotated[str | None, PlainValidator(_identifier), WithJsonSchema(
+    {"type": ["string", "null"], "pattern": IDENTIFIER_PATTERN})]
+AssetSymbol = Annotated[str, PlainValidator(_asset), WithJsonSchema({"type": "string", "pattern": ASSET_PATTERN})]
 Quantity = Annotated[Decimal, PlainValidator(_quantity), WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN})]
 Addresses = Annotated[tuple[str, ...], PlainValidator(_addresses), WithJsonSchema(
     {"type": "array", "minItems": 1, "maxItems": MAX_ADDRESSES, "uniqueItems": True, "items": _TEXT_SCHEMA})]

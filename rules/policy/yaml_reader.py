@@ -4,7 +4,9 @@ PyYAML's loaders silently keep the last of duplicate keys and turn ``0.1`` into 
 Here the node tree is composed with PyYAML's *safe* composer and converted by hand:
 
 * duplicate mapping keys are errors naming both lines;
-* numbers become ``int`` or exact ``Decimal``; ``.nan``/``.inf`` are errors;
+* numbers become ``int`` or exact ``Decimal``; ``.nan``/``.inf`` are errors, and so is a number token longer
+  than ``rules.values.MAX_NUMBER_TEXT`` characters (refused before conversion: Python's ``int`` raises on
+  more than 4,300 digits);
 * only the core tags are accepted (``!!python/...`` and custom tags are errors; nothing is executed);
 * dates and times stay strings (the schema checks their form);
 * every value's position is recorded by its path, so schema errors can be reported at file:line:col.
@@ -21,6 +23,7 @@ from typing import Any
 import yaml
 
 from rules.errors import Problem
+from rules.values import MAX_NUMBER_TEXT
 
 Path = tuple[str | int, ...]
 
@@ -124,6 +127,10 @@ class _Converter:
             return _BOOL[text]
         if _SPECIAL_FLOAT.match(text):
             self.problem(node, f"{text!r} is not a number that can be used (no NaN or infinity)")
+            return None
+        if len(text) > MAX_NUMBER_TEXT and (_INT.match(text) or _FLOAT.match(text)):
+            self.problem(node, f"a number of {len(text):,} characters is too long (at most {MAX_NUMBER_TEXT}); "
+                               "quote it if it is text")
             return None
         if _INT.match(text):
             return int(text.replace("_", ""))

@@ -129,3 +129,10 @@ def test_keywords_apply_to_their_own_type_only():
     assert not check(2) and not check("abc") and not check(["a", "a"])
     assert not check(Decimal(5)) and not check(5.0)  # jsonschema's verdict there is its own: ask it
     assert not check([1, 2])  # uniqueness of non-strings: ask jsonschema
+
+
+@pytest.mark.parametrize("pattern", ["^[A-Z]+$", "^\\d+$(?!\\n)"])
+def test_a_pattern_not_anchored_at_the_true_end_or_with_unicode_digits_is_refused(pattern):
+    from rules.engine.query_fastcheck import UnsupportedSchema, compile_check
+    with pytest.raises(UnsupportedSchema):
+        compile_check({"type": "string", "pattern": pattern})
