@@ -9,6 +9,13 @@ then stops the server. Bounded in count and time.
 
     .venv/bin/python bench/bench_service.py            # 50, 100, 200 req/s for 5 s each
     .venv/bin/python bench/bench_service.py --quick    # 50, 100 req/s for 1 s each, one small batch (CI smoke)
+    .venv/bin/python bench/bench_service.py --clients 32 --rates 1000,1500,0 --batch 0   # concurrent clients
+
+``--clients N``: N keep-alive connections (a minimal HTTP/1.1 client on raw asyncio streams, so that the
+load generator is not the bottleneck on the server's machine) share the target rate: request k of the run is
+scheduled at k/rate and sent by connection k mod N as soon as it is free and its time has come; latency is
+from the scheduled time (a late connection's queueing counts). Rate 0: as fast as the N connections go
+(closed loop), the capacity. Prints achieved req/s, p50, p99, max; bounded like the open-loop mode.
 """
 
 from __future__ import annotations
@@ -102,6 +109,62 @@ async def run_rate(base: str, rate: int, seconds: float, body: bytes) -> dict:
             "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000, "max_ms": max(lat, default=0) * 1000}
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a keep-alive connection and read the whole response; its status code."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def run_clients(base: str, clients: int, rate: int, seconds: float, body: bytes) -> dict:
+    """N connections share ``rate`` (0: as fast as they go); latency from each request's scheduled time."""
+    host, port = base.removeprefix("http://").split(":")
+    request = (f"POST /v1/eligibility HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    n = min(int((rate or 2000) * seconds), MAX_REQUESTS)
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(clients)]
+    for r, w in conns:  # warm every connection (and the engine)
+        await _exchange(r, w, request)
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
+
+    async def client(c: int) -> None:
+        reader, writer = conns[c]
+        for k in range(c, n, clients):
+            scheduled = t0 + k / rate if rate else time.perf_counter()
+            if scheduled > stop_at:
+                return
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                status = await _exchange(reader, writer, request)
+            except (OSError, asyncio.IncompleteReadError) as e:
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                return
+            if status != 200:
+                errors[str(status)] = errors.get(str(status), 0) + 1
+            else:
+                lat.append(time.perf_counter() - scheduled)
+
+    await asyncio.wait_for(asyncio.gather(*(client(c) for c in range(clients))), timeout=seconds + MAX_SECONDS_PER_RATE)
+    wall = time.perf_counter() - t0
+    for _, w in conns:
+        w.close()
+    return {"rate": rate, "clients": clients, "sent": len(lat) + sum(errors.values()), "ok": len(lat),
+            "errors": errors, "throughput": len(lat) / wall, "p50_ms": pct(lat, 50) * 1000,
+            "p99_ms": pct(lat, 99) * 1000, "max_ms": max(lat, default=0) * 1000}
+
+
 async def run_batches(base: str, batches: list[bytes], size: int) -> dict:
     """POST each batch in turn (closed loop: one at a time) and time them from send to full response."""
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -130,20 +193,26 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="50 and 100 req/s for 1 s each, one small batch")
     ap.add_argument("--batch", type=int, default=1000, help="queries per batch request (default 1,000, the "
                     "service's max_batch; 0: no batch run)")
+    ap.add_argument("--clients", type=int, default=0, help="N concurrent keep-alive clients sharing each rate "
+                    "(0: the open-loop httpx mode); rate 0 = as fast as they go")
     ap.add_argument("--batches", type=int, default=10, help="batch requests to send (default 10)")
     args = ap.parse_args()
     rates = [50, 100] if args.quick else [int(x) for x in args.rates.split(",")]
     seconds = 1.0 if args.quick else min(args.seconds, MAX_SECONDS_PER_RATE)
+    if not 0 <= args.clients <= 256:
+        ap.error("--clients: 0 to 256")
     body = (ROOT / "examples" / "queries" / "btc-eligible.json").read_bytes()
     tmp = Path(tempfile.mkdtemp(prefix="dacp-bench-"))
     proc, base = start_server(tmp, args.engine)
     try:
+        mode = f"{args.clients} concurrent clients" if args.clients else "open loop"
         print(f"dacp serve on {base} (engine {args.engine}, decision log on, 1 process); {platform.machine()}, "
-              f"Python {platform.python_version()}, {os.cpu_count()} CPUs; open loop, {seconds:g} s per rate")
+              f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {mode}, {seconds:g} s per rate")
         print(f"{'rate/s':>7} {'sent':>6} {'ok':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors")
         results = []
         for rate in rates:
-            r = asyncio.run(run_rate(base, rate, seconds, body))
+            r = asyncio.run(run_clients(base, args.clients, rate, seconds, body) if args.clients
+                            else run_rate(base, rate, seconds, body))
             results.append(r)
             print(f"{r['rate']:>7} {r['sent']:>6} {r['ok']:>6} {r['throughput']:>8.1f} {r['p50_ms']:>8.2f} "
                   f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}  {json.dumps(r['errors']) if r['errors'] else '-'}")

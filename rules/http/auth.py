@@ -81,7 +81,7 @@ def require(operation: str) -> Callable[..., Principal]:
     ``request.state`` for the request's log line."""
     allowed = ACCESS[operation]
 
-    def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    async def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
             raise HttpError(401, "unauthenticated", "send a bearer token: Authorization: Bearer <token>", _CHALLENGE)
         who = authenticate(request.app.state.service.config.tokens, creds.credentials)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from rules.http.service import Active, Service
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
     """The app's ``Service`` (a route dependency)."""
     return request.app.state.service
 

@@ -7,12 +7,21 @@
 * durable_rules is process-wide and not thread-safe: ``decide``, ``credit`` and ``withdraw`` run on ONE
   worker thread (``engine_limiter``, an anyio capacity limiter of 1), never on the event loop. Auditors'
   reads (``read``) use a second ``Dacp`` (its own SQLite connection) on the default thread pool.
+* Group commit (``decide_one``): single queries that arrive together are decided on that thread as one
+  group and logged in ONE transaction (one ``DecisionLog.append``, one chunk, one fsync), in the order they
+  arrived; each request is answered only once the group's transaction has committed. A group is whatever
+  gathered while the worker was busy, plus at most ``group_wait_s`` of waiting when it was idle, at most
+  ``group_max`` queries. A log that cannot be written fails every request of its group (503, nothing of it
+  written); an engine failure (a ``DacpError`` raised while deciding, before the append) is isolated: that
+  group is decided again query by query, so each request gets its own answer; a bug fails its group (500).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import weakref
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,7 +31,7 @@ import anyio
 from rules.app import Dacp, audit_signer, custody_verifier, open_ledger_store, price_reader
 from rules.engine.decide import Decision
 from rules.engine.query import Query
-from rules.errors import DacpError, InputError
+from rules.errors import DacpError, InputError, StorageError
 from rules.http.config import ServiceConfig
 from rules.http.errors import HttpError
 from rules.http.logs import event
@@ -45,6 +54,19 @@ class Active:
         return self.dacp.bundle.hash
 
 
+GROUP_MAX = 256  # single queries decided and logged in one transaction, at most
+GROUP_WAIT_S = 0.001  # how long an idle worker waits for a group to fill (a busy one gathers while it works)
+
+
+class _Group:
+    """The single queries waiting for the decision worker, on one event loop, and whether a drain runs."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Active, Query, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+        self.full = asyncio.Event()
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -52,6 +74,8 @@ class Service:
     make_verifier: Callable[[Settings], Any] | None = None  # None: rules.app.custody_verifier
     make_prices: Callable[[Settings], Any] | None = None  # None: rules.app.price_reader
     metrics: Metrics = field(default_factory=Metrics)
+    group_max: int = GROUP_MAX
+    group_wait_s: float = GROUP_WAIT_S
 
     def __post_init__(self) -> None:
         self._swap = threading.Lock()
@@ -65,6 +89,8 @@ class Service:
         self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
         self._ledger_cache: tuple[Active, Ledger] | None = None  # the ledger on the latest snapshot used
         self._last_checkpoint: tuple[int, float] = (0, time.monotonic())  # (tree size, when) of the last one signed
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Group] = weakref.WeakKeyDictionary()
+        self.group_sizes: list[int] = []  # the size of each group committed (the last 10,000; tests and the bench)
 
     def _verifier(self) -> Any:
         return (self.make_verifier or custody_verifier)(self.settings)
@@ -119,6 +145,85 @@ class Service:
             if v.get("status") == "failed":
                 self.metrics.custody_failures.labels(str(v.get("reason", "unknown"))).inc()
         return decisions
+
+    # -- group commit of single queries ------------------------------------------------------------
+    async def decide_one(self, active: Active, query: Query) -> Decision:
+        """Decide and log one query under ``active``, grouped with the others waiting (see the module notes);
+        returns once its log entry is committed, or raises what its group (or it alone) raised."""
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(loop)
+        if group is None:
+            group = self._groups[loop] = _Group()
+        future: asyncio.Future = loop.create_future()
+        group.pending.append((active, query, future))
+        if len(group.pending) >= self.group_max:
+            group.full.set()
+        if group.task is None:
+            group.task = loop.create_task(self._drain(group))
+        return await future
+
+    async def _drain(self, group: _Group) -> None:
+        """Take groups off ``pending`` and decide them on the engine worker until none is left."""
+        taken: list[tuple[Active, Query, asyncio.Future]] = []
+        try:
+            while group.pending:
+                if len(group.pending) < self.group_max and self.group_wait_s > 0:
+                    group.full.clear()
+                    try:
+                        await asyncio.wait_for(group.full.wait(), self.group_wait_s)
+                    except asyncio.TimeoutError:
+                        pass
+                taken, group.pending[:self.group_max] = group.pending[:self.group_max], []
+                outcomes = await anyio.to_thread.run_sync(self.decide_group, [(a, q) for a, q, _ in taken],
+                                                          limiter=self.engine_limiter)
+                for (_, _, future), outcome in zip(taken, outcomes):
+                    if future.done():  # the client went away: its entry is logged all the same
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+                taken = []
+        except BaseException as e:  # a bug here, or the loop is shutting down: no request is left waiting
+            for _, _, future in taken + group.pending:
+                if not future.done():
+                    future.set_exception(e if isinstance(e, Exception) else RuntimeError("the service is stopping"))
+            group.pending.clear()
+            raise
+        finally:
+            group.task = None
+
+    def decide_group(self, items: list[tuple[Active, Query]]) -> list[Decision | BaseException]:
+        """Decide and log ``items`` (in order), one transaction per run of the same snapshot; a decision or
+        an exception for each. Runs on the engine thread."""
+        self.group_sizes.append(len(items))
+        if len(self.group_sizes) > 10_000:
+            del self.group_sizes[:5_000]
+        outcomes: list[Decision | BaseException] = []
+        start = 0
+        while start < len(items):
+            active = items[start][0]
+            end = start
+            while end < len(items) and items[end][0] is active:
+                end += 1
+            queries = [q for _, q in items[start:end]]
+            try:
+                outcomes.extend(self.decide(active, queries))
+            except StorageError as e:  # the group's transaction did not commit: nothing of it is logged
+                outcomes.extend([e] * len(queries))
+            except DacpError as e:  # the engine refused (before the append): decide each again alone
+                if len(queries) == 1:
+                    outcomes.append(e)
+                else:
+                    for q in queries:
+                        try:
+                            outcomes.extend(self.decide(active, [q]))
+                        except Exception as one:  # noqa: BLE001 - that request's own answer
+                            outcomes.append(one)
+            except Exception as e:  # noqa: BLE001 - a bug: where it struck is unknown, so no retry; a 500 each
+                outcomes.extend([e] * len(queries))
+            start = end
+        return outcomes
 
     def read(self, fn: Callable[[Dacp], Any]) -> Any:
         """``fn`` on the auditors' ``Dacp`` (one at a time: it holds one SQLite connection)."""

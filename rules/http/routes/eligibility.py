@@ -1,13 +1,14 @@
 """POST /v1/eligibility and /v1/eligibility/batch: decide queries, log them, answer with the decisions.
 
+A single query joins the group the decision worker commits next (``Service.decide_one``: one transaction for
+the queries that arrived together, each answered once it is durable); a batch is one group of its own.
+
 Both answer from the decisions' compact form (``Decision.to_json_bytes``, the bytes ``dacp evaluate``
 prints), not from dicts for a JSON encoder to walk: building and encoding ~10 KB of dicts a decision was
 half a batch's time.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import anyio
 import orjson
@@ -38,8 +39,8 @@ async def evaluate(request: Request, who: Principal = Depends(require("evaluate"
                    svc: Service = Depends(service)) -> Response:
     active = snapshot(request)
     query = parse_query(await read_json(request, min(svc.config.max_body_bytes, MAX_QUERY_BYTES)), "query")
-    decisions = await anyio.to_thread.run_sync(partial(svc.decide, active, [query]), limiter=svc.engine_limiter)
-    return Response(decisions[0].to_json_bytes(), media_type="application/json")
+    decision = await svc.decide_one(active, query)  # group commit: answered once its entry is committed
+    return Response(decision.to_json_bytes(), media_type="application/json")
 
 
 @router.post("/v1/eligibility/batch", operation_id="evaluate_batch",
