@@ -109,3 +109,62 @@ def price_from_json(d: Mapping[str, Any]) -> PriceEvidence:
         asset=d["asset"], price_usd=Decimal(d["price_usd"]), source=d["source"], updated_at=_ts(d["updated_at"]),
         round_id=None if d.get("round_id") is None else int(d["round_id"]),
         raw_answer=None if d.get("raw_answer") is None else int(d["raw_answer"]), decimals=d.get("decimals"))
+
+
+LEDGER = "ledger"
+WHAT_IF = "what-if (caller's portfolio)"
+
+
+@dataclass(frozen=True)
+class Held:
+    """One holding: an asset, its collateral value (after haircut and limits, as last decided) and, when
+    known, its quantity (whole units) and custodian. A holding without a quantity counts at its value."""
+
+    asset: str
+    value_usd: Decimal
+    quantity: Decimal | None = None
+    custodian: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"asset": self.asset, "value_usd": str(self.value_usd),
+                "quantity": None if self.quantity is None else str(self.quantity), "custodian": self.custodian}
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What is already held, for the limits: the account's own holdings and those of every reach a limit
+    may count across (``customer``: every account of the account's customer; ``participant``: every
+    account of the FCM; ``programme``: every account in the programme). Each reach includes the account's
+    own holdings. ``source`` says where they came from: ``LEDGER`` (the system's own books) or ``WHAT_IF``
+    (a caller's claim, decided as a what-if and flagged so in the decision). A reach that is not given
+    is the account's own holdings for a what-if; for the ledger it must be given (fail closed: a limit
+    across a reach the ledger did not give counts nothing)."""
+
+    source: str
+    account: tuple[Held, ...] = ()
+    customer: tuple[Held, ...] | None = None
+    participant: tuple[Held, ...] | None = None
+    programme: tuple[Held, ...] | None = None
+    customer_id: str | None = None
+    as_of: datetime | None = None
+
+    def reach(self, across: str) -> tuple[Held, ...] | None:
+        """The holdings a limit ``across`` a reach counts; None when they are not known."""
+        if across == "account":
+            return self.account
+        found = getattr(self, across)
+        if found is None and self.source != LEDGER:
+            return self.account
+        return found
+
+    @property
+    def what_if(self) -> bool:
+        return self.source != LEDGER
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "holdings", "source": self.source}
+        if self.customer_id is not None:
+            out["customer"] = self.customer_id
+        if self.as_of is not None:
+            out["as_of"] = _iso(self.as_of)
+        return out

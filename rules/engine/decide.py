@@ -22,7 +22,7 @@ limits (``rules.engine.limits``), the decision's head.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
+from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Any, Callable, Sequence
 
 from rules.engine.compiler import CompiledBundle, compile_bundle
@@ -34,16 +34,16 @@ from rules.engine.fast.fact_classes import FactClasses
 from rules.engine.fast.plans import MEMO_SIZE, Plan, Planner
 from rules.engine.haircut import apply_haircut
 from rules.engine.ids import new_id, new_ids
-from rules.engine.limits import apply_limits
+from rules.engine.limits import Whole, apply_limits
 from rules.engine.money import ONE, PRECISION, ZERO, cents
 from rules.engine.query import Query, as_of_text
 from rules.engine.trace import plain, statics_for
 from rules.errors import InputError
-from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.evidence import WHAT_IF, CustodyEvidence, Held, Holdings, PriceEvidence
 from rules.policy.model import Asset, Bundle
 from rules.policy.reserved import VERIFIED
 
-__all__ = ["Decision", "Engine", "Evaluator"]
+__all__ = ["Decision", "Engine", "Evaluator", "what_if_holdings"]
 
 
 @dataclass
@@ -88,15 +88,19 @@ class Engine:
         raise InputError(f"unknown evaluator {evaluator!r} (use durable_rules, python or checked)", "engine")
 
     def decide(self, query: Query, evidence: Sequence[CustodyEvidence | PriceEvidence] = (),
-               decision_id: str | None = None, verification: dict[str, Any] | None = None) -> Decision:
+               decision_id: str | None = None, verification: dict[str, Any] | None = None,
+               holdings: Holdings | None = None) -> Decision:
         """Decide ``query``. ``verification`` reports an on-chain custody check that was asked for:
         ``{"status": "verified"}`` or ``{"status": "failed", "reason": code, "message": words}``;
-        a failed one makes the decision ineligible (fail closed)."""
+        a failed one makes the decision ineligible (fail closed). ``holdings``: what the account and the
+        reaches of the limits already hold (``rules.evidence.Holdings``; the ledger's for a credit);
+        without them the query's ``portfolio`` is the caller's what-if (``what_if_holdings``), and the
+        decision says so."""
         self.check_inputs((query,))
         self.stats["decisions"] += 1
         with localcontext() as ctx:
             ctx.prec = PRECISION
-            head, trace = _decide(self, query, evidence, decision_id or new_id(), verification)
+            head, trace = _decide(self, query, evidence, decision_id or new_id(), verification, holdings)
         return Decision(head, trace, self.statics)
 
     def check_inputs(self, queries: Sequence[Query]) -> None:
@@ -120,7 +124,8 @@ class Engine:
 
     def decide_many(self, queries: Sequence[Query], evidence: Sequence[Sequence[Any]] | None = None,
                     verifications: Sequence[dict[str, Any] | None] | None = None,
-                    progress: Callable[[int], None] | None = None, checked: bool = False) -> list[Decision]:
+                    progress: Callable[[int], None] | None = None, checked: bool = False,
+                    holdings: Sequence[Holdings | None] | None = None) -> list[Decision]:
         """``decide`` for each query (with its evidence and verification, if given), in order; all of
         them are checked first (``check_inputs``) unless the caller has (``checked``).
 
@@ -138,7 +143,7 @@ class Engine:
             for i, q in enumerate(queries):
                 stats["decisions"] += 1
                 head, trace = _decide(self, q, evidence[i] if evidence else (), ids[i],
-                                      verifications[i] if verifications else None)
+                                      verifications[i] if verifications else None, holdings[i] if holdings else None)
                 out.append(Decision(head, trace, statics))
                 if progress:
                     progress(i + 1)
@@ -163,9 +168,18 @@ class Engine:
         return t
 
 
+def what_if_holdings(query: Query) -> Holdings:
+    """The query's ``portfolio`` as holdings: the caller's claim, decided as a what-if (each line a
+    holding of the account at its collateral value, no quantity, no custodian)."""
+    return Holdings(WHAT_IF, tuple(Held(h.asset, h.collateral_value_usd) for h in query.portfolio))
+
+
 def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: str,
-            verification: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+            verification: dict[str, Any] | None = None, holdings: Holdings | None = None
+            ) -> tuple[dict[str, Any], list[Any]]:
     """The decision's head and its compact trace."""
+    if holdings is None:
+        holdings = what_if_holdings(query)
     plan = engine.planner.plan(query.asset, query.day)
     price = query.price_usd
     quantity = query.quantity
@@ -173,7 +187,7 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
     asset = plan.asset
     if asset is None:
         return _head(engine, query, decision_id, price, False, None, None, None, "0", None, "0",
-                     list(plan.lead_failed), verification, evidence), trace
+                     list(plan.lead_failed), verification, evidence, {"source": holdings.source}), trace
 
     for ev in evidence:
         if isinstance(ev, PriceEvidence) and ev.asset == asset.symbol:
@@ -193,26 +207,67 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
             failed.append(VERIFIED[0])
 
     # Money from here on, in the caller's context of PRECISION digits (exact; rounded down at the end).
-    by_asset: dict[str, Decimal] = {}
-    total_before = ZERO
-    for h in query.portfolio:
-        v = h.collateral_value_usd
-        by_asset[h.asset] = by_asset[h.asset] + v if h.asset in by_asset else v
-        total_before += v
+    symbol = asset.symbol
+    own_fixed = own_qty = others = ZERO
+    for h in holdings.account:
+        if h.asset != symbol:
+            others += h.value_usd
+        elif h.quantity is None:
+            own_fixed += h.value_usd
+        else:
+            own_qty += h.quantity
     market_value = quantity * price
-    haircut, total = apply_haircut(plan.haircut, trace, failed, facts, outcomes, market_value, by_asset, total_before)
+    own_market = own_qty * price
+    haircut, total, total_without = apply_haircut(plan.haircut, trace, failed, facts, outcomes, market_value,
+                                                  own_fixed, own_market, others)
     eligible = not failed
-    after_haircut = market_value * (ONE - total) if haircut else ZERO
-    counted_qty, excluded, collateral = apply_limits(plan.limits, trace, after_haircut, by_asset, total_before,
-                                                     quantity, plan.quantum, eligible)
-    return _head(engine, query, decision_id, price, eligible, cents(market_value), haircut, cents(after_haircut),
-                 counted_qty, excluded, collateral, failed, verification, evidence), trace
+    if haircut:
+        after_haircut = market_value * (ONE - total)
+        unit_value = price * (ONE - total)
+        whole_without = own_fixed + own_market * (ONE - total_without)
+        whole_with = own_fixed + (own_market + market_value) * (ONE - total)
+    else:
+        after_haircut = unit_value = ZERO
+        whole_without = whole_with = own_fixed
+    fixed_qty = own_fixed / unit_value if own_fixed and unit_value else ZERO
+    whole = Whole(whole_without, whole_with, own_qty + fixed_qty, own_qty + fixed_qty + quantity)
+    c_without, c_with = apply_limits(plan.limits, trace, whole, after_haircut, symbol,
+                                     query.custody.get("custodian"), holdings, unit_value)
+    market_text, after_text = cents(market_value), cents(after_haircut)
+    held = {"source": holdings.source, "counted_before_usd": cents(c_without), "counted_after_usd": cents(c_with)}
+    if not eligible:  # nothing counts, and nothing is excluded by limits: the failed rules refuse it all
+        counted_qty, excluded, collateral = "0", "0.00", "0"
+    else:
+        counted_qty, excluded, collateral = footing(after_haircut, after_text, c_without, c_with, quantity,
+                                                    plan.quantum)
+    haircut_usd = None if haircut is None else cents(Decimal(market_text) - Decimal(after_text))
+    return _head(engine, query, decision_id, price, eligible, market_text, haircut, after_text,
+                 counted_qty, excluded, collateral, failed, verification, evidence, held, haircut_usd), trace
+
+
+def footing(after: Decimal, after_text: str, c_without: Decimal, c_with: Decimal, quantity: Decimal,
+            quantum: Decimal) -> tuple[str, str, str]:
+    """(counted quantity, excluded, counted value) of an eligible deposit, to the cent (README "One
+    rounding rule"): the counted value is the holding's counted value with the deposit minus without,
+    each rounded down to the cent, within 0 and the value after haircut (itself rounded down); the
+    excluded value is the difference, so value after haircut = counted + excluded exactly. The counted
+    quantity is the whole quantity when nothing is excluded, else the quantity the counted cents are
+    worth, rounded down to the asset's unit (0.00 counted is 0 counted)."""
+    after_cents = Decimal(after_text)
+    counted = Decimal(cents(c_with)) - Decimal(cents(c_without))
+    if counted > after_cents:
+        counted = after_cents
+    if counted < ZERO:
+        counted = ZERO
+    excluded = after_cents - counted
+    qty = quantity if not excluded else quantity * counted / after if after and counted else ZERO
+    return plain(qty.quantize(quantum, ROUND_DOWN)), cents(excluded), cents(counted)
 
 
 def _head(engine: Engine, query: Query, decision_id: str, price: Decimal, eligible: bool, market_value: str | None,
           haircut: dict[str, Any] | None, after_haircut: str | None, counted_qty: str, excluded: str | None,
           collateral: str, failed: list[str], verification: dict[str, Any] | None,
-          evidence: Sequence[Any]) -> dict[str, Any]:
+          evidence: Sequence[Any], held: dict[str, Any], haircut_usd: str | None = None) -> dict[str, Any]:
     out = {
         "decision_id": decision_id,
         "query_id": query.id,
@@ -227,10 +282,12 @@ def _head(engine: Engine, query: Query, decision_id: str, price: Decimal, eligib
         "engine": engine._evaluator_name,  # the public field keeps its name
         "market_value_usd": market_value,
         "haircut": haircut,
+        "haircut_usd": haircut_usd,
         "value_after_haircut_usd": after_haircut,
         "counted_quantity": counted_qty,
         "excluded_by_limits_usd": excluded,
         "collateral_value_usd": collateral,
+        "holdings": held,
         "failed_rules": failed,
     }
     if verification is not None:

@@ -109,17 +109,22 @@ def _floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: l
 
 
 def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, Any], outcomes: dict[int, str],
-                  market_value: Decimal, by_asset: dict[str, Decimal], total_before: Decimal
-                  ) -> tuple[dict[str, Any] | None, Decimal]:
-    """The haircut and its exact total, with their trace entries; ``None`` (and a failed rule) when
-    there is none."""
+                  market_value: Decimal, own_fixed: Decimal, own_market: Decimal, others: Decimal
+                  ) -> tuple[dict[str, Any] | None, Decimal, Decimal]:
+    """The haircut and its exact total with the deposit, and the total the account's holding of the asset
+    had without it, with their trace entries; ``None`` (and a failed rule) when there is none.
+
+    An add-on ``when_share_above`` is decided on the account's whole holding of the asset (README
+    "Haircuts"): ``own_fixed`` (holdings given by value only) plus the market value held before
+    (``own_market``) and this deposit's, after the base haircut, over that plus the rest of the account
+    (``others``). The whole holding takes the add-on, or none of it does."""
     sched = hp.schedule
     # Schedules that do not apply to this asset still appear in the trace, with their add-ons.
     trace.extend(hp.others)
     if sched is None:
         trace.append(hp.missing)
         failed.append(SCHEDULE[0])
-        return None, ZERO
+        return None, ZERO, ZERO
     if hp.fixed_base is not None:
         base, decided_by, fixed_components, entry = hp.fixed_base
         components = list(fixed_components)  # shared with the plan: Decision.to_json copies them
@@ -134,7 +139,7 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
             trace.append(st.item(sched.id, "fail", {sched.bucket_fact: "missing" if value is None else value}, why))
             trace.extend(st.item(a.id, "not_applicable", None, None) for a in sched.add_ons)
             failed.append(sched.id)
-            return None, ZERO
+            return None, ZERO, ZERO
         base = bucket.haircut
         decided_by = f"{sched.id}[{sched.bucket_fact}<={bucket.up_to}]" if bucket.up_to is not None \
             else f"{sched.id}[{sched.bucket_fact}>{sched.buckets[-2].up_to if len(sched.buckets) > 1 else 0}]"
@@ -143,24 +148,26 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
         base, decided_by = _floor(sched, base, decided_by, components)
         trace.append(st.item(sched.id, "applied", {sched.bucket_fact: value}, {"base": plain(base),
                                                                               "decided_by": decided_by}))
-    total = base
+    total = total_without = base
     if hp.add_ons:
-        value_after_base = market_value * (ONE - base)
+        kept = ONE - base
+        mine_without = own_fixed + own_market * kept
+        mine = mine_without + market_value * kept
+        everything, everything_without = others + mine, others + mine_without
         for haircut, index, ref, key, share_above, shown in hp.add_ons:
             if index is not None:
-                hit = outcomes[index] == "pass"
+                hit = hit_without = outcomes[index] == "pass"
                 obs = facts.get(key, _ABSENT)
                 item = (ref, "a" if hit else "n") if obs is _ABSENT else (ref, "a" if hit else "n", obs)
             else:
-                mine = by_asset.get(hp.symbol, ZERO) + value_after_base
-                everything = total_before + value_after_base
                 hit = mine > share_above * everything if everything else ZERO > share_above
+                hit_without = mine_without > share_above * everything_without if everything_without else False
                 item = (ref, "a" if hit else "n", share_text(mine, everything))
             if hit:
                 total += haircut
+            if hit_without:
+                total_without += haircut
             components.append(shown[hit])
             trace.append(item)
-    if total > ONE:
-        total = ONE
-    return {"total": plain(total), "base": plain(base), "decided_by": decided_by, "schedule": sched.id,
-            "components": components}, total
+    return {"total": plain(min(total, ONE)), "base": plain(base), "decided_by": decided_by, "schedule": sched.id,
+            "components": components}, min(total, ONE), min(total_without, ONE)

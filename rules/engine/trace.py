@@ -41,7 +41,10 @@ CODE = {"pass": "p", "fail": "f", "not_applicable": "n", "applied": "a"}
 OUTCOME = {v: k for k, v in CODE.items()}
 MISSING = "missing"  # the observed value of a fact the query and evidence did not give
 STATIC = object()  # "the rule's own threshold"
-LIMIT_OBSERVED = ("group_value_usd", "share_after", "requested_usd")  # a limit's observed values, in order
+# A limit's observed values, in order: the group's value before the deposit (used before), its share of
+# the reach after it, the deposit's value after haircut (this deposit), the room left after it (USD; null:
+# no cap in USD). Entries logged before the room was traced have the first three.
+LIMIT_OBSERVED = ("group_value_usd", "share_after", "requested_usd", "room_left_usd")
 
 Item = Sequence[Any]  # a compact trace entry
 _CONTAINERS = (dict, list)
@@ -70,8 +73,14 @@ def check_threshold(check: Check) -> dict[str, Any]:
 
 
 def limit_threshold(lim: Limit) -> dict[str, str]:
-    return {k: plain(v) for k, v in (("max_share", lim.max_share), ("max_value_usd", lim.max_value_usd),
-                                     ("min_total_usd", lim.min_total_usd)) if v is not None}
+    out = {k: plain(v) for k, v in (("max_share", lim.max_share), ("max_value_usd", lim.max_value_usd),
+                                    ("min_total_usd", lim.min_total_usd), ("max_quantity", lim.max_quantity))
+           if v is not None}
+    if lim.across != "account":
+        out["across"] = lim.across
+    if lim.per is not None:
+        out["per"] = lim.per
+    return out
 
 
 class RuleStatics(NamedTuple):
@@ -172,7 +181,7 @@ class Statics:
         outcome = OUTCOME.get(item[1], item[1])
         copy = copy_json if fresh else _as_is
         if n > 2 and type(item[2]) is list and rule in self.limits:  # a limit in force: its own layout
-            observed: Any = dict(zip(LIMIT_OBSERVED, item[2], strict=True))
+            observed: Any = dict(zip(LIMIT_OBSERVED, item[2]))  # 3 or 4 values
             extra: Any = {"counted_usd": item[3] if n > 3 else None}
         else:
             observed = copy(item[2]) if n > 2 else MISSING
@@ -226,7 +235,7 @@ def compact(reasons: Iterable[dict[str, Any]], statics: Statics) -> list[tuple]:
         if r.get("policy") != policy:
             extra["policy"] = r.get("policy")
         observed = r.get("observed")
-        if (rule in statics.limits and type(observed) is dict and tuple(observed) == LIMIT_OBSERVED
+        if (rule in statics.limits and type(observed) is dict and tuple(observed) in (LIMIT_OBSERVED, LIMIT_OBSERVED[:3])
                 and r.get("threshold") == statics.threshold(rule) and set(extra) == {"counted_usd"}):
             code, values, counted = CODE[r["outcome"]], list(observed.values()), extra["counted_usd"]
             out.append((statics.ref[rule], code, values) if counted is None else (statics.ref[rule], code, values, counted))

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from rules.errors import Problem
 from rules.policy.facts import FACTS
+from decimal import Decimal
+
 from rules.policy.model import AppliesTo, Asset, Check, Dated, HaircutSchedule, Src
 from rules.policy.reserved import ENGINE_RULES
 from rules.policy.yaml_reader import SourceDoc
@@ -50,6 +52,16 @@ class CrossChecks:
                          rule_id)
         else:
             self.ids[rule_id] = self.src(doc, path)
+
+    def limit_reach(self, doc: SourceDoc, path: tuple, lim: Mapping[str, Any], rule_id: str) -> dict[str, Any]:
+        """A limit's reach (``across``, ``per``), its quantity cap and its source, as ``Limit`` keywords;
+        a quantity cap only on a limit of one asset (the units of different assets do not add up)."""
+        qty = lim.get("max_quantity")
+        if qty is not None and lim.get("scope") != "asset":
+            self.problem(doc, path + ("max_quantity",), "a quantity cap needs scope: asset (units of different "
+                         "assets do not add up)", rule_id)
+        return {"across": lim.get("across", "account"), "per": lim.get("per"),
+                "max_quantity": None if qty is None else Decimal(qty).normalize(), "source": lim.get("source")}
 
     def day(self, doc: SourceDoc, path: tuple, text: str | None, rule_id: str | None) -> date | None:
         try:

@@ -177,6 +177,14 @@ class Limit:
     max_share: Decimal | None = None
     max_value_usd: Decimal | None = None
     min_total_usd: Decimal | None = None
+    across: str = "account"  # account | customer | participant | programme: whose holdings the limit counts
+    per: str | None = None  # issuer | custodian: only the holdings of the deposit's issuer / custodian
+    max_quantity: Decimal | None = None  # whole units of the asset (scope asset only)
+    source: str | None = None  # who asks for it (a DCO's schedule, the FCM's risk policy)
+
+
+ACROSS = ("account", "customer", "participant", "programme")  # the reach of a limit, narrowest first
+PER = ("issuer", "custodian")
 
 
 @dataclass(frozen=True)

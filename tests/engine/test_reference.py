@@ -452,7 +452,10 @@ def test_a_share_limit_by_hand():
     by = {r["rule"]: r for r in d["reasons"]}
     assert by["limit.btc-share"]["outcome"] == "applied" and by["limit.btc-share"]["counted_usd"] == "2500000.00"
     assert by["limit.btc-share"]["observed"] == {"group_value_usd": "500000.00", "share_after": "0.5665",
-                                                 "requested_usd": "3421875.00"}  # 3,921,875 / 6,921,875
+                                                 "requested_usd": "3421875.00", "room_left_usd": "0.00"}
+    # 3,921,875 / 6,921,875; no room left: the BTC holding counts its 50 % of the account
+    assert d["holdings"] == {"source": "what-if (caller's portfolio)", "counted_before_usd": "500000.00",
+                             "counted_after_usd": "3000000.00"}
     assert by["limit.digital-commodities"]["outcome"] == "pass" and by["limit.btc-account-cap"]["outcome"] == "pass"
     check_cases(shipped(), [Case(doc, parse_query(doc))])
 

@@ -21,11 +21,12 @@ from math import floor
 from typing import Any, Sequence
 
 from rules.engine.evaluators.reference_facts import facts_of, phase_in_force, price_used, query_day
+from rules.engine.evaluators.reference_haircut import Held as Held_
 from rules.engine.evaluators.reference_haircut import (cents, entry, haircut, in_force, limits, matches, text,
                                                        threshold_of)
 from rules.engine.query import Query
 from rules.errors import InputError
-from rules.evidence import CustodyEvidence
+from rules.evidence import WHAT_IF, CustodyEvidence, Held, Holdings
 from rules.policy.model import Asset, Bundle, Check, Criterion, Src
 
 ENGINE = "reference"
@@ -139,7 +140,7 @@ def _iso(d: date | None) -> str | None:
 
 # -- the decision ------------------------------------------------------------------------------------
 def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (), decision_id: str = "reference",
-                     verification: dict[str, Any] | None = None) -> dict[str, Any]:
+                     verification: dict[str, Any] | None = None, holdings: Holdings | None = None) -> dict[str, Any]:
     """The public decision for ``query`` under ``bundle`` (README "Queries and decisions"), with
     ``engine`` = "reference". Raises ``InputError`` for what the bundle makes bad input."""
     check_input(bundle, query)
@@ -150,7 +151,8 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
         # An unregistered asset has no class and no chain, so no rule can say whether it applies; the
         # engine stops at the registry rule and the trace holds the two rules above only. README says
         # the trace names "every rule" - loose for this case; the engine's early refusal is followed.
-        return _head(bundle, query, decision_id, query.price_usd, False, trace, failed, verification, evidence)
+        return _head(bundle, query, decision_id, query.price_usd, False, trace, failed, verification, evidence,
+                     holdings=holdings or Holdings(WHAT_IF))
     facts = facts_of(bundle, asset, query, evidence)
     price, _ = price_used(query, asset, evidence)
     trace += phase_entries(bundle, day)
@@ -164,35 +166,57 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
         if trace[-1]["outcome"] == "fail":
             failed.append(VERIFIED[0])
 
-    holdings: dict[str, Fraction] = {}
-    for h in query.portfolio:  # the account's other collateral, by asset (README: portfolio)
-        holdings[h.asset] = holdings.get(h.asset, Fraction(0)) + Fraction(h.collateral_value_usd)
-    total_before = sum(holdings.values(), Fraction(0))
+    # The holdings: the given ones (the ledger's), else the query's portfolio as the caller's what-if
+    # (README "Queries and decisions": each line a holding of the account at its value).
+    if holdings is None:
+        holdings = Holdings(WHAT_IF, tuple(Held(h.asset, h.collateral_value_usd) for h in query.portfolio))
+    mine = [h for h in holdings.account if h.asset == asset.symbol]
+    others = sum((Fraction(h.value_usd) for h in holdings.account if h.asset != asset.symbol), Fraction(0))
+    held_qty = sum((Fraction(h.quantity) for h in mine if h.quantity is not None), Fraction(0))
+    held = Held_(sum((Fraction(h.value_usd) for h in mine if h.quantity is None), Fraction(0)), held_qty,
+                 held_qty * Fraction(price))
     market = Fraction(query.quantity) * Fraction(price)
-    hc, total, hc_trace, hc_failed = haircut(bundle, asset, day, facts, lambda ch: holds(ch, facts, bundle, asset, day),
-                                             market, holdings, total_before)
+    hc, total, total_before, hc_trace, hc_failed = haircut(bundle, asset, day, facts,
+                                                           lambda ch: holds(ch, facts, bundle, asset, day),
+                                                           market, held, others)
     trace += hc_trace
     failed += hc_failed
     # No haircut (no schedule, no bucket): nothing is worth anything as collateral (fail closed).
-    after = market * (1 - Fraction(total)) if hc is not None else Fraction(0)
-    counted, lim_trace = limits(bundle, asset, day, after, holdings, total_before)
+    keep, keep_before = (1 - Fraction(total), 1 - Fraction(total_before)) if hc is not None else (0, 0)
+    after = market * keep
+    unit = Fraction(price) * keep
+    fixed_qty = held.fixed / unit if held.fixed and unit else Fraction(0)
+    whole = (held.fixed + held.market * keep_before, held.fixed + (held.market + market) * keep,
+             held.quantity + fixed_qty, held.quantity + fixed_qty + Fraction(query.quantity))
+    c_before, c_after, lim_trace = limits(bundle, asset, day, after, whole, holdings,
+                                          query.custody.get("custodian"), unit)
     trace += lim_trace
-    # Eligible only when no rule failed. An ineligible position counts nothing (written "0", as the
-    # engine and the golden decisions write it), yet its values, haircut and limits are still worked
-    # out and shown - what it would be worth - and so is what the limits would exclude.
+    # Eligible only when no rule failed. An ineligible position counts nothing and excludes nothing by
+    # limits (README "One rounding rule"), yet its values, haircut and limits are still worked out and
+    # shown - what it would be worth.
     eligible = not failed
-    money = {"market_value_usd": cents(market), "haircut": hc, "value_after_haircut_usd": cents(after),
-             "counted_quantity": counted_quantity(query, asset, counted, after) if eligible else "0",
-             "excluded_by_limits_usd": cents(after - counted),
-             "collateral_value_usd": cents(counted) if eligible else "0"}
-    return _head(bundle, query, decision_id, price, eligible, trace, failed, verification, evidence, money)
+    after_cents = Fraction(cents(after))
+    # The deposit counts the holding's counted value with it minus without, each rounded down to the
+    # cent, kept within 0 and the value after haircut; the excluded value is the rest.
+    counted = min(max(Fraction(cents(c_after)) - Fraction(cents(c_before)), Fraction(0)), after_cents)
+    market_cents = Fraction(cents(market))
+    money = {"market_value_usd": cents(market), "haircut": hc,
+             "haircut_usd": None if hc is None else cents(market_cents - after_cents),
+             "value_after_haircut_usd": cents(after),
+             "counted_quantity": counted_quantity(query, asset, counted, after, after_cents) if eligible else "0",
+             "excluded_by_limits_usd": cents(after_cents - counted) if eligible else "0.00",
+             "collateral_value_usd": cents(counted) if eligible else "0",
+             "holdings": {"source": holdings.source, "counted_before_usd": cents(c_before),
+                          "counted_after_usd": cents(c_after)}}
+    return _head(bundle, query, decision_id, price, eligible, trace, failed, verification, evidence, money, holdings)
 
 
-def counted_quantity(query: Query, asset: Asset, counted: Fraction, after: Fraction) -> str:
-    """README: "The decision states the counted quantity": the share of the quantity whose value counts,
-    rounded down to the asset's smallest unit and written with all its decimal places (0 when nothing
-    is worth anything after the haircut)."""
-    qty = Fraction(query.quantity) * counted / after if after else Fraction(0)
+def counted_quantity(query: Query, asset: Asset, counted: Fraction, after: Fraction, after_cents: Fraction) -> str:
+    """README: "The decision states the counted quantity": all of it when nothing is excluded, else the
+    share of the quantity the counted cents are worth, rounded down to the asset's smallest unit and
+    written with all its decimal places (0 when nothing counts)."""
+    qty = Fraction(query.quantity) if counted == after_cents else (
+        Fraction(query.quantity) * counted / after if after else Fraction(0))
     units = floor(qty * 10**asset.decimals)
     if asset.decimals == 0:
         return str(units)
@@ -202,11 +226,12 @@ def counted_quantity(query: Query, asset: Asset, counted: Fraction, after: Fract
 
 def _head(bundle: Bundle, query: Query, decision_id: str, price: Any, eligible: bool, trace: list[dict[str, Any]],
           failed: list[str], verification: dict[str, Any] | None, evidence: Sequence[Any],
-          money: dict[str, Any] | None = None) -> dict[str, Any]:
+          money: dict[str, Any] | None = None, holdings: Any = None) -> dict[str, Any]:
     """The decision's fields in the order ``Decision.to_json()`` writes them. Without a registered asset
     there is no value: market value, haircut and the values after it are null, the quantity counted 0."""
-    money = money or {"market_value_usd": None, "haircut": None, "value_after_haircut_usd": None,
-                      "counted_quantity": "0", "excluded_by_limits_usd": None, "collateral_value_usd": "0"}
+    money = money or {"market_value_usd": None, "haircut": None, "haircut_usd": None, "value_after_haircut_usd": None,
+                      "counted_quantity": "0", "excluded_by_limits_usd": None, "collateral_value_usd": "0",
+                      "holdings": {"source": holdings.source}}
     out: dict[str, Any] = {
         "decision_id": decision_id, "query_id": query.id, "eligible": eligible, "account": query.account,
         "participant": query.participant, "asset": query.asset, "quantity": text(query.quantity),

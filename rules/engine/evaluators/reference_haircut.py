@@ -144,10 +144,12 @@ def not_applicable_schedule(h: HaircutSchedule) -> list[dict[str, Any]]:
 
 
 def haircut(bundle: Bundle, asset: Asset, day: date, facts: Mapping[str, Any], holds: Callable[[Check], bool],
-            market: Fraction, holdings: Mapping[str, Fraction], total_before: Fraction
-            ) -> tuple[dict[str, Any] | None, Decimal, list[dict[str, Any]], list[str]]:
-    """(the decision's haircut or None, its total, trace entries, failed rules). README: "Total =
-    min(1, max(base, floor) + add-ons)".
+            market: Fraction, held: "Held", others: Fraction
+            ) -> tuple[dict[str, Any] | None, Decimal, Decimal, list[dict[str, Any]], list[str]]:
+    """(the decision's haircut or None, its total with the deposit, the total of the account's holding
+    without it, trace entries, failed rules). README: "Total = min(1, max(base, floor) + add-ons)"; a
+    share add-on is decided on the account's whole holding of the asset (README "Haircuts"), with the
+    deposit and, for the holding before it, without.
 
     Trace order follows the engine: the schedules that do not decide (in file order, each with its
     add-ons), then the deciding one and its add-ons (the README fixes no order; the comparison is
@@ -156,92 +158,161 @@ def haircut(bundle: Bundle, asset: Asset, day: date, facts: Mapping[str, Any], h
     trace = [e for h in bundle.haircuts if h is not sched for e in not_applicable_schedule(h)]
     if sched is None:  # the engine's own rule: every asset needs a schedule in force (fail closed)
         trace.append(entry("haircut.schedule", "fail", SCHEDULE_DESCRIPTION, asset.symbol, None, asset.src))
-        return None, Decimal(0), trace, ["haircut.schedule"]
+        return None, Decimal(0), Decimal(0), trace, ["haircut.schedule"]
     found = _by_sources(sched) if sched.sources else _by_buckets(sched, facts)
     if isinstance(found, str):  # no base haircut: the schedule fails; its add-ons are not applicable
         observed = {sched.bucket_fact: facts.get(sched.bucket_fact, "missing")}
         trace.append(entry(sched.id, "fail", sched.description, observed, found, sched.src))
         trace += not_applicable_schedule(sched)[1:]
-        return None, Decimal(0), trace, [sched.id]
+        return None, Decimal(0), Decimal(0), trace, [sched.id]
     base, decided_by, components, observed = found
     trace.append(entry(sched.id, "applied", sched.description, observed, {"base": text(base), "decided_by": decided_by},
                        sched.src))
-    after_base = market * (1 - Fraction(base))
-    own, total = holdings.get(asset.symbol, Fraction(0)) + after_base, total_before + after_base
-    total_haircut = base
+    kept = 1 - Fraction(base)
+    own_before = held.fixed + held.market * kept
+    own = own_before + market * kept
+    total_haircut = total_before = base
     for a in sched.add_ons:
-        hit, seen = add_on_applies(a, facts, holds, own, total)
+        hit, seen = add_on_applies(a, facts, holds, own, others + own)
+        hit_before = add_on_applies(a, facts, holds, own_before, others + own_before)[0] if (
+            a.when is not None or others + own_before) else False
         if hit:
             total_haircut = EXACT.add(total_haircut, a.haircut)
+        if hit_before:
+            total_before = EXACT.add(total_before, a.haircut)
         components.append({"rule": a.id, "kind": "add_on", "haircut": text(a.haircut), "applied": hit})
         shown = threshold_of(a.when) if a.when is not None else {"op": "share_above", "value": text(a.when_share_above)}
         trace.append(entry(a.id, "applied" if hit else "not_applicable", a.description, seen, shown, a.src))
-    if total_haircut > 1:
-        total_haircut = Decimal(1)
+    total_haircut, total_before = min(total_haircut, Decimal(1)), min(total_before, Decimal(1))
     return ({"total": text(total_haircut), "base": text(base), "decided_by": decided_by, "schedule": sched.id,
-             "components": components}, total_haircut, trace, [])
+             "components": components}, total_haircut, total_before, trace, [])
+
+
+class Held:
+    """The account's holding of the deposit's asset before it: value given without a quantity
+    (``fixed``), quantity given (``quantity``) and that quantity's market value at this price."""
+
+    def __init__(self, fixed: Fraction, quantity: Fraction, market: Fraction):
+        self.fixed, self.quantity, self.market = fixed, quantity, market
 
 
 SCHEDULE_DESCRIPTION = "A haircut schedule must apply to the asset on the query date."
 
 
 # -- the limits --------------------------------------------------------------------------------------
-def group_value(bundle: Bundle, lim: Limit, asset: Asset, holdings: Mapping[str, Fraction]) -> Fraction:
-    """The value the limit counts besides the deposit: the account's holdings of the asset (scope
-    asset) or of every registered asset the limit applies to (scope class)."""
-    if lim.scope == "asset":
-        members = [asset.symbol]
-    else:
-        members = [s for s, a in bundle.assets.items() if matches(lim.applies, a)]
-    return sum((holdings.get(s, Fraction(0)) for s in members), Fraction(0))
+def reach_lines(lim: Limit, holdings: Any) -> Any:
+    """README "Limits": a limit counts the holdings of its reach (``across``): the account's, or the
+    customer's, FCM's, programme's accounts (each including the account's own); a what-if knows only the
+    account's, so that is every reach; the ledger's reach not given is unknown (None)."""
+    if lim.across == "account":
+        return holdings.account
+    got = getattr(holdings, lim.across)
+    if got is None and holdings.source != "ledger":
+        return holdings.account
+    return got
 
 
-def allowed_by(lim: Limit, value: Fraction, group: Fraction, total_before: Fraction) -> Fraction:
-    """The largest x <= value the limit lets count (README "Limits"):
+def kept_per(lim: Limit, bundle: Bundle, asset: Asset, line: Any, custodian: str | None) -> bool:
+    """``per: issuer``: only holdings of assets of the deposit's issuer (an asset without issuer is its
+    own); ``per: custodian``: only holdings at the deposit's custodian - a custodian not known, on
+    either side, counts (fail closed)."""
+    if lim.per == "issuer":
+        mine = asset.issuer
+        other = bundle.assets[line.asset].issuer if line.asset in bundle.assets else None
+        return line.asset == asset.symbol if mine is None else other == mine
+    if lim.per == "custodian":
+        return custodian is None or line.custodian is None or line.custodian == custodian
+    return True
 
-    * max_value_usd: group + x <= cap;
-    * max_share s "of the account's collateral value after haircuts (applied once the account reaches
-      min_total_usd)": (group + x) <= s (total + x), i.e. x <= (s T - A) / (1 - s). The account is
-      counted with the deposit (limits.yaml: "including the new deposit"). 'Reaches' is read as the
-      engine reads it: the share binds only once total + x EXCEEDS min_total_usd, so every x with
-      total + x <= min_total_usd is allowed whatever the share - the only reading under which a largest
-      allowed x exists (with ">=" the allowed values below the threshold have no maximum).
-      A share of 1 never binds (a group is part of its account)."""
-    allowed = value
+
+def members_of(bundle: Bundle, lim: Limit, asset: Asset) -> set[str]:
+    """Scope asset: the asset; scope class: every registered asset the limit applies to."""
+    return {asset.symbol} if lim.scope == "asset" else {s for s, a in bundle.assets.items() if matches(lim.applies, a)}
+
+
+def limit_cap(bundle: Bundle, lim: Limit, asset: Asset, holdings: Any, custodian: str | None, unit: Fraction
+              ) -> tuple[Any, Any, Any, Fraction]:
+    """(the most the account's whole holding of the asset may count under the limit - None: no USD cap -,
+    the group's value besides it, the reach's quantity of the asset besides it, the reach's total besides
+    it). The reach unknown: the cap is 0 and the rest None (fail closed).
+
+    max_value_usd: group + y <= cap. max_share s: (group + y) <= s (total + y), i.e. y <= (s T - G)/(1 - s),
+    except that below min_total_usd (total + y <= min_total) any y is allowed."""
+    lines = reach_lines(lim, holdings)
+    if lines is None:
+        return Fraction(0), None, None, Fraction(0)
+    members = members_of(bundle, lim, asset)
+    group = total = qty = Fraction(0)
+    mine = [h for h in holdings.account if h.asset == asset.symbol]
+    for sign, rows in ((1, lines), (-1, mine)):
+        for h in rows:
+            total += sign * Fraction(h.value_usd)
+            if h.asset in members and kept_per(lim, bundle, asset, h, custodian):
+                group += sign * Fraction(h.value_usd)
+                if h.asset == asset.symbol:
+                    if h.quantity is not None:
+                        qty += sign * Fraction(h.quantity)
+                    elif unit > 0:  # given by value only: the quantity that value is worth a unit
+                        qty += sign * Fraction(h.value_usd) / unit
+    cap = None
     if lim.max_value_usd is not None:
-        allowed = min(allowed, Fraction(lim.max_value_usd) - group)
+        cap = Fraction(lim.max_value_usd) - group
     if lim.max_share is not None and lim.max_share < 1:
         s = Fraction(lim.max_share)
-        below_threshold = Fraction(lim.min_total_usd or 0) - total_before
-        within_share = (s * total_before - group) / (1 - s)
-        allowed = min(allowed, max(below_threshold, within_share))
-    return max(allowed, Fraction(0))
+        y = max(Fraction(lim.min_total_usd or 0) - total, (s * total - group) / (1 - s))
+        cap = y if cap is None else min(cap, y)
+    return cap, group, qty, total
 
 
-def limits(bundle: Bundle, asset: Asset, day: date, value: Fraction, holdings: Mapping[str, Fraction],
-           total_before: Fraction) -> tuple[Fraction, list[dict[str, Any]]]:
-    """(the counted value, trace entries). README: "The counted value is the least any limit allows".
+def counted_under(value: Fraction, qty: Fraction, cap: Any, room_qty: Any) -> Fraction:
+    """What of a whole holding worth ``value`` (``qty`` units) one limit lets count: at most its USD cap,
+    and at most the value of the quantity room left (a proportional part of the holding)."""
+    c = value if cap is None else min(value, cap)
+    if room_qty is not None and qty > room_qty:
+        c = min(c, value * room_qty / qty if room_qty > 0 else Fraction(0))
+    return max(c, Fraction(0))
 
-    A limit is 'applied' when it changed the value (decide.py: "applied: a haircut or limit that
-    changed the value"): the engine takes the limits in file order, each against what the ones before
-    it left, so a limit that allows less than the requested value but not less than an earlier one is
-    'pass' (its counted_usd null) - followed here; the README leaves open which of several limits that
-    bite is said to have changed the value."""
-    counted = value
+
+def limits(bundle: Bundle, asset: Asset, day: date, requested: Fraction, whole: tuple, holdings: Any,
+           custodian: str | None, unit: Fraction) -> tuple[Fraction, Fraction, list[dict[str, Any]]]:
+    """(the holding's counted value without the deposit, with it, trace entries). README: the counted
+    value is the least any limit allows, on the whole holding; the deposit counts the difference.
+
+    A limit is 'applied' when it changed the value: taken in file order, each against what the ones
+    before it left of the deposit (its own allowance: what it lets the holding count with the deposit
+    minus without); the trace shows used before (group_value_usd), this deposit (requested_usd) and the
+    room left (room_left_usd)."""
+    without, with_, qty_without, qty_with = whole
+    c_without, c_with = max(without, Fraction(0)), max(with_, Fraction(0))
+    so_far = requested
     trace = []
-    everything = total_before + value
     for lim in bundle.limits:
         if not (matches(lim.applies, asset) and in_force(lim.dated, day)):
             trace.append(entry(lim.id, "not_applicable", lim.description, None, None, lim.src))
             continue
-        group = group_value(bundle, lim, asset, holdings)
-        allowed = allowed_by(lim, value, group, total_before)
-        binds = allowed < counted
-        counted = min(counted, allowed)
-        observed = {"group_value_usd": cents(group), "share_after": share_text(group + value, everything),
-                    "requested_usd": cents(value)}
+        cap, group, others_qty, total = limit_cap(bundle, lim, asset, holdings, custodian, unit)
+        room_qty = None if lim.max_quantity is None or others_qty is None else Fraction(lim.max_quantity) - others_qty
+        a_without = counted_under(without, qty_without, cap, room_qty)
+        a_with = counted_under(with_, qty_with, cap, room_qty)
+        c_without, c_with = min(c_without, a_without), min(c_with, a_with)
+        allowed = max(a_with - a_without, Fraction(0))
+        if group is None:
+            observed = {"group_value_usd": None, "share_after": None, "requested_usd": cents(requested),
+                        "room_left_usd": "0.00"}
+        else:
+            room = None if cap is None else cap - with_
+            if room_qty is not None and qty_with > 0:
+                by_qty = (room_qty - qty_with) * with_ / qty_with
+                room = by_qty if room is None else min(room, by_qty)
+            observed = {"group_value_usd": cents(group + without), "share_after": share_text(group + with_, total + with_),
+                        "requested_usd": cents(requested), "room_left_usd": None if room is None else cents(max(room, 0))}
+        binds = allowed < so_far
+        so_far = min(so_far, allowed)
         threshold = {k: text(v) for k, v in (("max_share", lim.max_share), ("max_value_usd", lim.max_value_usd),
-                                            ("min_total_usd", lim.min_total_usd)) if v is not None}
+                                            ("min_total_usd", lim.min_total_usd), ("max_quantity", lim.max_quantity))
+                     if v is not None}
+        threshold.update({k: v for k, v in (("across", lim.across if lim.across != "account" else None),
+                                            ("per", lim.per)) if v is not None})
         trace.append(entry(lim.id, "applied" if binds else "pass", lim.description, observed, threshold, lim.src,
                            counted_usd=cents(allowed) if binds else None))
-    return counted, trace
+    return c_without, c_with, trace
