@@ -91,6 +91,10 @@ class ApprovalsSettings(Section):
     quorum: int = 2
     approvers_sha256: str | None = None
     require_publication: bool = False
+    # The approvers file is the trust root: inside the policy directory, whoever writes policies could list
+    # their own keys. evaluate, credit and serve refuse that unless this demo switch says otherwise (the
+    # repository's dacp.toml sets it for the shipped DEMO keys; a real deployment never does).
+    demo_keys_in_policy_dir: bool = False
 
     @field_validator("quorum")
     @classmethod
@@ -108,6 +112,11 @@ class ApprovalsSettings(Section):
 
 
 class ServiceSettings(Section):
+    """``[service]``: the address, the request limits, and uvicorn's bounds (handed to ``uvicorn.run``): an idle
+    keep-alive connection is closed after ``timeout_keep_alive_s``; beyond ``limit_concurrency`` connections at
+    once new requests get 503; ``backlog`` bounds the accept queue; a request line and headers larger than
+    ``max_incomplete_event_bytes`` are refused; on SIGTERM open connections get ``graceful_shutdown_s``."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_body_bytes: int = Field(4_000_000, ge=1024, le=1_000_000_000)
@@ -115,6 +124,11 @@ class ServiceSettings(Section):
     verify: bool = False
     tokens: list[dict[str, Any]] = Field(default_factory=list)  # checked by the HTTP door (rules.http)
     tokens_file: Path | None = None
+    timeout_keep_alive_s: Seconds = Field(5.0, gt=0, le=600)  # an idle keep-alive connection is closed
+    limit_concurrency: int = Field(1000, ge=1, le=1_000_000)  # more at once: 503 Service Unavailable
+    backlog: int = Field(2048, ge=1, le=65535)  # the listen socket's accept queue
+    max_incomplete_event_bytes: int = Field(16384, ge=1024, le=1_048_576)  # request line + headers (h11)
+    graceful_shutdown_s: Seconds = Field(10.0, gt=0, le=600)  # on SIGTERM, then open connections are closed
 
 
 class AuditSettings(Section):

@@ -35,6 +35,7 @@ from tests.support.tamper import edit_entry
 from tests.support.workload import corpus
 
 POLICIES = ROOT / "policies"
+DEMO_KEYS = {"demo_keys_in_policy_dir": True}  # the shipped approvers file is inside policies/ (DEMO keys)
 V1_LOG = ROOT / "tests" / "data" / "decision-log-v1.sqlite"
 V2_LOG = ROOT / "tests" / "data" / "decision-log-v2.sqlite"
 
@@ -45,7 +46,7 @@ def bundle():
 
 
 def dacp_for(tmp_path, bundle, engine="python", name="log.sqlite") -> Dacp:
-    return Dacp(Settings(policies=POLICIES, log=tmp_path / name, engine=engine), bundle=bundle)
+    return Dacp(Settings(policies=POLICIES, log=tmp_path / name, engine=engine, approvals=DEMO_KEYS), bundle=bundle)
 
 
 # -- the logs of earlier versions: migrated, then they read, verify, explain, replay and grow ----------
@@ -57,7 +58,7 @@ def test_a_log_of_the_previous_version_is_refused_until_migrated_then_reads_repl
         DecisionLog(path)
     m = migrate(path)
     assert m.entries == 3 and m.scheme == 1
-    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules"))
+    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules", approvals=DEMO_KEYS))
     log = dacp.log
     assert log.verify().ok and log.count() == 4
     first = next(log.entries())
@@ -77,7 +78,7 @@ def test_a_log_of_compact_format_2_is_migrated_and_reads_verifies_explains_repla
     path = tmp_path / "v2.sqlite"
     shutil.copy(V2_LOG, path)
     assert migrate(path).scheme == 2
-    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules"))
+    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="durable_rules", approvals=DEMO_KEYS))
     log = dacp.log
     assert log.verify().ok and log.count() == 21
     bound = 0
@@ -150,7 +151,7 @@ def test_an_entry_edited_and_rehashed_around_the_triggers_is_a_storage_error_nam
     migrate(path)
     entry_id = list(DecisionLog(path).entries("decision"))[2].entry_id  # leaf 3 (after the migration record)
     edit_entry(path, 3, *edit)
-    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="python"))
+    dacp = Dacp(Settings(policies=POLICIES, log=path, engine="python", approvals=DEMO_KEYS))
     with pytest.raises(StorageError, match=f"decision {entry_id}: its log entry cannot be read back"):
         dacp.explain(entry_id)
     nxt = list(dacp.log.entries("decision"))[3].entry_id
@@ -173,7 +174,7 @@ def test_every_logged_decision_reads_back_exactly(tmp_path, bundle, engine):
 
 
 def test_the_compact_trace_is_the_inverse_of_the_public_one(bundle):
-    dacp = Dacp(Settings(policies=POLICIES, log=":memory:", engine="python"), bundle=bundle, log_enabled=False)
+    dacp = Dacp(Settings(policies=POLICIES, log=":memory:", engine="python", approvals=DEMO_KEYS), bundle=bundle, log_enabled=False)
     for q in [parse_query(d) for d in corpus(200, seed=10)]:
         d = dacp.engine.decide(q)
         reasons = d.to_json()["reasons"]
@@ -205,7 +206,7 @@ def test_the_price_is_restored_whatever_form_the_query_wrote_it_in(tmp_path, bun
 def test_a_decision_head_starts_with_the_keys_the_entry_restores(bundle):
     from rules.audit.entry_format import _KEYS
 
-    engine = Dacp(Settings(policies=POLICIES, log=":memory:", engine="python"), bundle=bundle, log_enabled=False).engine
+    engine = Dacp(Settings(policies=POLICIES, log=":memory:", engine="python", approvals=DEMO_KEYS), bundle=bundle, log_enabled=False).engine
     for q in [parse_query(d) for d in corpus(50, seed=17)]:
         assert tuple(engine.decide(q).head)[:len(_KEYS)] == tuple(k for k, _ in _KEYS)
 
@@ -304,7 +305,7 @@ def test_the_collector_pause_nests_and_restores():
 
 def test_the_public_json_bytes_are_the_public_decision(tmp_path, bundle):
     """What the CLI prints for a batch is exactly the public decision, however it is put together."""
-    engine = Dacp(Settings(policies=POLICIES, log=tmp_path / "x.sqlite", engine="python"), bundle=bundle).engine
+    engine = Dacp(Settings(policies=POLICIES, log=tmp_path / "x.sqlite", engine="python", approvals=DEMO_KEYS), bundle=bundle).engine
     decisions = engine.decide_many([parse_query(d) for d in corpus(600, seed=15)])
     for d in decisions + decisions[:50]:  # the second time from the remembered entries
         assert d.to_json_bytes() == orjson.dumps(d.to_json())

@@ -25,6 +25,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DACP_CONFIG", raising=False)
     monkeypatch.setenv("DACP_POLICIES", str(POLICIES))
+    monkeypatch.setenv("DACP_APPROVALS_DEMO_KEYS_IN_POLICY_DIR", "true")  # the shipped DEMO approvers file
     monkeypatch.setenv("DACP_LOG", str(tmp_path / "log.sqlite"))
     return tmp_path
 

@@ -49,8 +49,10 @@ def prog(tmp_path, monkeypatch):
         lines += [f"  - id: {who}", f"    name: {who.title()} Test", f"    roles: [{', '.join(roles)}]",
                   f"    public_key: {ap.public_key_text(raw)}"]
     ap.generate_key(keys / "mallory.pem")
-    (pol / "approvals").mkdir()
-    (pol / "approvals" / "approvers.yaml").write_text("\n".join(lines) + "\n")
+    (pol / "approvals").mkdir()  # the signatures live below the policies; the trust root does not
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    (trust / "approvers.yaml").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DACP_CONFIG", raising=False)
     for k in list(__import__("os").environ):
@@ -58,9 +60,11 @@ def prog(tmp_path, monkeypatch):
             monkeypatch.delenv(k)
     monkeypatch.setenv("DACP_POLICIES", str(pol))
     monkeypatch.setenv("DACP_LOG", str(tmp_path / "log.sqlite"))
+    monkeypatch.setenv("DACP_APPROVALS_APPROVERS", str(trust / "approvers.yaml"))
 
     class P:
         dir = pol
+        approvers = trust / "approvers.yaml"
         log = tmp_path / "log.sqlite"
         sigs = pol / "approvals" / "signatures"
 
@@ -70,6 +74,7 @@ def prog(tmp_path, monkeypatch):
 
         @staticmethod
         def settings(**approvals) -> Settings:
+            approvals = {"approvers": trust / "approvers.yaml", **approvals}
             return Settings(policies=pol, log=tmp_path / "log.sqlite", sections={"approvals": approvals})
 
         @staticmethod
@@ -92,12 +97,15 @@ def log_kinds(path: Path) -> list[str]:
 
 
 # -- the shipped bundle ---------------------------------------------------------------------------
+DEMO = {"approvals": {"demo_keys_in_policy_dir": True}}  # the shipped approvers file is inside policies/: DEMO keys
+
+
 def test_the_shipped_bundle_carries_its_approvals():
-    st = ap.assess(load_bundle(POLICIES).hash, Settings(policies=POLICIES))
+    st = ap.assess(load_bundle(POLICIES).hash, Settings(policies=POLICIES, **DEMO))
     assert st.approved and st.active, ("the shipped bundle is not approved - after changing policies/*.yaml run "
                                        f"scripts/approve-shipped-bundle: {st.problems()}")
     assert st.authors == ["alice"] and st.counted == ["bob", "carol"]
-    Dacp(Settings(policies=POLICIES), log_enabled=False).bundle  # no error
+    Dacp(Settings(policies=POLICIES, **DEMO), log_enabled=False).bundle  # no error
 
 
 def test_demo_keys_match_the_shipped_approvers_file():
@@ -179,7 +187,7 @@ def test_a_signature_by_an_unknown_key_is_refused(prog, capsys):
 
 def test_removing_a_person_from_the_approvers_file_revokes_their_signatures(prog, capsys):
     approve_fully(capsys, prog)
-    f = prog.dir / "approvals" / "approvers.yaml"
+    f = prog.approvers
     text = f.read_text()
     start = text.index("  - id: carol")
     end = text.index("  - id: dave")
@@ -209,7 +217,7 @@ def test_the_author_cannot_approve_their_own_bundle(prog, capsys):
     assert code == 7 and "is the author" in err
     assert run(capsys, "policy", "approve", "--key", prog.key("bob"))[0] == 0
     # a hand-made approval by the author verifies, but does not count
-    approvers = ap.load_approvers(prog.dir / "approvals" / "approvers.yaml")
+    approvers = ap.load_approvers(prog.approvers)
     rec = ap.sign(prog.bundle_hash(), "approver", ap.load_private_key(Path(prog.key("alice"))), approvers)
     ap.write_signature(prog.sigs, rec)
     st = ap.assess(prog.bundle_hash(), prog.settings())
@@ -302,14 +310,14 @@ def test_bad_approval_settings_are_clear_errors(prog, settings, words):
 
 def test_a_pinned_approvers_file_that_changed_is_refused(prog, capsys):
     approve_fully(capsys, prog)
-    digest = ap.load_approvers(prog.dir / "approvals" / "approvers.yaml").sha256
+    digest = ap.load_approvers(prog.approvers).sha256
     Dacp(prog.settings(approvers_sha256=digest)).bundle
     with pytest.raises(ap.ApprovalError, match="it was changed"):
         Dacp(prog.settings(approvers_sha256="0" * 64)).bundle
 
 
 def test_a_missing_or_broken_approvers_file_fails_closed(prog, capsys):
-    f = prog.dir / "approvals" / "approvers.yaml"
+    f = prog.approvers
     text = f.read_text()
     f.unlink()
     with pytest.raises(ap.ApprovalError, match="does not exist"):
@@ -339,3 +347,49 @@ def test_an_injected_bundle_is_checked_too(prog):
     q = load_query_text(BTC.read_text(), "btc")
     with pytest.raises(ap.ApprovalError):
         Dacp(prog.settings(), bundle=bundle, log_enabled=False).evaluate([q])
+
+
+def _self_approved_copy(tmp_path, capsys):
+    """The measured attack: a copy of the shipped policies whose writer lowers the BTC haircut, adds three keys
+    of their own (dacp policy keygen) to the approvers file inside the policy directory and signs the change."""
+    pol = tmp_path / "attack"
+    shutil.copytree(POLICIES, pol, ignore=shutil.ignore_patterns("tests", "signatures"))
+    h = pol / "haircuts.yaml"
+    h.write_text(h.read_text().replace("floor: 0.20", "floor: 0.05", 1))
+    keys = {}
+    for who, roles in {"eve": "author", "eve2": "approver", "eve3": "approver"}.items():
+        keys[who] = tmp_path / f"{who}.pem"
+        code, entry, _ = run(capsys, "policy", "keygen", "--out", str(keys[who]), "--id", who, "--name", who,
+                             "--roles", roles)
+        assert code == 0
+        with open(pol / "approvals" / "approvers.yaml", "a") as f:
+            f.write(entry[entry.index("  - id:"):] if "  - id:" in entry else entry)
+    return pol, keys
+
+
+def test_an_approvers_file_inside_the_policy_directory_is_refused_unless_the_demo_switch_says_so(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no dacp.toml here (the repository's sets the demo switch)
+    for k in list(__import__("os").environ):
+        if k.startswith("DACP_"):
+            monkeypatch.delenv(k)
+    pol, keys = _self_approved_copy(tmp_path, capsys)
+    monkeypatch.setenv("DACP_POLICIES", str(pol))
+    monkeypatch.setenv("DACP_LOG", str(tmp_path / "log.sqlite"))
+    monkeypatch.setenv("DACP_APPROVALS_DEMO_KEYS_IN_POLICY_DIR", "true")  # only so the attacker can sign at all
+    assert run(capsys, "policy", "submit", str(pol), "--key", str(keys["eve"]))[0] == 0
+    for who in ("eve2", "eve3"):
+        assert run(capsys, "policy", "approve", str(pol), "--key", str(keys[who]))[0] == 0
+    assert run(capsys, "evaluate", "--no-log", str(BTC))[0] == 0  # with the demo switch: self-approved
+    monkeypatch.delenv("DACP_APPROVALS_DEMO_KEYS_IN_POLICY_DIR")
+    code, out, err = run(capsys, "evaluate", str(BTC))
+    assert code == 7 and out == "" and "inside the policy directory" in err and "demo_keys_in_policy_dir" in err
+    assert not (tmp_path / "log.sqlite").exists() or DecisionLog(tmp_path / "log.sqlite").count() == 3
+    settings = Settings(policies=pol, log=tmp_path / "log2.sqlite")
+    with pytest.raises(ap.ApprovalError, match="inside the policy directory"):
+        Dacp(settings).bundle  # evaluate, credit (rules.ledger via Dacp) and serve all take the bundle here
+    from rules.http.app import create_app
+    with pytest.raises(ap.ApprovalError, match="inside the policy directory"):
+        create_app(settings)
+    st = ap.assess(load_bundle(pol).hash, settings)
+    assert not st.active and "inside the policy directory" in st.problems()[0]

@@ -89,6 +89,10 @@ def assess(bundle_hash: str, settings: Settings) -> Status:
     cfg = approval_settings(settings)
     st = Status(bundle_hash, cfg.quorum, cfg.required, cfg.require_publication, str(cfg.approvers),
                 None, str(cfg.signatures))
+    untrusted = cfg.trust_root_problem()
+    if untrusted:
+        st.fatal = untrusted
+        return st
     try:
         approvers = load_approvers(cfg.approvers, cfg.approvers_sha256)
     except ApprovalError as e:  # fail closed: no approvers file, no approved bundle
@@ -118,8 +122,13 @@ def require_approved(bundle: Bundle, settings: Settings) -> None:
     """Refuse ``bundle`` unless it is approved (and published, where required), or approvals are not required
     by the settings. Called by ``Dacp.bundle`` (unless the caller prepares a change: ``require_approval=False``),
     so every door that decides (CLI, ledger, HTTP service) refuses an unapproved bundle."""
-    if not approval_settings(settings).required:
+    cfg = approval_settings(settings)
+    if not cfg.required:
         return
+    untrusted = cfg.trust_root_problem()
+    if untrusted:  # checked first: signatures checked against a root the authors could write prove nothing
+        raise ApprovalError(f"policy bundle {bundle.hash} ({settings.policies}) is not approved for use:\n  "
+                            f"{untrusted}\n  (docs/policy-lifecycle.md)")
     st = assess(bundle.hash, settings)
     if not st.active:
         raise ApprovalError(f"policy bundle {bundle.hash} ({settings.policies}) is not approved for use:\n  "
