@@ -78,5 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.tokens:
         event(logging.WARNING, "no tokens configured: every protected endpoint answers 401", event="no_tokens")
     # one process: durable_rules' host is process-wide; decisions run on one worker thread inside it
-    uvicorn.run(app, host=host, port=port, workers=1, log_config=None, access_log=False, server_header=False)
+    sec = settings.service  # [service] bounds on idle, slow and too many clients (rules.settings.ServiceSettings)
+    uvicorn.run(app, host=host, port=port, workers=1, log_config=None, access_log=False, server_header=False,
+                timeout_keep_alive=sec.timeout_keep_alive_s, limit_concurrency=sec.limit_concurrency,
+                backlog=sec.backlog, h11_max_incomplete_event_size=sec.max_incomplete_event_bytes,
+                timeout_graceful_shutdown=sec.graceful_shutdown_s)
     return 0
