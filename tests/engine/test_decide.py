@@ -249,7 +249,7 @@ def test_account_cap_binds(evaluator):
     doc["price_usd"] = "3000"
     doc["portfolio"] = [{"asset": "USDC", "collateral_value_usd": "900000000"}, {"asset": "ETH", "collateral_value_usd": "5000000"}]
     d = decide(doc, evaluator)
-    assert reason_of(d, "limit.eth-account-cap")["outcome"] == "applied"
+    assert reason_of(d, "limit.eth-fcm-cap")["outcome"] == "applied"
     assert d["collateral_value_usd"] == "40000000.00"  # 45 million cap minus 5 million already held
     assert Decimal(d["excluded_by_limits_usd"]) == Decimal(d["value_after_haircut_usd"]) - Decimal("40000000.00")
 

@@ -456,7 +456,7 @@ def test_a_share_limit_by_hand():
     # 3,921,875 / 6,921,875; no room left: the BTC holding counts its 50 % of the account
     assert d["holdings"] == {"source": "what-if (caller's portfolio)", "counted_before_usd": "500000.00",
                              "counted_after_usd": "3000000.00"}
-    assert by["limit.digital-commodities"]["outcome"] == "pass" and by["limit.btc-account-cap"]["outcome"] == "pass"
+    assert by["limit.digital-commodities"]["outcome"] == "pass" and by["limit.btc-fcm-cap"]["outcome"] == "pass"
     check_cases(shipped(), [Case(doc, parse_query(doc))])
 
 
@@ -492,11 +492,11 @@ def test_the_account_cap_threshold_by_hand():
     at = decide_reference(shipped(), parse_query(doc))
     assert (at["value_after_haircut_usd"], at["collateral_value_usd"], at["excluded_by_limits_usd"]) == \
         ("80000.00", "80000.00", "0.00")
-    assert {r["rule"]: r["outcome"] for r in at["reasons"]}["limit.btc-account-cap"] == "pass"
+    assert {r["rule"]: r["outcome"] for r in at["reasons"]}["limit.btc-fcm-cap"] == "pass"
     above = dict(doc, price_usd="100000.02")
     over = decide_reference(shipped(), parse_query(above))
     assert (over["collateral_value_usd"], over["excluded_by_limits_usd"]) == ("80000.00", "0.01")
-    assert {r["rule"]: r.get("counted_usd") for r in over["reasons"]}["limit.btc-account-cap"] == "80000.00"
+    assert {r["rule"]: r.get("counted_usd") for r in over["reasons"]}["limit.btc-fcm-cap"] == "80000.00"
     check_cases(shipped(), [Case(doc, parse_query(doc)), Case(above, parse_query(above))])
 
 

@@ -73,7 +73,7 @@ def test_rule_level_differences_in_plain_words_with_file_and_line(tmp_path):
     assert str(btc.item.src) == "haircuts.yaml:11"
     assert ("source haircut.eth.bitnomial", "20% (Bitnomial DCO collateral schedule)",
             "28% (Bitnomial DCO collateral schedule)") in changes["haircut.eth"].fields
-    assert ("max value", "100,000,000.00 USD", "50,000,000.00 USD") in changes["limit.btc-account-cap"].fields
+    assert ("max value", "100,000,000.00 USD", "50,000,000.00 USD") in changes["limit.btc-fcm-cap"].fields
     assert changes["custody.btc-confirmations"].kind == "removed"
     assert str(changes["custody.btc-confirmations"].item.src).startswith("eligibility.yaml:")
     added = changes["limit.usdc-share"]
