@@ -52,8 +52,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path, engine: str) -> tuple[subprocess.Popen, str]:
-    shutil.copytree(ROOT / "policies", tmp / "policies", ignore=shutil.ignore_patterns("tests"))
+def export_tree(rev: str, dest: Path) -> Path:
+    """The source tree of git revision ``rev`` (``git archive``), to run a server of that version beside this one."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "rules", "adapters", "policies"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def start_server(tmp: Path, engine: str, source: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``dacp serve`` in ``tmp`` (of this tree, or of ``source`` when given)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copytree((source or ROOT) / "policies", tmp / "policies", ignore=shutil.ignore_patterns("tests"))
     (tmp / "dacp.toml").write_text(
         f'policies = "{tmp / "policies"}"\nlog = "{tmp / "log.sqlite"}"\nengine = "{engine}"\n'
         f'[approvals]\nrequired = false\n'
@@ -61,6 +72,8 @@ def start_server(tmp: Path, engine: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DACP_")}
     env["DACP_CONFIG"] = str(tmp / "dacp.toml")
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     proc = subprocess.Popen([sys.executable, "-m", "rules.cli.run", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "wb"))
     base = f"http://127.0.0.1:{port}"
@@ -195,6 +208,8 @@ def main() -> int:
                     "service's max_batch; 0: no batch run)")
     ap.add_argument("--clients", type=int, default=0, help="N concurrent keep-alive clients sharing each rate "
                     "(0: the open-loop httpx mode); rate 0 = as fast as they go")
+    ap.add_argument("--before", metavar="REV", help="also run a server of git revision REV (e.g. the commit "
+                    "before a change) and print its table first, measured the same way in the same run")
     ap.add_argument("--batches", type=int, default=10, help="batch requests to send (default 10)")
     args = ap.parse_args()
     rates = [50, 100] if args.quick else [int(x) for x in args.rates.split(",")]
@@ -203,7 +218,22 @@ def main() -> int:
         ap.error("--clients: 0 to 256")
     body = (ROOT / "examples" / "queries" / "btc-eligible.json").read_bytes()
     tmp = Path(tempfile.mkdtemp(prefix="dacp-bench-"))
-    proc, base = start_server(tmp, args.engine)
+    failed = 0
+    try:
+        if args.before:
+            src = export_tree(args.before, tmp / "before-src")
+            print(f"== before: {args.before} ==")
+            failed |= run_server(args, rates, seconds, body, tmp / "before", src)
+            print(f"== after: this tree ==")
+        failed |= run_server(args, rates, seconds, body, tmp / "after", None)
+        return failed
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_server(args: argparse.Namespace, rates: list[int], seconds: float, body: bytes, tmp: Path,
+               source: Path | None) -> int:
+    proc, base = start_server(tmp, args.engine, source)
     try:
         mode = f"{args.clients} concurrent clients" if args.clients else "open loop"
         print(f"dacp serve on {base} (engine {args.engine}, decision log on, 1 process); {platform.machine()}, "
@@ -235,7 +265,6 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
