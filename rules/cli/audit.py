@@ -69,7 +69,7 @@ def add_audit(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
 def cmd_explain(args: argparse.Namespace) -> int:
     dacp = Dacp(settings_from_args(args))
     if args.json:
-        e = dacp.log.get(args.decision_id)
+        e = dacp.reading_log.get(args.decision_id)  # read-only: a missing log is refused, never created
         body = dict(e.body)
         if isinstance(body.get("decision"), dict):  # the trace expanded with the stored bundle
             body["decision"] = dacp.logged_decision(e)

@@ -7,12 +7,14 @@ every command that decides refuses one.
 from __future__ import annotations
 
 import argparse
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from rules.app import Dacp
 from rules.cli.common import AddCommon, Handler, print_json, settings_from_args
 from rules.lifecycle.policy_tests import run_tests
+from rules.policy.model import AddOn, HaircutSchedule, Limit
 from rules.values import decimal_text
 
 
@@ -80,15 +82,47 @@ def cmd_bundle(args: argparse.Namespace) -> int:
                     "rules": {r.pass_name: r.id for r in compiled.rules}})
         return 0
     print(f"bundle   {b.name} {b.version}\nsha256   {b.hash}\nin force {b.dated.effective_from} .. "
-          f"{b.dated.effective_to or 'open'}\nphases   " +
-          "; ".join(f"{p.id} {p.starts}..{p.ends or 'open'}" for p in b.phases))
-    print("rules:")
-    for c in b.criteria:
-        print(f"  {c.id:40} {c.check.describe():55} {c.src}")
+          f"{b.dated.effective_to or 'open'}")
+    print(f"rules ({len(b.rule_ids())}, as `dacp validate` counts them):")
+    rows = [(p.id, f"phase {p.starts} .. {p.ends or 'open'}: {p.eligible.describe()} eligible", p.src) for p in b.phases]
+    rows += [(c.id, c.check.describe(), c.src) for c in b.criteria]
     for h in b.haircuts:
-        print(f"  {h.id:40} {'haircut for ' + h.applies.describe():55} {h.src}")
-        for a in h.add_ons:
-            print(f"  {a.id:40} {'add-on +' + decimal_text(a.haircut):55} {a.src}")
-    for lim in b.limits:
-        print(f"  {lim.id:40} {'limit on ' + lim.applies.describe():55} {lim.src}")
+        rows.append((h.id, f"haircut for {h.applies.describe()}: {_schedule_words(h)}", h.src))
+        rows += [(a.id, _add_on_words(a), a.src) for a in h.add_ons]
+    rows += [(lim.id, f"limit on {lim.applies.describe()}: {_limit_words(lim)}", lim.src) for lim in b.limits]
+    for rid, words, src in rows:
+        print(f"  {rid:40} {str(src):18} {words}")
     return 0
+
+
+def _pct(d: Decimal) -> str:
+    """A share as a percentage: 0.2 -> 20%, 0.005 -> 0.5%."""
+    return decimal_text((d * 100).normalize()) + "%"
+
+
+def _schedule_words(h: HaircutSchedule) -> str:
+    if h.buckets:
+        first, last = h.buckets[0].haircut, h.buckets[-1].haircut
+        words = f"by {h.bucket_fact}, {_pct(first)} .. {_pct(last)} in {len(h.buckets)} buckets"
+    else:
+        words = "highest of " + ", ".join(f"{_pct(s.haircut)} ({s.id})" for s in h.sources)
+    return words + (f", floor {_pct(h.floor)}" if h.floor is not None else "")
+
+
+def _add_on_words(a: AddOn) -> str:
+    when = f"share above {_pct(a.when_share_above)}" if a.when_share_above is not None else \
+        a.when.describe() if a.when is not None else "always"
+    return f"add-on +{_pct(a.haircut)} when {when}"
+
+
+def _limit_words(lim: Limit) -> str:
+    caps = []
+    if lim.max_share is not None:
+        caps.append(f"at most {_pct(lim.max_share)} of the collateral value"
+                    + (f" (from {lim.min_total_usd:,f} USD)" if lim.min_total_usd is not None else ""))
+    if lim.max_value_usd is not None:
+        caps.append(f"at most {lim.max_value_usd:,f} USD")
+    if lim.max_quantity is not None:
+        caps.append(f"at most {decimal_text(lim.max_quantity)} units")
+    reach = "" if lim.across == "account" else f" across the {lim.across}"
+    return "; ".join(caps) + reach + (f", per {lim.per}" if lim.per else "")

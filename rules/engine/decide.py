@@ -64,7 +64,8 @@ class Engine:
         self._as_of: dict[Any, str] = {}
         b = self.bundle
         self._policy = {"bundle": b.hash, "name": b.name, "version": b.version}
-        self._evaluator_name = self.evaluator.name  # a decision's "engine" field
+        # a decision's "engine" field: the evaluator, or "checked" when a second one must agree with it
+        self._evaluator_name = "checked" if self.check is not None else self.evaluator.name
 
     @property
     def bundle(self) -> Bundle:

@@ -21,7 +21,7 @@ import orjson
 
 from rules.engine.query_fastcheck import certainly_valid
 from rules.errors import InputError
-from rules.policy.schema_check import describe, validator
+from rules.policy.schema_check import describe, schema, validator
 from rules.policy.yaml_reader import MAX_DEPTH, load_yaml_text, too_deep
 from rules.values import MAX_YEAR, MIN_YEAR, bounded_decimal_text, bounded_int_text, decimal_value, time_value, utc_text
 
@@ -152,7 +152,8 @@ def parse_query(doc: Any, where: str = "query") -> Query:
         msgs = []
         for e in errors[:10]:
             path = ".".join(str(p) for p in e.absolute_path)
-            if e.validator == "type" and isinstance(e.instance, (Decimal, int)) and not isinstance(e.instance, bool):
+            if e.validator == "type" and isinstance(e.instance, (Decimal, int)) and not isinstance(e.instance, bool) \
+                    and e.schema == schema("query")["$defs"]["decimal"]:  # a number where a decimal string goes
                 msg = f"write the number as a decimal string, e.g. \"{e.instance}\" (JSON numbers can lose precision)"
             else:
                 msg = describe(e)

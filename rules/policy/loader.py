@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from rules.errors import PolicyError, Problem
 from rules.policy.bundle_hash import bundle_hash
+from rules.policy.cache import cached_bundle, store_bundle
 from rules.policy.cross_checks import CrossChecks
 from rules.policy.facts import FACTS
 from rules.policy.model import (AddOn, Asset, Bucket, Bundle, Criterion, Custodian, HaircutSchedule, HaircutSource, Limit,
@@ -25,15 +26,31 @@ POLICY_KINDS = ("programme", "assets", "eligibility", "haircuts", "limits")
 MAX_FILE_BYTES = 2_000_000
 
 
+class MissingBundle(PolicyError):
+    """No bundle where one was looked for: not an invalid bundle, so it says how to get one."""
+
+    code = "policy_missing"
+    exit_code = 3
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        there = " (the directory has no *.yaml files)" if directory.is_dir() else ""
+        self.message = f"no policy bundle at {directory}{there}: run `dacp init` or pass --policies (or DACP_POLICIES)"
+        super().__init__([Problem(str(directory), None, None, self.message)])
+
+    def render(self) -> str:
+        return self.message
+
+
 def read_policy_dir(directory: str | Path) -> dict[str, str]:
     """The policy files of a bundle directory: ``*.yaml``/``*.yml`` at its top level (tests live in
     ``tests/`` below it and are not part of the bundle)."""
     d = Path(directory)
-    if not d.is_dir():
+    if d.exists() and not d.is_dir():
         raise PolicyError([Problem(str(d), None, None, "this is not a directory of policy files")])
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
-    if not files:
-        raise PolicyError([Problem(str(d), None, None, "no policy files (*.yaml) found here")])
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml")) if d.exists() else []
+    if not files:  # missing, not invalid: say how to get one
+        raise MissingBundle(d)
     out = {}
     problems = []
     for p in files:
@@ -55,11 +72,19 @@ def load_bundle(directory: str | Path) -> Bundle:
 
 
 def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "") -> Bundle:
-    """Load a bundle from its file texts (as stored in the decision log for replay)."""
+    """Load a bundle from its file texts (as stored in the decision log for replay).
+
+    The files are read strictly and hashed first; a bundle checked before under that hash, from these very
+    texts, comes from the cache (``rules.policy.cache``, which verifies its entries) and the schema and
+    cross-checks are not run again. A bundle checked here is kept there."""
+    parsed = {name: load_yaml_text(sources[name], name) for name in sorted(sources)}  # name -> (doc, problems)
+    if all(doc is not None and not found and isinstance(doc.data, dict) for doc, found in parsed.values()):
+        cached = cached_bundle(bundle_hash({n: doc.data for n, (doc, _) in parsed.items()}), sources)
+        if cached is not None:
+            return cached
     docs: dict[str, SourceDoc] = {}
     problems: list[Problem] = []
-    for name in sorted(sources):
-        doc, found = load_yaml_text(sources[name], name)
+    for name, (doc, found) in parsed.items():
         problems.extend(found)
         if doc is None:
             continue
@@ -77,6 +102,7 @@ def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "") -> Bu
     if builder.problems:
         raise PolicyError(builder.problems)
     assert bundle is not None
+    store_bundle(bundle)
     return bundle
 
 
@@ -266,5 +292,6 @@ class _Builder(CrossChecks):
             out.append(Limit(rid, lim["description"], lim["rationale"], lim["scope"],
                              self.applies(doc, path + ("applies_to",), lim["applies_to"], assets, rid),
                              self.dated(doc, path, lim, rid), self.src(doc, path), num(share),
-                             num(lim.get("max_value_usd")), num(lim.get("min_total_usd"))))
+                             num(lim.get("max_value_usd")), num(lim.get("min_total_usd")),
+                             **self.limit_reach(doc, path, lim, rid)))
         return out
