@@ -7,7 +7,8 @@ it works with (``rules.ledger.context``) and its operations, each in a module of
 - ``withdraw``  debit the newest credits first (``rules.ledger.withdraw``);
 - ``reverify``  read the custody addresses again, reduce what the chain no longer covers (``rules.ledger.reverify``);
 - ``revalue``   re-decide every holding with current prices and/or another bundle (``rules.ledger.revalue``);
-- ``holdings`` and ``check``: positions, and the invariants (``rules.ledger.invariants``).
+- ``holdings`` and ``check``: positions, the invariants (``rules.ledger.invariants``), and the rows against
+  the ledger recomputed from the log's leaves (``reconcile``: ``rules.ledger.projection``).
 
 The requests it takes are ``rules.ledger.requests`` (exported here too, with ``check_key``). Money and
 quantities are exact: integer base units and ``Decimal`` cents, values rounded down. No SQL here
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from rules.engine.decide import Engine
-from rules.ledger import invariants
+from rules.ledger import invariants, projection
 from rules.ledger.amounts import plain
 from rules.ledger.context import LedgerContext
 from rules.ledger.credit import credit
@@ -72,6 +73,12 @@ class Ledger(LedgerContext):
                  "collateral_value_usd": decimal_text(p.collateral_value_usd), "decision_id": p.decision_id}
                 for p in self.store.positions(account=account)]
 
-    def check(self) -> list[str]:
-        """Problems with the ledger: the custody invariant, positions against the journal. Empty = sound."""
-        return invariants.problems(self.store)
+    def reconcile(self) -> projection.Reconciliation:
+        """The ledger's rows against the ledger recomputed from the log's leaves (streaming the log)."""
+        return projection.reconcile(self.store, self.log)
+
+    def check(self, reconciled: projection.Reconciliation | None = None) -> list[str]:
+        """Problems with the ledger: the custody invariant, positions against the journal, the journal's
+        append-only triggers, and every row the log does not recompute (``reconcile``). Empty = sound."""
+        rec = reconciled if reconciled is not None else self.reconcile()
+        return invariants.problems(self.store) + self.store.append_only_problems() + rec.problems

@@ -11,8 +11,10 @@
      the ``portfolio`` (concentration limits across the account);
    - the invariant: the quantity asked for must be free at the addresses (verified balance minus what
      every account already has credited there), else the credit is refused (``custody.already-credited``);
-   - positions, journal entry, the stored idempotency result and the decision-log entry are written,
-     and committed together (a crash before COMMIT leaves nothing).
+   - positions, journal entries, the stored idempotency result and the log's leaves are written, and
+     committed together (a crash before COMMIT leaves nothing): a ``credit`` leaf (the decision in
+     format 3 with its ledger block: custody stored, journal lines), after a ``reverification`` leaf
+     when the addresses showed a shortfall (``rules.ledger.journal``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 
+from rules.engine.decision import Decision
 from rules.engine.query import MAX_QUANTITY, Query, parse_query
 from rules.errors import EvidenceError, InputError
 from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.ledger import journal
 from rules.ledger.amounts import cents, plain, to_raw
 from rules.ledger.context import LedgerContext, failure_kind
+from rules.ledger.journal import Movement
 from rules.ledger.positions import allocated, portfolio
 from rules.ledger.records import Account, Incident, JournalEntry, Position, StoredRequest
 from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_key
@@ -79,12 +84,14 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         elif req.account_type is not None and req.account_type != account.account_type:
             raise InputError(f"account {req.account} is a {account.account_type} account, not {req.account_type}",
                              "account type")
+        mv = Movement(ctx.store)
         effective: dict[str, int] = {}
         if custody_ev is not None:
             for addr, bal in balances.items():
-                effective[addr] = record_balance(ctx, asset, addr, bal, custody_ev, at)
+                effective[addr] = record_balance(ctx, mv, asset, addr, bal, custody_ev, at)
         query = _query(req, asset, price, portfolio(ctx.store, req.account), as_of)
-        decision = ctx.engine.decide(query, evidence, verification=verification).to_json()
+        decided = ctx.engine.decide(query, evidence, verification=verification)
+        decision = decided.to_json()
         free = {a: max(effective[a] - allocated(ctx.store, asset.symbol, a), 0) for a in effective}
         result = _result(req, account, decision, at)
         incidents = _refusal(req, asset, qty_raw, verification, decision, free, at, result)
@@ -92,7 +99,7 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         if status == "credited":
             if new_account:
                 ctx.store.add_account(account)
-            result["allocations"] = _allocate(ctx, req, asset, decision, free, custody_ev, query, at)
+            result["allocations"] = _allocate(mv, req, asset, decision, free, custody_ev, query, at)
         result["status"] = status
         result["eligible"] = decision["eligible"]
         if status != "credited":
@@ -103,12 +110,34 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         retryable = status == "refused" and result.get("refusal", {}).get("retryable")
         if not retryable:  # a node outage may be retried with the same key; a decision may not
             ctx.store.add_request(StoredRequest(req.idempotency_key, "credit", fp, status, result, at))
-        ctx.log.append([("decision", decision["decision_id"], ctx.bundle,
-                         {"query": query.raw, "decision": decision,
-                          "ledger": {"operation": "credit", "idempotency_key": req.idempotency_key,
-                                     "status": status, "allocations": result.get("allocations", [])}})])
+        ctx.log.append(_records(ctx, mv, req, asset, account, query, decided, result, at))
         ctx.hook("before_commit")
     return {**result, "replayed": False}
+
+
+def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset, account: Account, query: Query,
+             decided: Decision, result: Mapping[str, Any], at: str) -> list[journal.Record]:
+    """The credit's leaves: a ``reverification`` of the shortfall its custody reading found (if any), then
+    the ``credit`` (the decision in format 3 and the ledger block: custody stored, the allocation's lines)."""
+    out = []
+    shortfalls = mv.of_kind("shortfall")
+    if shortfalls:
+        out.append(journal.record("reverification", journal.block(
+            "reverification", at, None, shortfalls, asset=asset.symbol,
+            trigger={"operation": "credit", "idempotency_key": req.idempotency_key})))
+    credited = mv.of_kind("credit")
+    fields: dict[str, Any] = {
+        "idempotency_key": req.idempotency_key, "status": result["status"], "account": req.account,
+        "participant": req.participant, "account_type": account.account_type, "asset": asset.symbol,
+        "decimals": asset.decimals, "addresses": list(req.addresses),
+        "quantity_requested_raw": str(to_raw(req.quantity, asset.decimals, "quantity")),
+        "quantity_credited_raw": str(sum(e.quantity_raw for e in credited)),
+        "collateral_value_usd": decimal_text(sum((e.collateral_value_usd for e in credited), Decimal(0))),
+        "haircut": result["haircut"]}  # the decision's total haircut, as the position keeps it
+    if "refusal" in result:
+        fields["refusal"] = result["refusal"]
+    out.append(journal.credit_record(query, decided, ctx.bundle, journal.block("credit", at, mv, credited, **fields)))
+    return out
 
 
 def _checked(ctx: LedgerContext, req: CreditRequest) -> tuple[Asset, int]:
@@ -183,7 +212,7 @@ def _query(req: CreditRequest, asset: Asset, price: PriceEvidence, holdings: Map
     return parse_query(doc, "credit request")
 
 
-def _allocate(ctx: LedgerContext, req: CreditRequest, asset: Asset, d: Mapping[str, Any], free: Mapping[str, int],
+def _allocate(mv: Movement, req: CreditRequest, asset: Asset, d: Mapping[str, Any], free: Mapping[str, int],
               ev: CustodyEvidence | None, query: Query, at: str) -> list[dict[str, Any]]:
     """Credit the counted quantity, address by address in the order given, within what is free."""
     counted = to_raw(Decimal(d["counted_quantity"]), asset.decimals, "counted quantity")
@@ -208,7 +237,7 @@ def _allocate(ctx: LedgerContext, req: CreditRequest, asset: Asset, d: Mapping[s
             base = cents(base)
             part[k] = base - assigned[k] if last else cents(base * take / counted)
             assigned[k] += part[k]
-        old = ctx.store.positions(account=req.account, asset=asset.symbol, address=addr, include_empty=True)
+        old = mv.store.positions(account=req.account, asset=asset.symbol, address=addr, include_empty=True)
         prev = old[0] if old else None
         pos = Position(req.account, asset.symbol, addr, req.participant,
                        (prev.quantity_raw if prev else 0) + take, asset.decimals,
@@ -217,12 +246,12 @@ def _allocate(ctx: LedgerContext, req: CreditRequest, asset: Asset, d: Mapping[s
                        (prev.collateral_value_usd if prev else Decimal(0)) + part["collateral_value_usd"],
                        Decimal(d["price_usd"]), (d.get("haircut") or {}).get("total"), d["decision_id"],
                        d["policy"]["bundle"], facts, prev.created_at if prev and prev.quantity_raw else at, at)
-        ctx.store.put_position(pos)
-        ctx.store.add_entry(JournalEntry(str(uuid.uuid4()), at, "credit", req.account, req.participant, asset.symbol,
-                                         addr, take, asset.decimals, part["market_value_usd"],
-                                         part["value_after_haircut_usd"], part["collateral_value_usd"],
-                                         Decimal(d["price_usd"]), d["decision_id"], req.idempotency_key, None,
-                                         ev.to_json() if ev else None))
+        mv.put_position(pos)
+        mv.add_entry(JournalEntry(str(uuid.uuid4()), at, "credit", req.account, req.participant, asset.symbol,
+                                  addr, take, asset.decimals, part["market_value_usd"],
+                                  part["value_after_haircut_usd"], part["collateral_value_usd"],
+                                  Decimal(d["price_usd"]), d["decision_id"], req.idempotency_key, None,
+                                  ev.to_json() if ev else None))
         out.append({"address": addr, "quantity": units_text(take, asset.decimals),
                     "collateral_value_usd": decimal_text(part["collateral_value_usd"])})
     return out

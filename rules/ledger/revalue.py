@@ -5,6 +5,9 @@ locks), positions in the order they were first credited, each with the account's
 holdings as its portfolio (concentration limits), and with the facts and custody evidence stored with
 its credit. Quantities do not change, values do; an account whose collateral value falls has a
 *deficit* (value before - value after), recorded as an incident. ``dry_run`` writes nothing.
+
+An account's transaction appends its re-decisions (``decision`` leaves, format 3) and one ``revaluation``
+leaf: every position before and after, and the ``revalue`` journal lines (``rules.ledger.journal``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
+from rules.audit.entry_format import log_body
 from rules.engine.decide import Engine
+from rules.engine.decision import Decision
 from rules.engine.query import Query, parse_query
 from rules.evidence import PriceEvidence, custody_from_json
+from rules.ledger import journal
 from rules.ledger.amounts import plain
 from rules.ledger.context import LedgerContext
+from rules.ledger.journal import Movement
 from rules.ledger.records import Account, Incident, JournalEntry, Position
 from rules.values import decimal_text, utc_text
 
@@ -75,11 +82,9 @@ class _Run:
                 else:
                     if p.asset not in self.prices:
                         self.prices[p.asset] = ctx.price(a, account)
-                    q, d = _redecide(self.engine, p, self.prices[p.asset], holdings, self.as_of)
-                    records.append(("decision", d["decision_id"], bundle,
-                                    {"query": q.raw, "decision": d,
-                                     "ledger": {"operation": "revalue", "account": account, "asset": p.asset,
-                                                "address": p.address}}))
+                    q, decided = _redecide(self.engine, p, self.prices[p.asset], holdings, self.as_of)
+                    d = decided.to_json()
+                    records.append(("decision", decided.id, bundle, log_body(q, decided)))
                 new = _revalued(p, d, at)
                 holdings[p.asset] = holdings.get(p.asset, Decimal(0)) + new.collateral_value_usd
                 new_positions.append((p, new))
@@ -96,20 +101,26 @@ class _Run:
                                   "after_usd": decimal_text(n.collateral_value_usd),
                                   "counts": n.collateral_value_usd > 0} for o, n in new_positions]}
             if not self.dry_run:
-                self._write(account, new_positions, before, after, at)
-                ctx.log.append(records)
+                mv = self._write(account, new_positions, before, after, at)
+                ctx.log.append(records + [journal.record("revaluation", journal.block(
+                    "revaluation", at, mv, account=account, bundle=bundle.hash,
+                    positions=[{"asset": o.asset, "address": o.address, "before": journal.state(o),
+                                "after": journal.state(n)} for o, n in new_positions],
+                    decisions=[r[1] for r in records], before_usd=row["before_usd"], after_usd=row["after_usd"],
+                    deficit_usd=row["deficit_usd"]), bundle)])
         return row
 
     def _write(self, account: str, new_positions: list[tuple[Position, Position]], before: Decimal,
-               after: Decimal, at: str) -> None:
+               after: Decimal, at: str) -> Movement:
         store = self.ctx.store
+        mv = Movement(store)
         for o, n in new_positions:
-            store.put_position(n)
-            store.add_entry(JournalEntry(str(uuid.uuid4()), at, "revalue", o.account, o.participant, o.asset,
-                                         o.address, 0, o.decimals, n.market_value_usd - o.market_value_usd,
-                                         n.after_haircut_usd - o.after_haircut_usd,
-                                         n.collateral_value_usd - o.collateral_value_usd, n.price_usd,
-                                         n.decision_id, None, "revaluation", None))
+            mv.put_position(n)
+            mv.add_entry(JournalEntry(str(uuid.uuid4()), at, "revalue", o.account, o.participant, o.asset,
+                                  o.address, 0, o.decimals, n.market_value_usd - o.market_value_usd,
+                                  n.after_haircut_usd - o.after_haircut_usd,
+                                  n.collateral_value_usd - o.collateral_value_usd, n.price_usd,
+                                  n.decision_id, None, "revaluation", None))
         if after < before:
             store.add_incident(Incident(str(uuid.uuid4()), at, "deficit", "critical",
                                         f"account {account}: collateral value fell from {decimal_text(before)} to "
@@ -118,10 +129,11 @@ class _Run:
                                         account, None, None, {"before_usd": decimal_text(before),
                                                               "after_usd": decimal_text(after),
                                                               "bundle": self.engine.bundle.hash}))
+        return mv
 
 
 def _redecide(engine: Engine, p: Position, price: PriceEvidence, holdings: Mapping[str, Decimal],
-              as_of: datetime) -> tuple[Query, dict[str, Any]]:
+              as_of: datetime) -> tuple[Query, Decision]:
     """The position's stored query with today's price, time and portfolio, decided again."""
     doc = dict(p.facts.get("query") or {})
     doc.update({"quantity": plain(p.quantity), "price_usd": plain(price.price_usd),
@@ -137,7 +149,7 @@ def _redecide(engine: Engine, p: Position, price: PriceEvidence, holdings: Mappi
     if p.facts.get("custody_evidence"):
         evidence.insert(0, custody_from_json(p.facts["custody_evidence"]))
         verification = {"status": "verified"}
-    return q, engine.decide(q, evidence, verification=verification).to_json()
+    return q, engine.decide(q, evidence, verification=verification)
 
 
 def _revalued(p: Position, d: Mapping[str, Any] | None, at: str) -> Position:

@@ -1,12 +1,17 @@
 """Re-verification: read every credited custody address on-chain again; a lower balance reduces the
-credits there, newest first (``rules.ledger.shortfall``). A node that cannot be read is an incident."""
+credits there, newest first (``rules.ledger.shortfall``). A node that cannot be read is an incident.
+
+Each asset is one transaction; what it stored (the balances, at the newer block) and reduced (the
+``shortfall`` lines) is one ``reverification`` leaf (``rules.ledger.journal``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rules.errors import EvidenceError, InputError
+from rules.ledger import journal
 from rules.ledger.context import LedgerContext, failure_kind
+from rules.ledger.journal import Movement
 from rules.ledger.positions import allocated
 from rules.ledger.shortfall import per_address_balances, record_balance
 from rules.values import units_text
@@ -32,13 +37,18 @@ def reverify(ctx: LedgerContext, asset: str | None = None) -> dict[str, Any]:
             continue
         at = ctx.now_text()
         with ctx.store.transaction([f"custody:{symbol}:{x}" for x in balances]):
+            mv = Movement(ctx.store)
             before = {x: allocated(ctx.store, symbol, x) for x in balances}
             for x, bal in balances.items():
-                newest = record_balance(ctx, a, x, bal, ev, at)
+                newest = record_balance(ctx, mv, a, x, bal, ev, at)
                 report["verified"].append({"asset": symbol, "address": x, "balance": units_text(newest, a.decimals),
                                            "credited_before": units_text(before[x], a.decimals),
                                            "block_number": ev.block_number})
                 if newest < before[x]:
                     report["reductions"].append({"asset": symbol, "address": x,
                                                  "shortfall": units_text(before[x] - newest, a.decimals)})
+            if mv:  # nothing stored (an older block than the one stored) and nothing reduced: nothing to record
+                ctx.log.append([journal.record("reverification", journal.block(
+                    "reverification", at, mv, asset=symbol, trigger={"operation": "reverify"},
+                    block_number=ev.block_number, block_hash=ev.block_hash))])
     return report

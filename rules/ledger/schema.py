@@ -9,7 +9,8 @@ SQLite's INTEGER is 64-bit and wei overflow it, and no float ever touches a valu
   requests   idempotency key -> operation, fingerprint of the parameters, status, stored result
   custody    (asset, address) -> last verified on-chain balance (base units) and its block
   positions  (account, asset, address) -> quantity credited (base units) and its values now
-  entries    the journal: every credit, withdrawal, shortfall reduction and revaluation as signed deltas
+  entries    the journal: every credit, withdrawal, shortfall reduction and revaluation as signed deltas;
+             append-only (triggers refuse UPDATE and DELETE, and TRUNCATE on PostgreSQL)
   incidents  verification failures, node outages, shortfalls, deficits, refused double counts
 """
 
@@ -49,6 +50,21 @@ SQLITE = [
         severity TEXT NOT NULL, account TEXT, asset TEXT, address TEXT, message TEXT NOT NULL, details TEXT NOT NULL)""",
 ]
 POSTGRES = [s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY") for s in SQLITE]
+# The journal is append-only, as the log's own tables are (``rules.audit.store``). Positions, custody and
+# accounts are state that changes; what protects them is that they are recomputed from the log's leaves
+# (``rules.ledger.projection``), and so is the journal: a trigger keeps honest mistakes out, the tree proves.
+APPEND_ONLY = ("ledger_entries",)
+SQLITE_TRIGGERS = [f"""CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t}
+    BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END""" for t in APPEND_ONLY for op in ("UPDATE", "DELETE")]
+PG_TRIGGER_NAMES = [f"{t}_{what}" for t in APPEND_ONLY for what in ("no_change", "no_truncate")]
+PG_TRIGGERS = [
+    """CREATE OR REPLACE FUNCTION ledger_refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$""",
+] + [s for t in APPEND_ONLY for s in (
+    f"""CREATE OR REPLACE TRIGGER {t}_no_change BEFORE UPDATE OR DELETE ON {t}
+        FOR EACH ROW EXECUTE FUNCTION ledger_refuse('{t} is append-only')""",
+    f"""CREATE OR REPLACE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t}
+        FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse('{t} is append-only')""")]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS ledger_entries_at ON ledger_entries (at)",
     "CREATE INDEX IF NOT EXISTS ledger_incidents_at ON ledger_incidents (at)",

@@ -1,8 +1,9 @@
 """The chain against the credits: store each verified balance (the newest block wins) and, when the
 chain shows less than is credited at an address, reduce the newest credits there until it fits.
 
-Each reduction is a ``shortfall`` journal entry carrying the evidence, with a critical incident and a
-decision-log entry. Runs inside the caller's transaction, which holds the ``custody:<asset>:<address>`` lock.
+Each reduction is a ``shortfall`` journal entry carrying the evidence, with a critical incident. Runs
+inside the caller's transaction, which holds the ``custody:<asset>:<address>`` lock; the balances stored
+and the reductions go through the caller's ``Movement``, whose leaf records them (a ``reverification``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rules.errors import EvidenceError
 from rules.evidence import CustodyEvidence
 from rules.ledger.amounts import plain
 from rules.ledger.context import LedgerContext
+from rules.ledger.journal import Movement
 from rules.ledger.positions import reduce
 from rules.ledger.records import CustodyState, Incident
 from rules.policy.model import Asset
@@ -37,24 +39,24 @@ def per_address_balances(ev: CustodyEvidence) -> dict[str, int]:
     return out
 
 
-def record_balance(ctx: LedgerContext, asset: Asset, address: str, balance: int, ev: CustodyEvidence,
-                   at: str) -> int:
+def record_balance(ctx: LedgerContext, mv: Movement, asset: Asset, address: str, balance: int,
+                   ev: CustodyEvidence, at: str) -> int:
     """Store a verified balance unless a newer block is already stored; reduce credits the chain no
     longer covers. Returns the balance of the newest block."""
     store = ctx.store
     stored = store.custody(asset.symbol, address)
     if stored is None or ev.block_number >= stored.block_number:
-        store.put_custody(CustodyState(asset.symbol, address, ev.chain, balance, asset.decimals,
-                                       ev.block_number, ev.block_hash, at))
+        mv.put_custody(CustodyState(asset.symbol, address, ev.chain, balance, asset.decimals,
+                                    ev.block_number, ev.block_hash, at))
         newest = balance
     else:
         newest = stored.balance_raw
-    reduce_shortfall(ctx, asset, address, newest, ev, at)
+    reduce_shortfall(ctx, mv, asset, address, newest, ev, at)
     return newest
 
 
-def reduce_shortfall(ctx: LedgerContext, asset: Asset, address: str, balance: int, ev: CustodyEvidence,
-                     at: str) -> list[dict[str, Any]]:
+def reduce_shortfall(ctx: LedgerContext, mv: Movement, asset: Asset, address: str, balance: int,
+                     ev: CustodyEvidence, at: str) -> list[dict[str, Any]]:
     """Reduce the positions at ``address``, newest first, until they fit ``balance``; the reductions."""
     store = ctx.store
     positions = store.positions(asset=asset.symbol, address=address)
@@ -67,7 +69,7 @@ def reduce_shortfall(ctx: LedgerContext, asset: Asset, address: str, balance: in
             break
         cut = min(excess, p.quantity_raw)
         excess -= cut
-        reductions.append(reduce(store, p, cut, "shortfall", at, evidence=ev.to_json(),
+        reductions.append(reduce(mv, p, cut, "shortfall", at, evidence=ev.to_json(),
                                  reason=f"on-chain balance at {address} is "
                                         f"{units_text(balance, asset.decimals)} {asset.symbol} "
                                         f"(block {ev.block_number})"))
@@ -77,8 +79,4 @@ def reduce_shortfall(ctx: LedgerContext, asset: Asset, address: str, balance: in
     store.add_incident(Incident(str(uuid.uuid4()), at, "shortfall", "critical", msg, None, asset.symbol,
                                 address, {"block_number": ev.block_number, "block_hash": ev.block_hash,
                                           "balance_raw": str(balance), "reductions": reductions}))
-    ctx.log.append([("ledger", f"shortfall-{uuid.uuid4()}", None,
-                     {"ledger": {"operation": "shortfall", "asset": asset.symbol, "address": address,
-                                 "balance_raw": str(balance), "reductions": reductions,
-                                 "evidence": ev.to_json()}})])
     return reductions

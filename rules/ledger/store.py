@@ -43,13 +43,33 @@ class LedgerStore:
                 exists = self.db.execute("SELECT to_regclass('ledger_incidents')").fetchone()[0]
                 if exists is None:
                     self.db.script(schema.COMMON + schema.POSTGRES + schema.INDEXES)
+                if len(self._pg_triggers()) < len(schema.PG_TRIGGER_NAMES):  # a ledger of an earlier version
+                    self.db.script(schema.PG_TRIGGERS)
             else:
-                self.db.script(schema.COMMON + schema.SQLITE + schema.INDEXES)
+                self.db.script(schema.COMMON + schema.SQLITE + schema.INDEXES + schema.SQLITE_TRIGGERS)
             row = self.db.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?)", (schema.SCHEMA_VERSION,))
             elif row[0] != schema.SCHEMA_VERSION:
                 raise StorageError(f"{self.where}: ledger schema version {row[0]}, expected {schema.SCHEMA_VERSION}")
+
+    def _pg_triggers(self) -> dict[str, str]:
+        """The journal's append-only triggers on PostgreSQL: name -> pg_trigger.tgenabled ('D' disabled)."""
+        rows = self.db.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgname = ANY(?)",
+                               (list(schema.PG_TRIGGER_NAMES),)).fetchall()
+        return {r[0]: str(r[1]) for r in rows}
+
+    def append_only_problems(self) -> list[str]:
+        """The journal's append-only triggers that are missing or disabled (they are made when the store opens)."""
+        if self.db.kind == "postgresql":
+            found = self._pg_triggers()
+            return [f"ledger_entries: its append-only trigger {name} is "
+                    f"{'missing' if name not in found else 'disabled'}"
+                    for name in schema.PG_TRIGGER_NAMES if found.get(name, "D") == "D"]
+        names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                               "AND tbl_name = 'ledger_entries'").fetchall()}
+        return [f"ledger_entries: its append-only trigger {t} is missing"
+                for t in (f"{x}_no_{op}" for x in schema.APPEND_ONLY for op in ("update", "delete")) if t not in names]
 
     def close(self) -> None:
         if self._owns_db:

@@ -1,18 +1,20 @@
 """Withdrawals: the quantity comes off the account's newest credits first (or off one address); the
-values shrink in proportion (rounded down) and the coins become free for other credits.
+values shrink in proportion (rounded down) and the coins become free for other credits. The journal
+lines go into a ``withdrawal`` leaf in the same transaction (``rules.ledger.journal``).
 
 Concentration is not re-checked on withdrawal (``dacp revalue`` does it).
 """
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Any
 
 from rules.errors import InputError
+from rules.ledger import journal
 from rules.ledger.amounts import plain, to_raw
 from rules.ledger.context import LedgerContext
+from rules.ledger.journal import Movement
 from rules.ledger.positions import reduce
 from rules.ledger.records import StoredRequest
 from rules.ledger.requests import WithdrawRequest, check_key
@@ -49,18 +51,22 @@ def withdraw(ctx: LedgerContext, req: WithdrawRequest) -> dict[str, Any]:
                 raise InputError(f"account {req.account} holds {units_text(held, asset.decimals)} "
                                  f"{asset.symbol}{where}; cannot withdraw {plain(req.quantity)}", "quantity")
             at = ctx.now_text()
+            mv = Movement(ctx.store)
             left, parts = cut_total, []
             for p in sorted(positions, key=lambda p: (p.updated_at, p.created_at), reverse=True):
                 if left <= 0:
                     break
                 cut = min(left, p.quantity_raw)
                 left -= cut
-                parts.append(reduce(ctx.store, p, cut, "withdraw", at, key=req.idempotency_key, reason="withdrawal"))
+                parts.append(reduce(mv, p, cut, "withdraw", at, key=req.idempotency_key, reason="withdrawal"))
             value = sum((Decimal(p["collateral_value_usd"]) for p in parts), Decimal(0))
             result = {"operation": "withdraw", "status": "withdrawn", "idempotency_key": req.idempotency_key,
                       "account": req.account, "asset": asset.symbol, "quantity": plain(req.quantity),
                       "collateral_value_usd": decimal_text(value), "reductions": parts, "recorded_at": at}
             ctx.store.add_request(StoredRequest(req.idempotency_key, "withdraw", fp, "withdrawn", result, at))
-            ctx.log.append([("ledger", f"withdraw-{uuid.uuid4()}", None, {"ledger": result})])
+            ctx.log.append([journal.record("withdrawal", journal.block(
+                "withdrawal", at, mv, idempotency_key=req.idempotency_key, account=req.account, asset=asset.symbol,
+                decimals=asset.decimals, quantity_raw=str(cut_total), address=req.address,
+                collateral_value_usd=decimal_text(value)))])
             return {**result, "replayed": False}
     raise InputError("the account's holdings kept changing; try again", "withdraw")  # pragma: no cover

@@ -1,5 +1,6 @@
 """Ledger pieces that need no node or server: database targets, fingerprints, per-address balances,
-keys, ISO weeks, CSV shape, and bad input that writes nothing (CLI exit 3, no traceback)."""
+keys, ISO weeks, CSV shape, bad input that writes nothing (CLI exit 3, no traceback), and the projection's
+edges (a log of an earlier version, a leaf that does not read, the journal's triggers on SQLite)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from rules.evidence import CustodyEvidence
+from rules.audit.log import DecisionLog
+from rules.ledger.projection import reconcile
+from rules.ledger.records import JournalEntry
 from rules.ledger.store import LedgerStore
 from adapters.storage.sql import SqliteDatabase, is_postgres, lock_key, normalise_target, open_database
 from adapters.urls import database as redact
@@ -101,3 +105,46 @@ def test_cli_bad_input_exits_3_and_writes_nothing(tmp_path, monkeypatch, capsys)
     assert main(["report", "weekly", "--week", "2026-W99", "--ledger", str(tmp_path / "l.sqlite")]) == 3
     store = LedgerStore(tmp_path / "l.sqlite")
     assert store.positions() == [] and store.request_count() == 0
+
+
+def _row(entry_id: str) -> JournalEntry:
+    return JournalEntry(entry_id, "2026-11-25T10:00:00.000000Z", "withdraw", "A", "P", "USDC", "0xA", -5, 6,
+                        Decimal("-1.00"), Decimal("-1.00"), Decimal("-1.00"), Decimal("1"), "d-1", "k", "withdrawal")
+
+
+def test_a_ledger_logged_by_an_earlier_version_is_named_not_recomputed(tmp_path):
+    store = LedgerStore(tmp_path / "l.sqlite")
+    log = DecisionLog(database=store.db)
+    with store.transaction():  # the unversioned form the ledger wrote before its journal leaves
+        store.add_entry(_row("old-1"))
+        log.append([("ledger", "withdraw-1", None, {"ledger": {"operation": "withdraw", "status": "withdrawn"}})])
+    rec = reconcile(store, log)
+    assert rec.log_problems == ["the log holds 1 ledger entries of an earlier version (kind 'ledger', or 'decision' "
+                                "with a ledger block): the rows they wrote cannot be recomputed"]
+    assert [str(d) for d in rec.differences] == ["ledger_entries (old-1: withdraw A, USDC, 0xA): stored, but no entry "
+                                                 "of the log accounts for it"]
+
+
+def test_a_ledger_leaf_that_does_not_read_is_a_problem_of_the_log(tmp_path):
+    store = LedgerStore(tmp_path / "l.sqlite")
+    log = DecisionLog(database=store.db)
+    log.append([("withdrawal", "w-1", None, {"ledger": {"version": 99}}),
+                ("withdrawal", "w-2", None, {"ledger": {"version": 1, "at": "x", "custody": [], "lines": [{}]}})])
+    assert reconcile(store, log).log_problems == [
+        "log entry 1 (withdrawal w-1): a withdrawal entry without a ledger block of a version this code reads",
+        "log entry 2 (withdrawal w-2): a journal line does not read back (KeyError: 'entry_id')"]
+
+
+def test_the_journal_is_append_only_and_a_dropped_trigger_is_named_until_the_store_opens_again(tmp_path):
+    import sqlite3
+
+    store = LedgerStore(tmp_path / "l.sqlite")
+    with store.transaction():
+        store.add_entry(_row("e-1"))
+    for sql in ("UPDATE ledger_entries SET reason = 'x'", "DELETE FROM ledger_entries"):
+        with pytest.raises(sqlite3.IntegrityError, match="ledger_entries is append-only"):
+            store.db.execute(sql)
+    store.db.execute("DROP TRIGGER ledger_entries_no_delete")
+    assert store.append_only_problems() == ["ledger_entries: its append-only trigger ledger_entries_no_delete is "
+                                            "missing"]
+    assert LedgerStore(tmp_path / "l.sqlite").append_only_problems() == []  # made again when a store opens

@@ -1,7 +1,8 @@
 """The collateral ledger against real parts, on BOTH backends (SQLite file, PostgreSQL server): custody
 verified on a real anvil node (chain id 1, TestFiatToken as USDC, the policy copy's contract replaced),
 credits once per idempotency key, the custody invariant, withdrawals, shortfalls found on
-re-verification, revaluation, the weekly report, the CLI, 8 racing processes and a SIGKILL before COMMIT."""
+re-verification, revaluation, the weekly report, the CLI, 8 racing processes and a SIGKILL before COMMIT.
+The fixtures (chain, setup, ledger) are tests/ledger/conftest.py's."""
 
 from __future__ import annotations
 
@@ -12,53 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from rules.audit.entry_format import public_decision
 from rules.errors import InputError
 from rules.ledger.book import WithdrawRequest
-from tests.support.anvil_node import anvil_mine, anvil_node, deploy, new_address, send_eth, transact
-from tests.support.ledger_workload import (PricesAt, Setup, make_ledger, run_concurrency, run_crash, usdc_evidence,
-                                               usdc_request, write_policies, write_prices)
-from tests.support.postgres_node import postgres  # noqa: F401 - pytest fixture
-from tests.support import ROOT
+from tests.support.anvil_node import anvil_mine, new_address
+from tests.support.ledger_workload import (UNIT, PricesAt, Setup, fund, make_ledger, run_concurrency, run_crash,
+                                           usdc_evidence, usdc_request, write_prices)
 
 pytestmark = pytest.mark.integration
-UNIT = 10**6  # USDC base units
-
-
-@pytest.fixture(scope="module")
-def chain():
-    with anvil_node(chain_id=1) as node:
-        token = deploy(node.w3, "TestFiatToken", "USD Coin", "USDC")
-        yield node, token
-
-
-def fund(chain, usdc: int = 0, eth: int = 0, address: str | None = None) -> str:
-    node, token = chain
-    a = address or new_address(node.w3)
-    if usdc:
-        transact(node.w3, token.functions.mint(a, usdc * UNIT))
-    if eth:
-        send_eth(node.w3, a, eth * 10**18)
-    anvil_mine(node.w3, 70)  # past anvil's finalized lag (64 blocks)
-    return a
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def setup(request, chain, tmp_path) -> Setup:
-    node, token = chain
-    if request.param == "sqlite":
-        target = str(tmp_path / "ledger.sqlite")
-    else:
-        target = request.getfixturevalue("postgres").create_database()
-    pol = write_policies(ROOT, tmp_path / "policies", token.address)
-    prices = write_prices(tmp_path / "prices.yaml")
-    return Setup(target, str(pol), str(prices), node.url)
-
-
-@pytest.fixture
-def ledger(setup):
-    led = make_ledger(setup)
-    yield led
-    led.store.close()
 
 
 def test_credit_is_verified_decided_logged_and_idempotent(ledger, chain):
@@ -116,7 +78,9 @@ def test_concentration_limits_use_the_accounts_ledger_holdings(ledger, chain):
     r = ledger.credit(CreditRequest("ACC-1", "FCM-ALPHA", "ETH", Decimal("1000"), (eth,), "c-eth",
                                     custodian="coinbase-custody", segregated=True))
     assert r["status"] == "credited", r
-    d = ledger.log.get(r["decision_id"]).body["decision"]
+    entry = ledger.log.get(r["decision_id"])
+    assert entry.kind == "credit" and entry.body["format"] == 3  # the decision compact, as Dacp.evaluate logs it
+    d = public_decision(entry.body, entry.entry_id, ledger.bundle)
     assert d["excluded_by_limits_usd"] != "0.00"  # ETH capped at 40% of the account given its USDC in the ledger
     limit = next(x for x in d["reasons"] if x["rule"] == "limit.eth-share")
     assert limit["outcome"] == "applied" and limit["observed"]["group_value_usd"] == "0.00"

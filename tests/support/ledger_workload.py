@@ -18,6 +18,7 @@ from typing import Any
 from rules.values import now_utc, utc_text
 
 USDC_MAINNET = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+UNIT = 10**6  # USDC base units
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,21 @@ def write_prices(path: Path, prices: dict[str, str] | None = None, at: datetime 
     path.write_text("".join(f'{a}: {{price_usd: "{p}", updated_at: "{stamp}", source: "test desk"}}\n'
                             for a, p in prices.items()))
     return path
+
+
+def fund(chain: tuple[Any, Any], usdc: int = 0, eth: int = 0, address: str | None = None) -> str:
+    """Mint ``usdc`` test USDC and/or send ``eth`` ETH to ``address`` (default: a new one) on the (anvil node,
+    token) ``chain``, then mine past anvil's finalized lag (64 blocks)."""
+    from tests.support.anvil_node import anvil_mine, new_address, send_eth, transact
+
+    node, token = chain
+    a = address or new_address(node.w3)
+    if usdc:
+        transact(node.w3, token.functions.mint(a, usdc * UNIT))
+    if eth:
+        send_eth(node.w3, a, eth * 10**18)
+    anvil_mine(node.w3, 70)
+    return a
 
 
 def usdc_evidence(at: datetime | None = None) -> dict[str, Any]:

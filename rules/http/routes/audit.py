@@ -32,6 +32,7 @@ from rules.http.service import Service
 
 router = APIRouter(tags=["audit"])
 _DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+DECISION_KINDS = ("decision", "credit")  # a ledger credit's leaf holds its decision in the same form
 
 
 @router.get("/v1/decisions/{decision_id}", operation_id="get_decision",
@@ -87,7 +88,7 @@ def _receipt(decision_id: str, d: Dacp) -> dict[str, Any] | None:
 
 def _logged_decision(decision_id: str, with_receipt: bool, d: Dacp) -> dict[str, Any]:
     e = _entry(decision_id, d)
-    if e.kind != "decision" or "decision" not in e.body:
+    if e.kind not in DECISION_KINDS or "decision" not in e.body:
         raise HttpError(404, "not_found", f"log entry {decision_id!r} is a {e.kind}, not a decision")
     out = {"decision_id": decision_id, "seq": e.seq, "recorded_at": e.recorded_at, "bundle": e.bundle_hash,
            "entry_hash": e.entry_hash, "query": e.body.get("query"), "decision": d.logged_decision(e),
