@@ -85,7 +85,8 @@ class DecisionLog:
     def _init(self, origin: str | None, legacy_ok: bool) -> None:
         with self.db.transaction([SCHEMA_LOCK]):
             legacy = self._legacy_entries()
-            self.tree.create()
+            if not self._tree_exists():  # PostgreSQL DDL takes table locks: never while others append
+                self.tree.create()
             row = self.db.execute("SELECT value FROM meta WHERE key = 'tree_format'").fetchone()
             if row is None:
                 if legacy and not legacy_ok:
@@ -100,6 +101,11 @@ class DecisionLog:
             elif row[0] != TREE_FORMAT:
                 raise StorageError(f"{self.where}: decision log tree format {row[0]} is not known to this version")
             self.origin = self.db.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()[0]
+
+    def _tree_exists(self) -> bool:
+        if self.db.kind == "postgresql":
+            return self.db.execute("SELECT to_regclass('tree_checkpoints')").fetchone()[0] is not None
+        return False  # SQLite: CREATE ... IF NOT EXISTS is cheap and takes no lock others wait on
 
     def _legacy_entries(self) -> int:
         if self.db.kind == "postgresql":
