@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from rules.ledger import weekly_report as rep
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
 from rules.policy.loader import load_bundle
 from rules.settings import Settings
-from rules.values import parse_utc_text, utc_text
+from rules.values import decimal_value, time_value, utc_text
 
 LEDGER_HELP = "ledger database: file path, sqlite:///path or postgresql://... (default: settings [ledger] url, else the log)"
 
@@ -83,7 +83,7 @@ def register(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     h.add_argument("--account")
     h.add_argument("--format", choices=("json", "table"), default="table")
     common(h)
-    c = lsub.add_parser("check", help="custody invariant, positions against the journal, and the decision log chain")
+    c = lsub.add_parser("check", help="custody invariant, the ledger's rows recomputed from the log, and the log's tree")
     common(c)
     i = lsub.add_parser("incidents", help="recorded operational incidents")
     i.add_argument("--since", help="RFC 3339 time")
@@ -116,25 +116,11 @@ def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = Fa
 
 
 def _decimal(text: str, where: str) -> Decimal:
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        raise InputError(f"{text!r} is not a decimal number", where) from None
-    if not d.is_finite():
-        raise InputError(f"{text!r} is not a finite number", where)
-    return d
+    return decimal_value(text, where)  # the one value grammar of every door (rules.values)
 
 
 def _when(text: str | None, where: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        ts = parse_utc_text(text)
-    except ValueError:
-        raise InputError(f"{text!r} is not an RFC 3339 date and time", where) from None
-    if ts.tzinfo is None:
-        raise InputError(f"{text!r} has no time zone (write Z or +00:00)", where)
-    return ts.astimezone(timezone.utc)
+    return None if text is None else time_value(text, where)
 
 
 def _evidence(path: Path | None) -> dict[str, Any]:
@@ -232,14 +218,19 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         since = _when(args.since, "since")
         _out([i.__dict__ for i in ledger.store.incidents(since=utc_text(since, "microseconds") if since else None)])
         return 0
-    problems = ledger.check()
+    rec = ledger.reconcile()
+    problems = ledger.check(rec)
     chain = ledger.log.verify()
     for p in problems:
         print(f"LEDGER PROBLEM: {p}")
     print(chain.render())
     if not problems:
         print(f"ledger OK: {len(ledger.store.positions())} positions, custody invariant holds at "
-              f"{len(ledger.store.custody_states())} addresses; {ledger.store.request_count()} requests")
+              f"{len(ledger.store.custody_states())} addresses; {ledger.store.request_count()} requests; "
+              f"journal, positions, custody and accounts recomputed from {rec.leaves} log entries "
+              f"({rec.lines} journal lines)")
+    else:
+        print(f"ledger check FAILED: {len(problems)} problem(s)", file=sys.stderr)
     return 0 if not problems and chain.ok else 1
 
 
