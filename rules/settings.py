@@ -115,7 +115,9 @@ class ServiceSettings(Section):
     """``[service]``: the address, the request limits, and uvicorn's bounds (handed to ``uvicorn.run``): an idle
     keep-alive connection is closed after ``timeout_keep_alive_s``; beyond ``limit_concurrency`` connections at
     once new requests get 503; ``backlog`` bounds the accept queue; a request line and headers larger than
-    ``max_incomplete_event_bytes`` are refused; on SIGTERM open connections get ``graceful_shutdown_s``."""
+    ``max_incomplete_event_bytes`` are refused; on SIGTERM open connections get ``graceful_shutdown_s``. A request's
+    line and headers must arrive within ``header_timeout_s`` of its first byte (or of the connection), its body
+    within ``body_timeout_s`` (rules.http.deadlines, rules.http.reading)."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -129,6 +131,8 @@ class ServiceSettings(Section):
     backlog: int = Field(2048, ge=1, le=65535)  # the listen socket's accept queue
     max_incomplete_event_bytes: int = Field(16384, ge=1024, le=1_048_576)  # request line + headers (h11)
     graceful_shutdown_s: Seconds = Field(10.0, gt=0, le=600)  # on SIGTERM, then open connections are closed
+    header_timeout_s: Seconds = Field(10.0, gt=0, le=600)  # request line + headers must arrive within this (slow loris)
+    body_timeout_s: Seconds = Field(30.0, gt=0, le=3600)  # the whole body must arrive within this: 408 request_timeout
 
 
 class AuditSettings(Section):
