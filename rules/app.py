@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from adapters.storage.sql import is_postgres, normalise_target
 from rules.evidence import CustodyEvidence, PriceEvidence, custody_from_json, price_from_json
@@ -26,9 +26,11 @@ from rules.audit.entry_format import log_body, public_decision
 from rules.policy.model import Bundle
 from rules.policy.loader import load_bundle
 from rules.engine.query import Query, parse_query
-from rules.ledger.store import LedgerStore
 from rules.lifecycle.approvals.status import require_approved
 from rules.settings import Settings
+
+if TYPE_CHECKING:
+    from rules.ledger.store import LedgerStore
 
 Evidence = CustodyEvidence | PriceEvidence
 
@@ -47,14 +49,16 @@ def comparable(decision: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in decision.items() if k not in ("decision_id", "engine")}
 
 
-def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
+def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "", recorded_only: bool = False) -> list[str]:
+    """The differences from ``a`` to ``b``. ``recorded_only``: a field ``a`` does not have is no difference (a
+    decision logged by an earlier version lacks fields a later engine adds, e.g. a limit's room left)."""
     out: list[str] = []
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            out += diff_decisions(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        for k in sorted(set(a) if recorded_only else set(a) | set(b)):
+            out += diff_decisions(a.get(k), b.get(k), f"{path}.{k}" if path else k, recorded_only)
     elif isinstance(a, list) and isinstance(b, list):
         for i, (x, y) in enumerate(zip(a, b)):
-            out += diff_decisions(x, y, f"{path}[{i}]")
+            out += diff_decisions(x, y, f"{path}[{i}]", recorded_only)
         if len(a) != len(b):
             out.append(f"{path}: {len(a)} items -> {len(b)} items")
     elif a != b:
@@ -200,7 +204,8 @@ class Dacp:
         evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
         replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"],
                                  verification=original.get("verification")).to_json()
-        diffs = diff_decisions(comparable(original), comparable(replayed))
+        # what the entry recorded is compared; fields a later engine adds to decisions are not differences
+        diffs = diff_decisions(comparable(original), comparable(replayed), recorded_only=True)
         return ReplayResult(decision_id, not diffs, original, replayed, diffs)
 
     def verify_log(self, checkpoint: str | None = None, keys: Sequence[str] = ()) -> VerifyResult:
@@ -258,8 +263,10 @@ def ledger_url(settings: Settings, override: str | None = None) -> str:
     return normalise_target(override or settings.ledger.url or settings.log)
 
 
-def open_ledger_store(settings: Settings, override: str | None = None) -> LedgerStore:
+def open_ledger_store(settings: Settings, override: str | None = None) -> "LedgerStore":
     """The ledger's store on ``ledger_url``."""
+    from rules.ledger.store import LedgerStore  # here, not at the top: for start-up time (evaluate never opens it)
+
     return LedgerStore(ledger_url(settings, override))
 
 

@@ -49,6 +49,15 @@ def dacp_for(tmp_path, bundle, engine="python", name="log.sqlite") -> Dacp:
     return Dacp(Settings(policies=POLICIES, log=tmp_path / name, engine=engine, approvals=DEMO_KEYS), bundle=bundle)
 
 
+def assert_replays(dacp: Dacp, entry) -> None:
+    """An old decision replays identically, but for the one deliberate change of the decision contract since
+    (issue 15: an ineligible decision excludes nothing by limits, where earlier versions wrote an amount)."""
+    r = dacp.replay(entry.entry_id)
+    if not r.identical:
+        assert r.original["eligible"] is False and r.replayed["excluded_by_limits_usd"] == "0.00", r.differences
+        assert all(d.startswith("excluded_by_limits_usd:") for d in r.differences), r.differences
+
+
 # -- the logs of earlier versions: migrated, then they read, verify, explain, replay and grow ----------
 def test_a_log_of_the_previous_version_is_refused_until_migrated_then_reads_replays_and_grows(tmp_path):
     """tests/data/decision-log-v1.sqlite: hash scheme 1, the full decision form of that version."""
@@ -65,7 +74,7 @@ def test_a_log_of_the_previous_version_is_refused_until_migrated_then_reads_repl
     assert first.kind == "log.migration" and first.body["head"] == m.head and first.body["entries"] == 3
     for e in log.entries("decision"):
         assert "reasons" in e.body["decision"]  # the full form of that version, as it was stored
-        assert dacp.replay(e.entry_id).identical
+        assert_replays(dacp, e)
         assert "Rules evaluated:" in dacp.explain(e.entry_id)
     (d,) = dacp.evaluate([parse_query(corpus(1, seed=4)[0])])
     assert log.verify().ok and log.count() == 5 and log.get(d.id).body["format"] == FORMAT
@@ -87,7 +96,7 @@ def test_a_log_of_compact_format_2_is_migrated_and_reads_verifies_explains_repla
         public = dacp.logged_decision(e)
         bound += any(r.get("counted_usd") is not None for r in public["reasons"])
         assert all(set(r) >= {"rule", "outcome", "description", "observed", "threshold", "policy"} for r in public["reasons"])
-        assert dacp.replay(e.entry_id).identical
+        assert_replays(dacp, e)
         assert "Rules evaluated:" in dacp.explain(e.entry_id)
     assert bound == 8
     (d,) = dacp.evaluate([parse_query(corpus(1, seed=4)[0])])

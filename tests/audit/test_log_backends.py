@@ -27,7 +27,8 @@ def target(request, tmp_path) -> str:
 
 
 def test_a_streamed_batch_is_logged_compactly_and_reads_back_exactly(target):
-    dacp = Dacp(Settings(policies=POLICIES, log=target, engine="durable_rules"), bundle=load_bundle(POLICIES))
+    dacp = Dacp(Settings(policies=POLICIES, log=target, engine="durable_rules", approvals={"demo_keys_in_policy_dir": True}),
+                bundle=load_bundle(POLICIES))  # the shipped DEMO approvers file sits inside policies/
     queries = [parse_query(d) for d in corpus(600, seed=41)]
     decisions = [d for chunk in dacp.evaluate_stream(queries, chunk=250) for d in chunk]
     log = dacp.log
