@@ -233,7 +233,7 @@ def load_and_compile(directory: Path, queries: list) -> dict[str, float]:
 
 def memory_run(bundle, queries: list, total: int, log: Path, engine: str) -> tuple[list[float], float, float]:
     """Decide ``total`` queries (the book over and over) with the log on; RSS ten times on the way."""
-    dacp = Dacp(Settings(policies=POLICIES, log=log, engine=engine), bundle=bundle)
+    dacp = Dacp(Settings(policies=POLICIES, log=log, engine=engine), bundle=bundle, require_approval=False)
     step = max(total // 10, 1)
     marks, done = [], 0
     t0 = time.perf_counter()
@@ -323,20 +323,20 @@ def main() -> int:
         rates: dict[str, float] = {}
         results: dict[str, list] = {}
         for evaluator in ("durable_rules", "python"):
-            dacp = Dacp(Settings(policies=POLICIES, log=tmp / f"{evaluator}.sqlite", engine=evaluator), bundle=bundle)
+            dacp = Dacp(Settings(policies=POLICIES, log=tmp / f"{evaluator}.sqlite", engine=evaluator), bundle=bundle, require_approval=False)
             stream(dacp, queries[:CHUNK])  # compile, register, first plans: outside the timing
             rates[f"log_{evaluator}"] = best_rate(n, lambda: stream(dacp, queries), repeat)
             table.add(f"engine {evaluator}, full trace + decision log", f"{rates[f'log_{evaluator}']:,.0f} /s",
                       f"({dacp.engine.stats['evaluations']:,} evaluations for {dacp.engine.stats['decisions']:,} "
                       "decisions: criteria reused per fact class)")
             tm = dacp.log.timings
-            us = {k: tm[k] / tm["entries"] * 1e6 for k in ("encode", "lock", "chain", "insert", "commit")}
+            us = {k: tm[k] / tm["entries"] * 1e6 for k in ("encode", "lock", "tree", "commit")}
             us["decide"] = 1e6 / rates[f"log_{evaluator}"] - sum(us.values())
             out.setdefault("per_decision_us", {})[evaluator] = us
             table.add("    per logged decision: decide + trace / log steps", f"{us['decide']:.1f} us",
-                      f"encode {us['encode']:.1f}, hash chain {us['chain']:.1f}, insert {us['insert']:.1f}, "
-                      f"commit {us['commit']:.1f} us (entry bodies of {tm['bytes'] / tm['entries']:,.0f} bytes)")
-            quiet = Dacp(Settings(policies=POLICIES, log=tmp / "unused.sqlite", engine=evaluator), bundle=bundle,
+                      f"encode {us['encode']:.1f}, tree (hash, compress, insert) {us['tree']:.1f}, "
+                      f"commit {us['commit']:.1f} us (leaves of {tm['bytes'] / tm['entries']:,.0f} bytes)")
+            quiet = Dacp(Settings(policies=POLICIES, log=tmp / "unused.sqlite", engine=evaluator), bundle=bundle, require_approval=False,
                          log_enabled=False)
             stream(quiet, queries[:CHUNK])
             rates[f"nolog_{evaluator}"] = best_rate(n, lambda: stream(quiet, queries), repeat)
@@ -348,12 +348,12 @@ def main() -> int:
                     eligible += public["eligible"]
                     digests.append(hashlib.sha256(orjson.dumps(comparable(public))).digest())
             results[evaluator] = digests
-        slow = Dacp(Settings(policies=POLICIES, log=tmp / "noreuse.sqlite", engine="durable_rules"), bundle=bundle)
+        slow = Dacp(Settings(policies=POLICIES, log=tmp / "noreuse.sqlite", engine="durable_rules"), bundle=bundle, require_approval=False)
         slow.engine.reuse_facts = False
         rates["log_durable_noreuse"] = best_rate(n_durable, lambda: stream(slow, queries[:n_durable]), 1)
         table.add("engine durable_rules, every decision through it, + log", f"{rates['log_durable_noreuse']:,.0f} /s",
                   f"(first {n_durable:,} queries)")
-        dacp = Dacp(Settings(policies=POLICIES, log=tmp / "cli.sqlite", engine="durable_rules"), bundle=bundle)
+        dacp = Dacp(Settings(policies=POLICIES, log=tmp / "cli.sqlite", engine="durable_rules"), bundle=bundle, require_approval=False)
         jsonl_end_to_end(dacp, "\n".join(lines[:CHUNK]))
         rates["jsonl"] = best_rate(n, lambda: jsonl_end_to_end(dacp, text), repeat)
         table.add("JSON Lines in, parse + decide + log + JSON out (CLI path)", f"{rates['jsonl']:,.0f} /s")
@@ -391,7 +391,7 @@ def main() -> int:
             lat_out[evaluator] = (p50, p99, worst)
             table.add(f"engine {evaluator}, decide", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms, max {worst:.2f} ms "
                       f"(a new fact class goes through {evaluator})")
-        dacp = Dacp(Settings(policies=POLICIES, log=tmp / "single.sqlite", engine="durable_rules"), bundle=bundle)
+        dacp = Dacp(Settings(policies=POLICIES, log=tmp / "single.sqlite", engine="durable_rules"), bundle=bundle, require_approval=False)
         dacp.evaluate([queries[0]])
         samples = []
         for q in fresh[:min(len(fresh), 2000)]:
