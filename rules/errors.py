@@ -1,8 +1,10 @@
 """One exception hierarchy for the domain, rendered for humans at the doors (CLI, HTTP).
 
 Every error carries a plain-words message and, as class attributes, what each door needs to render it:
-``code`` (the stable machine-readable code of HTTP error bodies and JSON output), ``exit_code`` (the CLI's)
-and ``http_status``. The doors read these attributes; none of them keeps its own mapping.
+``code`` (the stable machine-readable code of HTTP error bodies and JSON output), ``exit_code`` (the CLI's),
+``http_status`` and ``retryable`` (the same request, unchanged, may succeed later). The doors read these
+attributes; none of them keeps its own mapping. Every code, status and reason is listed in docs/errors.md
+(``tests/test_error_codes.py`` holds the table to the code).
 ``PolicyError`` carries a list of located problems so that all of them can be shown at once.
 """
 
@@ -17,6 +19,7 @@ class DacpError(Exception):
     code = "error"
     exit_code = 1
     http_status = 500
+    retryable = False
 
     def render(self) -> str:
         """The message for a person (the CLI prints it after ``dacp: error:``)."""
@@ -29,6 +32,10 @@ class DacpError(Exception):
     def details(self) -> dict[str, object]:
         """Machine-readable fields an HTTP error body carries beside ``code`` and ``message``."""
         return {}
+
+    def to_json(self) -> dict[str, object]:
+        """The error as every door's JSON shows it: ``code``, ``message``, ``retryable``, then ``details()``."""
+        return {"code": self.code, "message": self.summary(), "retryable": self.retryable, **self.details()}
 
 
 @dataclass(frozen=True)
@@ -91,11 +98,48 @@ class InputError(DacpError):
         return {"where": self.where}
 
 
+# Every reason an EvidenceError may carry: whether the same request may succeed later (a node back up, a block
+# finalized, a price updated), and what it means. docs/errors.md lists them; tests/test_error_codes.py checks
+# that every reason raised in adapters/ and rules/ is here. An unknown reason is not retryable (fail closed).
+EVIDENCE_REASONS: dict[str, tuple[bool, str]] = {
+    "node_unreachable": (True, "cannot connect to the node, or the connection failed"),
+    "timeout": (True, "the node did not answer within the request or total time budget"),
+    "http_error": (True, "the node answered an HTTP error (503 busy, 5xx)"),
+    "rpc_error": (True, "the node answered a JSON-RPC error"),
+    "bad_response": (True, "the node's answer could not be read or does not add up"),
+    "warming_up": (True, "the node is still starting (Bitcoin Core RPC_IN_WARMUP)"),
+    "not_synced": (True, "the node is still syncing (initial block download)"),
+    "scan_in_progress": (True, "another scantxoutset is running on the node"),
+    "block_not_found": (True, "the pinned block is not (or no longer) known to the node"),
+    "stale_block": (True, "the block read is older than max_block_age_s"),
+    "reorg": (True, "the chain changed between the custody read and the commit (block hash or outputs differ)"),
+    "stale_price": (True, "the price round is older than max_age_s or not complete"),
+    "unauthorized": (False, "the node refused the RPC credentials (or the cookie file cannot be read)"),
+    "method_not_found": (False, "the node does not offer a needed RPC method"),
+    "invalid_parameter": (False, "the node refused a request parameter"),
+    "invalid_address": (False, "an address is malformed or fails its checksum"),
+    "wrong_network": (False, "the node or an address is of another network than the asset's"),
+    "wrong_chain": (False, "the Ethereum node's chain id is not the configured one"),
+    "no_contract_code": (False, "no contract at the token or price feed address"),
+    "contract_call_failed": (False, "a contract call reverted or answered malformed data"),
+    "decimals_mismatch": (False, "the token's decimals() differ from the asset registry"),
+    "symbol_mismatch": (False, "the token's symbol() differs from the asset registry"),
+    "feed_mismatch": (False, "the price feed describes another pair than configured"),
+    "non_positive_price": (False, "the price feed answers zero or a negative price"),
+    "price_unavailable": (False, "no price source (or no price) for the asset"),
+    "not_configured": (False, "no node configured for the asset's chain"),
+    "unsupported_chain": (False, "no adapter for the asset's chain"),
+    "no_addresses": (False, "no custody address to verify"),
+    "no_per_address_balances": (False, "the custody evidence gives no balance per address"),
+}
+
+
 class EvidenceError(DacpError):
     """Evidence could not be gathered or does not hold (node down, wrong chain, stale block...).
 
-    ``reason`` is a short stable code (for example ``node_unreachable``, ``wrong_chain``) that is put
-    into decisions and incident records; the message says the same in plain words.
+    ``reason`` is a short stable code (one of ``EVIDENCE_REASONS``, for example ``node_unreachable``,
+    ``wrong_chain``) that is put into decisions, incident records and error bodies (``details()``:
+    ``reason`` and ``retryable``); the message says the same in plain words.
     """
 
     code = "evidence_unavailable"
@@ -105,7 +149,14 @@ class EvidenceError(DacpError):
     def __init__(self, reason: str, message: str):
         self.reason = reason
         self.message = message
+        self.retryable = EVIDENCE_REASONS.get(reason, (False, ""))[0]
         super().__init__(f"{reason}: {message}")
+
+    def summary(self) -> str:
+        return self.message
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason, "retryable": self.retryable}
 
 
 class StorageError(DacpError):
@@ -114,6 +165,7 @@ class StorageError(DacpError):
     code = "storage_unavailable"
     exit_code = 5
     http_status = 503
+    retryable = True  # the database busy or down
 
 
 class TamperedError(StorageError):
@@ -123,6 +175,7 @@ class TamperedError(StorageError):
     code = "record_tampered"
     exit_code = 8
     http_status = 500
+    retryable = False
 
 
 class EngineError(DacpError):

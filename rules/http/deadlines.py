@@ -34,7 +34,7 @@ BODY_GRACE_S = 1.0  # the backstop after the app's own body deadline
 
 def timeout_response(message: str) -> bytes:
     """A complete ``408`` answer with the service's JSON error body (no bundle: no request was routed)."""
-    body = json.dumps({"error": {"code": "request_timeout", "message": message}}).encode()
+    body = json.dumps({"error": {"code": "request_timeout", "message": message, "retryable": True}}).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n" % len(body)) + body
 
