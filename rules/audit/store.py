@@ -1,8 +1,9 @@
 """Where the verifiable log's tree lives: chunks of leaves, cached interior nodes, signed checkpoints (SQL).
 
 One append writes ONE chunk row: its leaves' hashes (32 bytes each, uncompressed: they are the tree), the
-leaves themselves, length-prefixed and compressed together with zstandard, and the entry ids (for lookups:
-the chunk's least and greatest id are indexed). The tree carries the order; no row per entry.
+leaves themselves, length-prefixed and compressed together with zstandard (a small chunk with a dictionary
+trained on decision entries, shipped in this package and named in the chunk by its sha256), and the entry ids
+(for lookups: the chunk's least and greatest id are indexed). The tree carries the order; no row per entry.
 
 Interior nodes of complete subtrees of ``2**NODE_LEVEL`` leaves and more are stored as they complete
 (``rules.audit.merkle.CompactRange`` reports them), so the frontier and every proof need O(log n) reads; the
@@ -16,7 +17,12 @@ against checkpoints signed with the operator's key (``rules.audit.checkpoint``).
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterator, NamedTuple, Sequence
+import threading
+from functools import cache
+from hashlib import sha256
+from itertools import accumulate, islice
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import zstandard
 
@@ -25,8 +31,19 @@ from rules.audit import merkle
 from rules.errors import StorageError
 
 NODE_LEVEL = 8  # complete subtrees of 256 leaves and more are stored
-ZSTD_LEVEL = 3
-_LEN = struct.Struct(">I")
+ZSTD_LEVEL = 1  # a chunk of 500 decisions: as small as level 3 (190 bytes an entry), 0.5 us an entry faster
+# zstandard dictionaries a chunk may be compressed with, by the sha256 of the file (in this package) - never
+# remove one: a chunk names the dictionary it needs, and is unreadable without it. Small chunks (a single
+# decision, a ledger movement) are written with WRITE_DICTIONARY: a decision of 1.0 KB compressed alone is
+# 0.33 KB with it; a chunk of 500 is not smaller with it, and slower (bench/bench_log.py measures both).
+DICTIONARIES = {"e568560add888b2dd809d21e84dd23dec56249c3b8a0db7fb873cdfead76e225": "decisions-1.zdict"}
+WRITE_DICTIONARY = "e568560add888b2dd809d21e84dd23dec56249c3b8a0db7fb873cdfead76e225"
+DICTIONARY_BELOW = 64 * 1024  # packed leaves of fewer bytes are compressed with the dictionary
+DICTIONARY_LEVEL = 3
+_WITH_DICTIONARY = b"zd1:"  # then the dictionary's sha256 (32 bytes), then the zstd frame
+_codecs = threading.local()  # zstandard's (de)compressors are not thread-safe: one of each per thread
+_BLOCK = 1 << NODE_LEVEL
+_BLOCK_MASK = _BLOCK - 1
 
 SQLITE_DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -73,37 +90,124 @@ class Chunk(NamedTuple):
     recorded_at: str
     hashes: bytes  # count x 32 bytes: the stored leaf hashes
     ids: bytes  # zstd of the entry ids, newline-separated
-    data: bytes  # zstd of the length-prefixed leaves
+    data: bytes  # zstd of the length-prefixed leaves (with a dictionary it names, for small chunks: ``pack``)
 
     def leaf_hashes(self) -> list[bytes]:
         h = self.hashes
         return [h[i:i + 32] for i in range(0, len(h), 32)]
 
     def entry_ids(self) -> list[str]:
-        return zstandard.ZstdDecompressor().decompress(self.ids).decode("utf-8").split("\n")
+        return _entry_ids(self.ids)
 
     def leaves(self) -> list[bytes]:
         """The leaves as stored (a chunk whose data does not unpack to ``count`` leaves is a StorageError)."""
         try:
-            raw = zstandard.ZstdDecompressor().decompress(self.data)
-        except zstandard.ZstdError as e:
+            raw = _decompress(self.data)
+        except (zstandard.ZstdError, StorageError) as e:
             raise StorageError(f"log entries {self.first + 1}..{self.first + self.count}: do not decompress ({e})") from None
-        out, pos, n = [], 0, len(raw)
-        lengths = [_LEN.unpack_from(raw, 4 * i)[0] for i in range(self.count)] if n >= 4 * self.count else []
-        pos = 4 * self.count
-        for length in lengths:
-            out.append(raw[pos:pos + length])
-            pos += length
-        if len(out) != self.count or pos != n:
-            raise StorageError(f"log entries {self.first + 1}..{self.first + self.count}: the stored chunk is damaged")
-        return out
+        count, n = self.count, len(raw)
+        if count < 0 or n < 4 * count:
+            raise StorageError(f"log entries {self.first + 1}..{self.first + count}: the stored chunk is damaged")
+        ends = list(accumulate(struct.unpack_from(f">{count}I", raw), initial=4 * count))  # one call, not one a leaf
+        if ends[-1] != n:
+            raise StorageError(f"log entries {self.first + 1}..{self.first + count}: the stored chunk is damaged")
+        return [raw[a:b] for a, b in zip(ends, islice(ends, 1, None))]
+
+
+def _entry_ids(blob: bytes) -> list[str]:
+    return _codec("unzstd", zstandard.ZstdDecompressor).decompress(blob).decode("utf-8").split("\n")
 
 
 def pack(leaves: Sequence[bytes], ids: Sequence[str]) -> tuple[bytes, bytes]:
-    """(data, ids) blobs of a chunk."""
-    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    data = z.compress(b"".join([_LEN.pack(len(x)) for x in leaves] + list(leaves)))
-    return data, z.compress("\n".join(ids).encode("utf-8"))
+    """(data, ids) blobs of a chunk: a zstd frame, or ``zd1:`` + a dictionary's sha256 + a frame made with it."""
+    plain = _codec("zstd", lambda: zstandard.ZstdCompressor(level=ZSTD_LEVEL))
+    raw = b"".join([struct.pack(f">{len(leaves)}I", *map(len, leaves)), *leaves])
+    small = _codec("zstd+dict", _dictionary_compressor) if len(raw) < DICTIONARY_BELOW else None
+    data = _WITH_DICTIONARY + bytes.fromhex(WRITE_DICTIONARY) + small.compress(raw) if small else plain.compress(raw)
+    return data, plain.compress("\n".join(ids).encode("utf-8"))
+
+
+def _codec(name: str, make: Callable[[], Any]) -> Any:
+    codec = _codecs.__dict__.get(name)
+    if codec is None:
+        codec = _codecs.__dict__[name] = make()
+    return codec
+
+
+def _decompress(data: bytes) -> bytes:
+    if data[:4] != _WITH_DICTIONARY:
+        return _codec("unzstd", zstandard.ZstdDecompressor).decompress(data)
+    key = data[4:36].hex()
+    unzstd = _codec("unzstd+" + key, lambda: zstandard.ZstdDecompressor(dict_data=_dictionary(key)))
+    return unzstd.decompress(memoryview(data)[36:])
+
+
+@cache
+def _dictionary(key: str) -> zstandard.ZstdCompressionDict:
+    """A dictionary of ``DICTIONARIES``, checked against its hash (StorageError if unknown, missing, altered)."""
+    name = DICTIONARIES.get(key)
+    if name is None:
+        raise StorageError(f"a chunk of the log is compressed with zstandard dictionary {key}, which this "
+                           "version does not know")
+    try:
+        data = (Path(__file__).parent / name).read_bytes()
+    except OSError as e:
+        raise StorageError(f"the zstandard dictionary {name} of the log is missing from this installation: "
+                           f"{e.strerror or e}") from None
+    if sha256(data).hexdigest() != key:
+        raise StorageError(f"the zstandard dictionary {name} of this installation is not the one its name says "
+                           f"(sha256 {sha256(data).hexdigest()}, not {key})")
+    return zstandard.ZstdCompressionDict(data)
+
+
+def _dictionary_compressor() -> zstandard.ZstdCompressor | None:
+    """The compressor of small chunks; None (a plain frame) should the installation lack the dictionary file,
+    so that appends go on - reading a chunk that names it then says it is missing."""
+    try:
+        return zstandard.ZstdCompressor(level=DICTIONARY_LEVEL, dict_data=_dictionary(WRITE_DICTIONARY))
+    except StorageError:
+        if (Path(__file__).parent / DICTIONARIES[WRITE_DICTIONARY]).exists():
+            raise  # there, but not the file it should be
+        return None
+
+
+class Growth:
+    """A tree growing by leaf hashes that reports (``on_node``) each interior node of ``2**NODE_LEVEL`` leaves
+    and more as it completes, in the order ``merkle.CompactRange`` would. The leaves of each block of
+    ``2**NODE_LEVEL`` go through ``CompactRange.extend``'s loop free of calls (a range with ``on_node`` takes
+    a call a leaf); the blocks' roots grow a range of their own, whose nodes are those reported."""
+
+    __slots__ = ("_block", "_keep", "_upper", "size")
+
+    def __init__(self, size: int, hashes: Sequence[bytes], on_node: merkle.OnNode):
+        upper = (size >> NODE_LEVEL).bit_count()  # the frontier's subtrees of a block or more come first
+        self.size = size
+        self._keep = on_node
+        self._upper = merkle.CompactRange(size >> NODE_LEVEL, hashes[:upper],
+                                          on_node=lambda lv, ix, h: on_node(lv + NODE_LEVEL, ix, h))
+        self._block = merkle.CompactRange(size & _BLOCK_MASK, hashes[upper:])
+
+    def extend(self, hashes: Sequence[bytes]) -> None:
+        pos, n = 0, len(hashes)
+        while pos < n:
+            take = min(n - pos, _BLOCK - (self.size & _BLOCK_MASK))
+            self._block.extend(hashes if take == n else hashes[pos:pos + take])
+            self.size += take
+            pos += take
+            if not self.size & _BLOCK_MASK:  # a block completed: its root is the node (NODE_LEVEL, k)
+                root = self._block.root()
+                self._keep(NODE_LEVEL, (self.size >> NODE_LEVEL) - 1, root)
+                self._upper.append(root)
+                self._block = merkle.CompactRange()
+
+    @property
+    def hashes(self) -> tuple[bytes, ...]:
+        """The frontier (as ``CompactRange.hashes``)."""
+        return self._upper.hashes + self._block.hashes
+
+    def root(self) -> bytes:
+        hashes = self.hashes
+        return merkle.fold_nodes(hashes) if hashes else merkle.EMPTY_ROOT
 
 
 class TreeStore:
@@ -134,10 +238,8 @@ class TreeStore:
         else:  # another writer appended since (or an append of ours rolled back): re-read the frontier
             frontier = merkle.CompactRange.from_nodes(size, self.get_node)
         nodes: list[tuple[int, int, bytes]] = []
-        grow = merkle.CompactRange(frontier.size, frontier.hashes,
-                                   on_node=lambda lv, ix, h: nodes.append((lv, ix, h)) if lv >= NODE_LEVEL else None)
-        sha = merkle.leaf_hash
-        hashes = [sha(x) for x in leaves]
+        grow = Growth(frontier.size, frontier.hashes, on_node=lambda lv, ix, h: nodes.append((lv, ix, h)))
+        hashes = [sha256(b"\x00" + x).digest() for x in leaves]  # merkle.leaf_hash, without a call a leaf
         grow.extend(hashes)
         data, id_blob = pack(leaves, ids)
         self.db.execute("INSERT INTO tree_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -197,17 +299,17 @@ class TreeStore:
 
     def find(self, entry_id: str) -> tuple[Chunk, int] | None:
         """The chunk holding ``entry_id`` and the entry's position in it. Ids are time-ordered (UUIDv7), so
-        the 64 nearest chunks by least id hold it; any other id is found among every candidate chunk."""
-        for sql in ("SELECT {} FROM (SELECT {} FROM tree_chunks WHERE min_id <= ? ORDER BY min_id DESC LIMIT 64) "
-                    "AS near WHERE max_id >= ?",
-                    "SELECT {} FROM tree_chunks WHERE max_id >= ? AND min_id <= ? ORDER BY first"):
-            cols = self._COLS + ", min_id, max_id"
-            args = (entry_id, entry_id)
-            for row in self.db.execute(sql.format(self._COLS, cols), args).fetchall():
-                chunk = _chunk(row)
-                ids = chunk.entry_ids()
+        the 64 nearest chunks by least id hold it; any other id is found among every candidate chunk. Only
+        the candidates' ids are read (a chunk's row is ~100 KB); the whole row only of the one holding it."""
+        for sql in ("SELECT c.first, c.ids FROM (SELECT first, min_id, max_id FROM tree_chunks WHERE min_id <= ? "
+                    "ORDER BY min_id DESC LIMIT 64) AS near JOIN tree_chunks AS c ON c.first = near.first "
+                    "WHERE near.max_id >= ? ORDER BY near.min_id DESC",
+                    "SELECT first, ids FROM tree_chunks WHERE max_id >= ? AND min_id <= ? ORDER BY first"):
+            for first, blob in self.db.execute(sql, (entry_id, entry_id)).fetchall():
+                ids = _entry_ids(bytes(blob))
                 if entry_id in ids:
-                    return chunk, ids.index(entry_id)
+                    row = self.db.execute(f"SELECT {self._COLS} FROM tree_chunks WHERE first = ?", (first,)).fetchone()
+                    return _chunk(row), ids.index(entry_id)
         return None
 
     def get_node(self, level: int, index: int) -> bytes:
@@ -224,8 +326,11 @@ class TreeStore:
     def leaf_hashes(self, lo: int, hi: int) -> list[bytes]:
         """The stored leaf hashes of leaves [lo, hi)."""
         out: list[bytes] = []
+        # From the chunk holding ``lo`` (a keyed read) up: ``first + count > lo`` alone cannot use the key, and
+        # every row it scans is a page of its own (a chunk's row is ~100 KB).
         rows = self.db.execute("SELECT first, count, hashes FROM tree_chunks WHERE first < ? AND first + count > ? "
-                               "ORDER BY first", (hi, lo)).fetchall()
+                               "AND first >= COALESCE((SELECT MAX(first) FROM tree_chunks WHERE first <= ?), 0) "
+                               "ORDER BY first", (hi, lo, lo)).fetchall()
         for first, count, blob in rows:
             blob = bytes(blob)
             a, b = max(lo, first), min(hi, first + count)

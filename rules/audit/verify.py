@@ -19,12 +19,13 @@ of 256 leaves and more (n/128 hashes), and the set of bundles seen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any, Callable, Sequence
 
 from rules.audit import entries as fmt
 from rules.audit import merkle
 from rules.audit.checkpoint import Checkpoint, Verifier, open_checkpoint
-from rules.audit.store import NODE_LEVEL, TreeStore
+from rules.audit.store import Chunk, Growth, TreeStore
 from rules.errors import StorageError
 
 
@@ -65,9 +66,12 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
     if external is not None:
         marks.setdefault(external.size, []).append((f"the given checkpoint of size {external.size}", external.root))
 
-    nodes: dict[tuple[int, int], bytes] = {}
-    grow = merkle.CompactRange(on_node=lambda lv, ix, h: nodes.__setitem__((lv, ix), h) if lv >= NODE_LEVEL else None)
+    kept: dict[int, bytearray] = {}  # level -> its recomputed interior nodes, 32 bytes each, in index order
+    grow = Growth(0, (), on_node=lambda lv, ix, h: kept.setdefault(lv, bytearray()).extend(h))
     bundles: dict[str, list[str]] = {}
+    full: set[str] = set()  # bundles with their 5 entries named
+    sizes = sorted(marks)
+    ahead = 0  # sizes[ahead]: the first checkpoint size beyond the entries checked so far
     n = 0
 
     def check_marks(size: int) -> str | None:
@@ -76,6 +80,14 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
                 return (f"the log no longer extends {what}: the tree of its first {size} entries has another root "
                         "(an entry before it was rewritten, re-hashed, reordered or removed, or this is a fork)")
         return None
+
+    def note_bundles(heads: Sequence[tuple[str, str, str, str | None]]) -> None:
+        for _, entry_id, _, bundle in heads:
+            if bundle is not None and bundle not in full:
+                seen = bundles.setdefault(bundle, [])
+                seen.append(entry_id)
+                if len(seen) == 5:
+                    full.add(bundle)
 
     if (problem := check_marks(0)) is not None:
         return VerifyResult(False, 0, "", problem, 1)
@@ -93,27 +105,30 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
         if len(hashes) != 32 * chunk.count or len(ids) != chunk.count:
             return VerifyResult(False, n, grow.root().hex(), f"the chunk of entries {n + 1}..{n + chunk.count} is "
                                 "damaged (its hashes or ids do not match its count)", n + 1)
-        for pos, data in enumerate(leaves):
-            h = merkle.leaf_hash(data)
-            index = chunk.first + pos
-            if h != hashes[pos * 32:(pos + 1) * 32]:
-                return VerifyResult(False, n, grow.root().hex(), f"entry {index + 1} ({ids[pos]}) was modified: its "
-                                    "bytes no longer hash to its leaf", index + 1)
-            try:
-                kind, entry_id, _, bundle = fmt.header_v1(data)
-            except (ValueError, TypeError) as e:
-                return VerifyResult(False, n, grow.root().hex(), f"entry {index + 1} does not decode ({e})", index + 1)
-            if entry_id != ids[pos]:
-                return VerifyResult(False, n, grow.root().hex(), f"entry {index + 1} is {entry_id}, but the index "
-                                    f"of ids says {ids[pos]}", index + 1)
-            if bundle is not None:
-                seen = bundles.setdefault(bundle, [])
-                if len(seen) < 5:
-                    seen.append(entry_id)
-            grow.append(h)
-            n += 1
-            if (problem := check_marks(n)) is not None:
-                return VerifyResult(False, n, grow.root().hex(), problem, None)
+        while ahead < len(sizes) and sizes[ahead] <= n:
+            ahead += 1
+        # The whole chunk at once: every leaf hash, every header, the ids compared in bulk. Should anything
+        # fail, the chunk is gone through again leaf by leaf, which names the first failure as ever.
+        leaf_hashes = [sha256(b"\x00" + data).digest() for data in leaves]  # merkle.leaf_hash
+        heads = fmt.headers_v1(leaves) if b"".join(leaf_hashes) == hashes else None
+        if heads is None or [h[1] for h in heads] != ids:
+            failed = _leaf_by_leaf(chunk, leaves, ids, grow, check_marks, note_bundles)
+            if failed is not None:
+                return failed
+            n += chunk.count
+            continue
+        if {h[3] for h in heads}.difference(full, (None,)):  # a bundle with fewer than 5 entries named yet
+            note_bundles(heads)
+        pos = 0
+        while ahead < len(sizes) and sizes[ahead] <= n + chunk.count:  # checkpoints inside the chunk: grow to each
+            size = sizes[ahead]
+            grow.extend(leaf_hashes[pos:size - n])
+            pos = size - n
+            if (problem := check_marks(size)) is not None:
+                return VerifyResult(False, size, grow.root().hex(), problem, None)
+            ahead += 1
+        grow.extend(leaf_hashes[pos:] if pos else leaf_hashes)
+        n += chunk.count
     head = grow.root().hex()
     for size in sorted(marks):
         if size > n:
@@ -122,7 +137,8 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
                                 f"entries {n + 1}..{size} were removed from the end (truncated), or this is "
                                 "another log", n + 1)
     for (level, index), h in _stored_nodes(tree):
-        if nodes.get((level, index)) != h:
+        row = kept.get(level)
+        if row is None or index < 0 or row[32 * index:32 * index + 32] != h:
             return VerifyResult(False, n, head, f"the stored interior node ({level}, {index}) of the tree does not "
                                 "match its leaves (proofs from it would be false)", None)
     missing = _missing_bundles(check_bundle, bundles)
@@ -131,6 +147,31 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
         return VerifyResult(False, n, head, f"stored bundles are missing or altered: {names}", None,
                             missing_bundles=missing)
     return VerifyResult(True, n, head, None, None, checkpoints=len(stored), checked=external)
+
+
+def _leaf_by_leaf(chunk: Chunk, leaves: list[bytes], ids: list[str], grow: Growth,
+                  check_marks: Callable[[int], str | None],
+                  note_bundles: Callable[[Sequence[tuple[str, str, str, str | None]]], None]) -> VerifyResult | None:
+    """A chunk that failed a check in bulk, leaf by leaf: the first failure, named (None: none after all)."""
+    hashes, first = chunk.hashes, chunk.first
+    for pos, data in enumerate(leaves):
+        h = merkle.leaf_hash(data)
+        index = first + pos
+        if h != hashes[pos * 32:(pos + 1) * 32]:
+            return VerifyResult(False, index, grow.root().hex(), f"entry {index + 1} ({ids[pos]}) was modified: its "
+                                "bytes no longer hash to its leaf", index + 1)
+        try:
+            head = fmt.header_v1(data)
+        except (ValueError, TypeError) as e:
+            return VerifyResult(False, index, grow.root().hex(), f"entry {index + 1} does not decode ({e})", index + 1)
+        if head[1] != ids[pos]:
+            return VerifyResult(False, index, grow.root().hex(), f"entry {index + 1} is {head[1]}, but the index "
+                                f"of ids says {ids[pos]}", index + 1)
+        note_bundles((head,))
+        grow.extend((h,))
+        if (problem := check_marks(index + 1)) is not None:
+            return VerifyResult(False, index + 1, grow.root().hex(), problem, None)
+    return None
 
 
 def _stored_nodes(tree: Any) -> Any:
