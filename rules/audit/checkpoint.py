@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from rules.errors import StorageError
+from rules.errors import TamperedError
 
 ALG_ED25519 = 0x01
 ROOT_SIZE = 32  # an RFC 6962 SHA-256 tree hash
@@ -39,12 +39,16 @@ _HEX_ID_RE = re.compile(r"[0-9a-f]{8}")
 _CONTROL_RE = re.compile(r"[\x00-\x09\x0b-\x1f]")  # every ASCII control character except newline
 
 
-class NoteError(StorageError, ValueError):
-    """A signed note or key is malformed, or the note is not verified by a known key."""
+class NoteError(TamperedError, ValueError):
+    """A signed note or key is malformed, or the note is not verified by a known key (not retryable)."""
+
+    code = "checkpoint_invalid"
 
 
-class CheckpointError(StorageError, ValueError):
-    """A checkpoint body is malformed."""
+class CheckpointError(TamperedError, ValueError):
+    """A checkpoint body is malformed (not retryable)."""
+
+    code = "checkpoint_invalid"
 
 
 def b64decode_strict(text: str, what: str, error: type[ValueError] = NoteError) -> bytes:

@@ -89,21 +89,35 @@ def decode(leaf: bytes, index: int, leaf_hash_hex: str) -> Entry:
 
 
 def header_v1(leaf: bytes) -> tuple[str, str, str, str | None]:
-    """(kind, entry_id, recorded_at, bundle_hash) of a version-1 leaf, without decoding its body."""
+    """(kind, entry_id, recorded_at, bundle_hash) of a version-1 leaf, without decoding its body. A leaf
+    of another version, or whose header is not that array of strings (bundle: a string or null), is a
+    ``ValueError`` saying so."""
+    if not leaf.startswith(MAGIC_V1):
+        raise ValueError(f"not a version-1 entry (starts {leaf[:16]!r})")
     end = leaf.index(b"\n", len(MAGIC_V1))
-    kind, entry_id, recorded_at, bundle_hash = orjson.loads(leaf[len(MAGIC_V1):end])
-    return kind, entry_id, recorded_at, bundle_hash
+    head = orjson.loads(leaf[len(MAGIC_V1):end])
+    if not _header_shape(head):
+        raise ValueError("its header is not [kind, entry id, recorded at, bundle hash or null]")
+    return head[0], head[1], head[2], head[3]
 
 
 def headers_v1(leaves: Sequence[bytes]) -> list[tuple[str, str, str, str | None]] | None:
-    """``header_v1`` of every leaf, in one pass; None if any of them does not decode (``header_v1`` of each,
-    one by one, then says which and why)."""
-    start, loads = len(MAGIC_V1), orjson.loads
+    """``header_v1`` of every leaf, in one pass (a streaming verify's hot loop); None if any of them does
+    not decode (``header_v1`` of each, one by one, then says which and why)."""
+    start, loads, magic = len(MAGIC_V1), orjson.loads, MAGIC_V1
     try:
-        return [(kind, entry_id, recorded_at, bundle_hash) for kind, entry_id, recorded_at, bundle_hash in
-                [loads(leaf[start:leaf.index(b"\n", start)]) for leaf in leaves]]
+        heads = [loads(leaf[start:leaf.index(b"\n", start)]) for leaf in leaves]
     except (ValueError, TypeError):
         return None
+    shape = _header_shape
+    if not all([leaf.startswith(magic) and shape(h) for leaf, h in zip(leaves, heads)]):
+        return None
+    return [tuple(h) for h in heads]  # type: ignore[misc]
+
+
+def _header_shape(head: Any) -> bool:
+    return (type(head) is list and len(head) == 4 and type(head[0]) is str and type(head[1]) is str
+            and type(head[2]) is str and (head[3] is None or type(head[3]) is str))
 
 
 def _loads(data: bytes) -> Any:

@@ -50,7 +50,11 @@ __all__ = ["DecisionLog", "Entry", "RawJSON", "VerifyResult", "LegacyLogError"]
 
 
 class LegacyLogError(StorageError):
-    """The database holds a hash-chained log of an earlier version: ``dacp audit migrate`` folds it in."""
+    """The database holds a hash-chained log of an earlier version: ``dacp audit migrate`` folds it in. Not
+    retryable: nothing changes until an operator migrates it."""
+
+    code = "log_migration_required"
+    retryable = False
 
 
 class DecisionLog:
@@ -208,7 +212,7 @@ class DecisionLog:
         if merkle.leaf_hash(data) != stored:
             raise TamperedError(f"{self.where}: entry {index + 1} ({entry_id}) was modified: its bytes no longer "
                                 "hash to its leaf; run `dacp audit verify`")
-        if fmt.header_v1(data)[1] != entry_id:
+        if self._header(data, index)[1] != entry_id:
             raise TamperedError(f"{self.where}: entry {index + 1} is not {entry_id}: the index of ids was altered")
         size, root, what = self._anchor(index)
         try:
@@ -217,6 +221,12 @@ class DecisionLog:
             raise TamperedError(f"{self.where}: entry {index + 1} ({entry_id}) is not in the tree of {what}: {e}; "
                                 "run `dacp audit verify`") from None
         return index, data
+
+    def _header(self, data: bytes, index: int) -> tuple[str, str, str, str | None]:
+        try:
+            return fmt.header_v1(data)
+        except (ValueError, TypeError) as e:  # its bytes match its stored hash: written so, or both rewritten
+            raise TamperedError(f"{self.where}: entry {index + 1} does not decode ({e}); run `dacp audit verify`") from None
 
     def _anchor(self, index: int) -> tuple[int, bytes, str]:
         """The tree a read is checked against: the newest stored checkpoint covering ``index``, else now."""
@@ -241,7 +251,7 @@ class DecisionLog:
                 if h != hashes[pos * 32:(pos + 1) * 32]:
                     raise TamperedError(f"{self.where}: entry {index + 1} was modified: its bytes no longer hash "
                                         "to its leaf; run `dacp audit verify`")
-                if kind is None or fmt.header_v1(data)[0] == kind:
+                if kind is None or self._header(data, index)[0] == kind:
                     yield fmt.decode(data, index, h.hex())
 
     def count(self) -> int:

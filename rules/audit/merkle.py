@@ -12,8 +12,8 @@ so a store can read them in one batch.
 
 How a store answers ``get_node(level, index)`` (the :data:`GetNode` callback):
 
-* it is only ever asked for complete subtrees inside the tree size the proof is for;
-* level 0 is the stored leaf hash of entry ``index``;
+* it is only ever asked for complete subtrees inside the tree size the proof is for; level 0 is the
+  stored leaf hash of entry ``index``;
 * with interior nodes cached (:class:`CompactRange` reports each one as it is completed, through
   ``on_node``), every call is one keyed read and a proof costs O(log n) reads;
 * without them, compute the node as ``root(leaf_hashes[index << level:(index + 1) << level])``;
@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
-from rules.errors import StorageError
+from rules.errors import TamperedError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -43,9 +43,10 @@ Plan = list[tuple[NodeId, ...]]  # one tuple per proof hash: the complete subtre
 _sha256 = hashlib.sha256
 
 
-class ProofError(StorageError, ValueError):
-    """A Merkle proof, hash or tree size is malformed, or the proof does not verify. A ``StorageError``
-    (the log failed an integrity check) and a ``ValueError``, so doors and plain callers can catch it."""
+class ProofError(TamperedError, ValueError):
+    """A Merkle proof, hash or tree size is malformed, or the proof does not verify (an integrity check: not
+    retryable). Also a ``ValueError``, so plain callers can catch it."""
+    code = "proof_invalid"
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -354,9 +355,8 @@ def _range_ids(lo: int, hi: int) -> tuple[NodeId, ...]:
 
 
 def _inclusion_proof_len(index: int, size: int) -> int:
-    # Below the level where the paths to ``index`` and to the last leaf part, every level has a
-    # sibling; above it, the path runs along the right border and has a left sibling wherever the
-    # remaining index bits are set.
+    # Below the level where the paths to ``index`` and to the last leaf part, every level has a sibling;
+    # above it, the path runs along the right border and has a left sibling wherever the index bits are set.
     inner = (index ^ (size - 1)).bit_length()
     return inner + (index >> inner).bit_count()
 

@@ -17,7 +17,7 @@ from rules.audit import entries as fmt
 from rules.audit import legacy
 from rules.audit.log import LOG_LOCK, DecisionLog
 from rules.engine.ids import new_id
-from rules.errors import InputError, StorageError
+from rules.errors import InputError, TamperedError
 from rules.values import now_utc, utc_text
 
 CHUNK = 500
@@ -42,8 +42,8 @@ def migrate(target: str | Path) -> Migration:
             raise InputError(f"nothing to migrate: {db.where} holds no hash-chained log", "log")
         chain = legacy.verify_chain(db)
         if not chain.ok:
-            raise StorageError(f"{db.where}: the old log does not verify, so it is not migrated (nothing was "
-                               f"written): {chain.problem}")
+            raise TamperedError(f"{db.where}: the old log does not verify, so it is not migrated (nothing was "
+                                f"written): {chain.problem}")
         log = DecisionLog(database=db, legacy_ok=True)
         with db.transaction([LOG_LOCK]):
             if log.count():

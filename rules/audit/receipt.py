@@ -23,14 +23,16 @@ from typing import Any
 from rules.audit.checkpoint import (Checkpoint, CheckpointError, NoteError, Verifier, b64decode_strict, b64encode,
                                     open_note)
 from rules.audit.merkle import GetNode, ProofError, inclusion_proof, leaf_hash, verify_inclusion
-from rules.errors import StorageError
+from rules.errors import TamperedError
 
 FORMAT = "dacp-receipt/1"
 FIELDS = ("format", "entry", "index", "size", "proof", "checkpoint")
 
 
-class ReceiptError(StorageError, ValueError):
-    """A receipt is refused; ``check`` names the check that failed (see the module docstring)."""
+class ReceiptError(TamperedError, ValueError):
+    """A receipt is refused; ``check`` names the check that failed (see the module docstring). Not retryable."""
+
+    code = "receipt_invalid"
 
     def __init__(self, check: str, message: str):
         self.check = check

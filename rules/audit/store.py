@@ -28,7 +28,7 @@ import zstandard
 
 from adapters.storage.sql import Database
 from rules.audit import merkle
-from rules.errors import StorageError
+from rules.errors import StorageError, TamperedError
 
 NODE_LEVEL = 8  # complete subtrees of 256 leaves and more are stored
 ZSTD_LEVEL = 1  # a chunk of 500 decisions: as small as level 3 (190 bytes an entry), 0.5 us an entry faster
@@ -100,30 +100,50 @@ class Chunk(NamedTuple):
         return _entry_ids(self.ids)
 
     def leaves(self) -> list[bytes]:
-        """The leaves as stored (a chunk whose data does not unpack to ``count`` leaves is a StorageError)."""
+        """The leaves as stored. Data that does not decompress, or does not unpack to ``count`` leaves, is a
+        ``TamperedError``; a dictionary this installation cannot vouch for, a ``DictionaryError``."""
+        where = f"log entries {self.first + 1}..{self.first + self.count}"
         try:
             raw = _decompress(self.data)
-        except (zstandard.ZstdError, StorageError) as e:
-            raise StorageError(f"log entries {self.first + 1}..{self.first + self.count}: do not decompress ({e})") from None
+        except DictionaryError as e:
+            raise DictionaryError(f"{where}: {e}") from None
+        except zstandard.ZstdError as e:
+            raise TamperedError(f"{where}: the stored chunk does not decompress ({e})") from None
         count, n = self.count, len(raw)
         if count < 0 or n < 4 * count:
-            raise StorageError(f"log entries {self.first + 1}..{self.first + count}: the stored chunk is damaged")
+            raise TamperedError(f"{where}: the stored chunk is damaged (shorter than its {count} lengths)")
         ends = list(accumulate(struct.unpack_from(f">{count}I", raw), initial=4 * count))  # one call, not one a leaf
         if ends[-1] != n:
-            raise StorageError(f"log entries {self.first + 1}..{self.first + count}: the stored chunk is damaged")
+            raise TamperedError(f"{where}: the stored chunk is damaged (its lengths do not add up to its size)")
         return [raw[a:b] for a, b in zip(ends, islice(ends, 1, None))]
 
 
+class DictionaryError(TamperedError):
+    """A chunk names a zstandard dictionary this installation does not have, or the installation's dictionary
+    file is missing or not the one its pinned sha256 says. Nothing is decoded with a dictionary that is not
+    exactly the pinned one."""
+
+    code = "dictionary_invalid"
+
+
 def _entry_ids(blob: bytes) -> list[str]:
-    return _codec("unzstd", zstandard.ZstdDecompressor).decompress(blob).decode("utf-8").split("\n")
+    try:
+        return _codec("unzstd", zstandard.ZstdDecompressor).decompress(blob).decode("utf-8").split("\n")
+    except (zstandard.ZstdError, UnicodeDecodeError) as e:
+        raise TamperedError(f"a chunk's index of entry ids is damaged ({e})") from None
 
 
 def pack(leaves: Sequence[bytes], ids: Sequence[str]) -> tuple[bytes, bytes]:
-    """(data, ids) blobs of a chunk: a zstd frame, or ``zd1:`` + a dictionary's sha256 + a frame made with it."""
+    """(data, ids) blobs of a chunk. ``data``: the leaves' lengths (4 bytes each, big-endian) then the leaves,
+    as one zstd frame; below ``DICTIONARY_BELOW`` bytes, ``zd1:`` + the sha256 of ``WRITE_DICTIONARY`` + a
+    frame made with that dictionary. ``ids``: one zstd frame of the ids, newline-separated."""
     plain = _codec("zstd", lambda: zstandard.ZstdCompressor(level=ZSTD_LEVEL))
     raw = b"".join([struct.pack(f">{len(leaves)}I", *map(len, leaves)), *leaves])
-    small = _codec("zstd+dict", _dictionary_compressor) if len(raw) < DICTIONARY_BELOW else None
-    data = _WITH_DICTIONARY + bytes.fromhex(WRITE_DICTIONARY) + small.compress(raw) if small else plain.compress(raw)
+    if len(raw) < DICTIONARY_BELOW:
+        small = _codec("zstd+dict", _dictionary_compressor)
+        data = b"".join((_WITH_DICTIONARY, bytes.fromhex(WRITE_DICTIONARY), small.compress(raw)))
+    else:
+        data = plain.compress(raw)
     return data, plain.compress("\n".join(ids).encode("utf-8"))
 
 
@@ -137,6 +157,8 @@ def _codec(name: str, make: Callable[[], Any]) -> Any:
 def _decompress(data: bytes) -> bytes:
     if data[:4] != _WITH_DICTIONARY:
         return _codec("unzstd", zstandard.ZstdDecompressor).decompress(data)
+    if len(data) < 36:
+        raise zstandard.ZstdError("a dictionary frame shorter than its header")
     key = data[4:36].hex()
     unzstd = _codec("unzstd+" + key, lambda: zstandard.ZstdDecompressor(dict_data=_dictionary(key)))
     return unzstd.decompress(memoryview(data)[36:])
@@ -144,31 +166,28 @@ def _decompress(data: bytes) -> bytes:
 
 @cache
 def _dictionary(key: str) -> zstandard.ZstdCompressionDict:
-    """A dictionary of ``DICTIONARIES``, checked against its hash (StorageError if unknown, missing, altered)."""
+    """The dictionary ``DICTIONARIES`` pins under ``key``, its file checked against that sha256
+    (``DictionaryError`` if the key is unknown, the file missing or altered)."""
     name = DICTIONARIES.get(key)
     if name is None:
-        raise StorageError(f"a chunk of the log is compressed with zstandard dictionary {key}, which this "
-                           "version does not know")
+        raise DictionaryError(f"compressed with zstandard dictionary {key}, which this version does not know "
+                              "(a newer version wrote it, or the chunk was altered); nothing is decoded")
     try:
         data = (Path(__file__).parent / name).read_bytes()
     except OSError as e:
-        raise StorageError(f"the zstandard dictionary {name} of the log is missing from this installation: "
-                           f"{e.strerror or e}") from None
-    if sha256(data).hexdigest() != key:
-        raise StorageError(f"the zstandard dictionary {name} of this installation is not the one its name says "
-                           f"(sha256 {sha256(data).hexdigest()}, not {key})")
+        raise DictionaryError(f"the zstandard dictionary {name} ({key}) is missing from this installation: "
+                              f"{e.strerror or e}; reinstall dacp") from None
+    actual = sha256(data).hexdigest()
+    if actual != key:
+        raise DictionaryError(f"the zstandard dictionary {name} of this installation is not the pinned one "
+                              f"(sha256 {actual}, not {key}); reinstall dacp")
     return zstandard.ZstdCompressionDict(data)
 
 
-def _dictionary_compressor() -> zstandard.ZstdCompressor | None:
-    """The compressor of small chunks; None (a plain frame) should the installation lack the dictionary file,
-    so that appends go on - reading a chunk that names it then says it is missing."""
-    try:
-        return zstandard.ZstdCompressor(level=DICTIONARY_LEVEL, dict_data=_dictionary(WRITE_DICTIONARY))
-    except StorageError:
-        if (Path(__file__).parent / DICTIONARIES[WRITE_DICTIONARY]).exists():
-            raise  # there, but not the file it should be
-        return None
+def _dictionary_compressor() -> zstandard.ZstdCompressor:
+    """The compressor of small chunks. An installation without its pinned dictionary refuses to append
+    (``DictionaryError``) rather than write what it could not read back itself."""
+    return zstandard.ZstdCompressor(level=DICTIONARY_LEVEL, dict_data=_dictionary(WRITE_DICTIONARY))
 
 
 class Growth:
