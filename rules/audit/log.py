@@ -202,12 +202,17 @@ class DecisionLog:
     def leaf(self, entry_id: str) -> tuple[int, bytes]:
         """(index, bytes) of an entry, checked against its stored leaf hash and its inclusion in the tree
         of the newest checkpoint covering it (else the current tree). Refused if either fails."""
+        index, data, _ = self._verified_leaf(entry_id)
+        return index, data
+
+    def _verified_leaf(self, entry_id: str) -> tuple[int, bytes, merkle.GetNode]:
+        """``leaf``, and the node reader its inclusion proof was read with (a receipt's proof is the same)."""
         found = self.tree.find(entry_id)
         if found is None:
             raise InputError(f"no decision with id {entry_id!r} in {self.where}", "decision id")
         chunk, pos = found
         index = chunk.first + pos
-        data = chunk.leaves()[pos]
+        data = chunk.leaf(pos)
         stored = chunk.hashes[pos * 32:(pos + 1) * 32]
         if merkle.leaf_hash(data) != stored:
             raise TamperedError(f"{self.where}: entry {index + 1} ({entry_id}) was modified: its bytes no longer "
@@ -215,12 +220,13 @@ class DecisionLog:
         if self._header(data, index)[1] != entry_id:
             raise TamperedError(f"{self.where}: entry {index + 1} is not {entry_id}: the index of ids was altered")
         size, root, what = self._anchor(index)
+        nodes = self.tree.node_reader()
         try:
-            merkle.verify_inclusion(stored, index, size, merkle.inclusion_proof(index, size, self.tree.get_node), root)
+            merkle.verify_inclusion(stored, index, size, merkle.inclusion_proof(index, size, nodes), root)
         except (merkle.ProofError, StorageError) as e:
             raise TamperedError(f"{self.where}: entry {index + 1} ({entry_id}) is not in the tree of {what}: {e}; "
                                 "run `dacp audit verify`") from None
-        return index, data
+        return index, data, nodes
 
     def _header(self, data: bytes, index: int) -> tuple[str, str, str, str | None]:
         try:
@@ -269,12 +275,12 @@ class DecisionLog:
 
     def prove(self, entry_id: str) -> Receipt:
         """A receipt of the entry under the newest stored checkpoint (``dacp audit checkpoint`` makes one)."""
-        index, data = self.leaf(entry_id)
+        index, data, nodes = self._verified_leaf(entry_id)
         latest = self.tree.latest_checkpoint()
         if latest is None or latest[0] <= index:
             raise InputError(f"no signed checkpoint covers entry {index + 1} yet: run `dacp audit checkpoint`",
                              "decision id")
-        return make_receipt(data, index, latest[2], self.tree.get_node)
+        return make_receipt(data, index, latest[2], nodes)  # the nodes read for the check above, not again
 
     # -- verification --------------------------------------------------------------------------
     def verify(self, checkpoint: str | None = None, verifiers: Sequence[Verifier] = ()) -> VerifyResult:

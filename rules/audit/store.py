@@ -28,9 +28,9 @@ import zstandard
 
 from adapters.storage.sql import Database
 from rules.audit import merkle
+from rules.audit.nodes import NODE_LEVEL, Growth, NodeReader
 from rules.errors import StorageError, TamperedError
 
-NODE_LEVEL = 8  # complete subtrees of 256 leaves and more are stored
 ZSTD_LEVEL = 1  # a chunk of 500 decisions: as small as level 3 (190 bytes an entry), 0.5 us an entry faster
 # zstandard dictionaries a chunk may be compressed with, by the sha256 of the file (in this package) - never
 # remove one: a chunk names the dictionary it needs, and is unreadable without it. Small chunks (a single
@@ -42,8 +42,6 @@ DICTIONARY_BELOW = 64 * 1024  # packed leaves of fewer bytes are compressed with
 DICTIONARY_LEVEL = 3
 _WITH_DICTIONARY = b"zd1:"  # then the dictionary's sha256 (32 bytes), then the zstd frame
 _codecs = threading.local()  # zstandard's (de)compressors are not thread-safe: one of each per thread
-_BLOCK = 1 << NODE_LEVEL
-_BLOCK_MASK = _BLOCK - 1
 
 SQLITE_DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -102,6 +100,15 @@ class Chunk(NamedTuple):
     def leaves(self) -> list[bytes]:
         """The leaves as stored. Data that does not decompress, or does not unpack to ``count`` leaves, is a
         ``TamperedError``; a dictionary this installation cannot vouch for, a ``DictionaryError``."""
+        raw, ends = self._unpacked()
+        return [raw[a:b] for a, b in zip(ends, islice(ends, 1, None))]
+
+    def leaf(self, pos: int) -> bytes:
+        """Leaf ``pos`` of the chunk (0-based), checked as ``leaves`` checks them all."""
+        raw, ends = self._unpacked()
+        return raw[ends[pos]:ends[pos + 1]]
+
+    def _unpacked(self) -> tuple[bytes, list[int]]:
         where = f"log entries {self.first + 1}..{self.first + self.count}"
         try:
             raw = _decompress(self.data)
@@ -115,7 +122,7 @@ class Chunk(NamedTuple):
         ends = list(accumulate(struct.unpack_from(f">{count}I", raw), initial=4 * count))  # one call, not one a leaf
         if ends[-1] != n:
             raise TamperedError(f"{where}: the stored chunk is damaged (its lengths do not add up to its size)")
-        return [raw[a:b] for a, b in zip(ends, islice(ends, 1, None))]
+        return raw, ends
 
 
 class DictionaryError(TamperedError):
@@ -159,9 +166,13 @@ def _decompress(data: bytes) -> bytes:
         return _codec("unzstd", zstandard.ZstdDecompressor).decompress(data)
     if len(data) < 36:
         raise zstandard.ZstdError("a dictionary frame shorter than its header")
-    key = data[4:36].hex()
+    key, frame = data[4:36].hex(), memoryview(data)[36:]
     unzstd = _codec("unzstd+" + key, lambda: zstandard.ZstdDecompressor(dict_data=_dictionary(key)))
-    return unzstd.decompress(memoryview(data)[36:])
+    made_with, pinned = zstandard.get_frame_parameters(frame).dict_id, _dictionary(key).dict_id()
+    if made_with != pinned:  # a frame of another (or of a raw-content) dictionary would decode to garbage
+        raise DictionaryError(f"the chunk names dictionary {key} (zstd id {pinned}) but its frame was made with "
+                              f"zstd dictionary id {made_with}; nothing is decoded")
+    return unzstd.decompress(frame)
 
 
 @cache
@@ -188,45 +199,6 @@ def _dictionary_compressor() -> zstandard.ZstdCompressor:
     """The compressor of small chunks. An installation without its pinned dictionary refuses to append
     (``DictionaryError``) rather than write what it could not read back itself."""
     return zstandard.ZstdCompressor(level=DICTIONARY_LEVEL, dict_data=_dictionary(WRITE_DICTIONARY))
-
-
-class Growth:
-    """A tree growing by leaf hashes that reports (``on_node``) each interior node of ``2**NODE_LEVEL`` leaves
-    and more as it completes, in the order ``merkle.CompactRange`` would. The leaves of each block of
-    ``2**NODE_LEVEL`` go through ``CompactRange.extend``'s loop free of calls (a range with ``on_node`` takes
-    a call a leaf); the blocks' roots grow a range of their own, whose nodes are those reported."""
-
-    __slots__ = ("_block", "_keep", "_upper", "size")
-
-    def __init__(self, size: int, hashes: Sequence[bytes], on_node: merkle.OnNode):
-        upper = (size >> NODE_LEVEL).bit_count()  # the frontier's subtrees of a block or more come first
-        self.size = size
-        self._keep = on_node
-        self._upper = merkle.CompactRange(size >> NODE_LEVEL, hashes[:upper],
-                                          on_node=lambda lv, ix, h: on_node(lv + NODE_LEVEL, ix, h))
-        self._block = merkle.CompactRange(size & _BLOCK_MASK, hashes[upper:])
-
-    def extend(self, hashes: Sequence[bytes]) -> None:
-        pos, n = 0, len(hashes)
-        while pos < n:
-            take = min(n - pos, _BLOCK - (self.size & _BLOCK_MASK))
-            self._block.extend(hashes if take == n else hashes[pos:pos + take])
-            self.size += take
-            pos += take
-            if not self.size & _BLOCK_MASK:  # a block completed: its root is the node (NODE_LEVEL, k)
-                root = self._block.root()
-                self._keep(NODE_LEVEL, (self.size >> NODE_LEVEL) - 1, root)
-                self._upper.append(root)
-                self._block = merkle.CompactRange()
-
-    @property
-    def hashes(self) -> tuple[bytes, ...]:
-        """The frontier (as ``CompactRange.hashes``)."""
-        return self._upper.hashes + self._block.hashes
-
-    def root(self) -> bytes:
-        hashes = self.hashes
-        return merkle.fold_nodes(hashes) if hashes else merkle.EMPTY_ROOT
 
 
 class TreeStore:
@@ -342,8 +314,12 @@ class TreeStore:
         hashes = self.leaf_hashes(lo, hi)
         return hashes[0] if level == 0 else merkle.root(hashes)
 
-    def leaf_hashes(self, lo: int, hi: int) -> list[bytes]:
-        """The stored leaf hashes of leaves [lo, hi)."""
+    def node_reader(self) -> NodeReader:
+        """A ``get_node`` for the proofs of one read: each node read once, a block's leaf hashes in one query."""
+        return NodeReader(self.get_node, self.leaf_hashes)
+
+    def leaf_hashes(self, lo: int, hi: int, partial: bool = False) -> list[bytes]:
+        """The stored leaf hashes of leaves [lo, hi) (``partial``: those of them stored, from ``lo`` on)."""
         out: list[bytes] = []
         # From the chunk holding ``lo`` (a keyed read) up: ``first + count > lo`` alone cannot use the key, and
         # every row it scans is a page of its own (a chunk's row is ~100 KB).
@@ -353,8 +329,10 @@ class TreeStore:
         for first, count, blob in rows:
             blob = bytes(blob)
             a, b = max(lo, first), min(hi, first + count)
+            if a != lo + len(out):  # a chunk missing before this one: what follows is not theirs
+                break
             out += [blob[(i - first) * 32:(i - first + 1) * 32] for i in range(a, b)]
-        if len(out) != hi - lo:
+        if len(out) != hi - lo and not partial:
             raise StorageError(f"log entries {lo + 1}..{hi}: their leaf hashes are missing from storage")
         return out
 

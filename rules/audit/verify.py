@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 from rules.audit import entries as fmt
 from rules.audit import merkle
 from rules.audit.checkpoint import Checkpoint, Verifier, open_checkpoint
-from rules.audit.store import Chunk, Growth, TreeStore
+from rules.audit.nodes import Growth
+from rules.audit.store import Chunk, TreeStore
 from rules.errors import StorageError
 
 

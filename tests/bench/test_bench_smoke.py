@@ -33,6 +33,24 @@ def test_the_decision_benchmark_runs_and_reports_every_measure(tmp_path):
     assert all(v > 0 for v in figures["batch"].values())
 
 
+def test_the_log_benchmark_runs_and_reports_every_measure(tmp_path):
+    out = tmp_path / "figures.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_log.py"), "--quick", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = run.stdout
+    for measure in ("entries appended", "sha256 leaf hashes", "zstd pack (leaves + ids)", "chunks of 500",
+                    "one decision an append", "decided + logged", "decided, no log", "ratio logged / unlogged",
+                    "20,000 entries", "peak growth, 10x the entries", "DecisionLog.prove + Receipt.to_json",
+                    "check_receipt", "dacp audit prove (a process)", "dacp audit check-receipt (a process)",
+                    "goals (issue 14, one core)", "verify >= 200,000 entries/s"):
+        assert measure in text, measure
+    figures = json.loads(out.read_text())
+    assert {"append", "bytes", "ratio", "verify", "prove_ms", "goals"} <= set(figures)
+    assert figures["append"]["rate"] > 0 and figures["verify"]["20000"]["ok"] is True
+    assert figures["verify"]["20000"]["entries"] == 20_000 and figures["bytes"]["chunks"]["file"] > 0
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed (scripts/setup installs it as root)")
 def test_the_instruction_counter_runs_and_reports_a_count():
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "count_instructions.py"), "-n", "40", "--reps", "1"],
