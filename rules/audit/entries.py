@@ -101,18 +101,20 @@ def header_v1(leaf: bytes) -> tuple[str, str, str, str | None]:
     return head[0], head[1], head[2], head[3]
 
 
-def headers_v1(leaves: Sequence[bytes]) -> list[tuple[str, str, str, str | None]] | None:
-    """``header_v1`` of every leaf, in one pass (a streaming verify's hot loop); None if any of them does
-    not decode (``header_v1`` of each, one by one, then says which and why)."""
-    start, loads, magic = len(MAGIC_V1), orjson.loads, MAGIC_V1
+def headers_v1(leaves: Sequence[bytes]) -> list[list[Any]] | None:
+    """``header_v1`` of every leaf, in one pass (a streaming verify's hot loop: no call a leaf), as lists
+    ``[kind, entry_id, recorded_at, bundle_hash]``; None if any of them does not decode (``header_v1`` of
+    each, one by one, then says which and why)."""
+    start, loads, magic, text = len(MAGIC_V1), orjson.loads, MAGIC_V1, str
     try:
         heads = [loads(leaf[start:leaf.index(b"\n", start)]) for leaf in leaves]
     except (ValueError, TypeError):
         return None
-    shape = _header_shape
-    if not all([leaf.startswith(magic) and shape(h) for leaf, h in zip(leaves, heads)]):
+    if not all([leaf.startswith(magic) and type(h) is list and len(h) == 4 and type(h[0]) is text
+                and type(h[1]) is text and type(h[2]) is text and (h[3] is None or type(h[3]) is text)
+                for leaf, h in zip(leaves, heads)]):
         return None
-    return [tuple(h) for h in heads]  # type: ignore[misc]
+    return heads
 
 
 def _header_shape(head: Any) -> bool:

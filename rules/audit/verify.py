@@ -82,7 +82,7 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
                         "(an entry before it was rewritten, re-hashed, reordered or removed, or this is a fork)")
         return None
 
-    def note_bundles(heads: Sequence[tuple[str, str, str, str | None]]) -> None:
+    def note_bundles(heads: Sequence[Sequence[Any]]) -> None:
         for _, entry_id, _, bundle in heads:
             if bundle is not None and bundle not in full:
                 seen = bundles.setdefault(bundle, [])
@@ -152,7 +152,7 @@ def verify_tree(tree: TreeStore, origin: str, check_bundle: Callable[[str], obje
 
 def _leaf_by_leaf(chunk: Chunk, leaves: list[bytes], ids: list[str], grow: Growth,
                   check_marks: Callable[[int], str | None],
-                  note_bundles: Callable[[Sequence[tuple[str, str, str, str | None]]], None]) -> VerifyResult | None:
+                  note_bundles: Callable[[Sequence[Sequence[Any]]], None]) -> VerifyResult | None:
     """A chunk that failed a check in bulk, leaf by leaf: the first failure, named (None: none after all)."""
     hashes, first = chunk.hashes, chunk.first
     for pos, data in enumerate(leaves):
