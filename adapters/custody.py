@@ -73,7 +73,24 @@ class CustodyVerifier:
             return self._verify_btc(asset, addresses)
         raise EvidenceError("unsupported_chain", f"no adapter for chain {asset.chain!r}")  # pragma: no cover
 
-    def _verify_eth(self, asset: RegistryAsset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
+    def recheck(self, asset: RegistryAsset, evidence: CustodyEvidence) -> None:
+        """Read ``evidence``'s block again (Ethereum: the pinned block's hash; Bitcoin: the tip and the UTXOs)
+        and raise ``EvidenceError('reorg')`` on any change. Callers hold their locks while asking."""
+        if asset.chain == "ethereum":
+            if not self._eth_reader(asset).on_chain(evidence.block_number, evidence.block_hash):
+                raise EvidenceError("reorg", f"block {evidence.block_number} ({evidence.block_hash}) the balance was "
+                                    f"read at is no longer on the chain at {evidence.source}; nothing is credited "
+                                    "against it")
+            return
+        self._btc(asset).recheck(evidence)
+
+    def on_chain(self, asset: RegistryAsset, block_number: int, block_hash: str) -> bool:
+        """True if the node of ``asset``'s chain still has ``block_hash`` at ``block_number``."""
+        if asset.chain == "ethereum":
+            return self._eth_reader(asset).on_chain(block_number, block_hash)
+        return self._btc(asset).on_chain(block_number, block_hash)
+
+    def _eth_reader(self, asset: RegistryAsset) -> EthereumCustodyReader:
         url = self.ethereum.get("rpc_url")
         if not url:
             raise EvidenceError("not_configured", "no Ethereum node configured (settings [ethereum] rpc_url or "
@@ -85,6 +102,10 @@ class CustodyVerifier:
             if "retries" in self.ethereum:
                 kw["retries"] = _int(self.ethereum["retries"], "ethereum.retries")
             reader = self._eth_readers[chain_id] = EthereumCustodyReader(str(url), chain_id, **kw)
+        return reader
+
+    def _verify_eth(self, asset: RegistryAsset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
+        reader = self._eth_reader(asset)
         max_age = self.ethereum.get("max_block_age_s")
         return reader.verify(asset.symbol, list(addresses), contract=asset.contract, decimals=asset.decimals,
                              symbol=asset.symbol if asset.contract else None,
@@ -92,7 +113,7 @@ class CustodyVerifier:
                              max_block_age=timedelta(seconds=float(max_age)) if max_age is not None else None,
                              now=now, restrictions=dict(asset.restrictions) or None)
 
-    def _verify_btc(self, asset: RegistryAsset, addresses: Sequence[str]) -> CustodyEvidence:
+    def _btc(self, asset: RegistryAsset) -> BitcoinCustodyReader:
         url = self.bitcoin.get("rpc_url")
         if not url:
             raise EvidenceError("not_configured", "no Bitcoin node configured (settings [bitcoin] rpc_url or "
@@ -112,7 +133,10 @@ class CustodyVerifier:
                                       **({"retries": _int(self.bitcoin["retries"], "bitcoin.retries")} if "retries" in self.bitcoin else {}))
             self._btc_reader = BitcoinCustodyReader(client, network, asset=asset.symbol, decimals=asset.decimals,
                                                     allow_test_networks=allow_test)
-        return self._btc_reader.verify(list(addresses),
+        return self._btc_reader
+
+    def _verify_btc(self, asset: RegistryAsset, addresses: Sequence[str]) -> CustodyEvidence:
+        return self._btc(asset).verify(list(addresses),
                                        min_confirmations=_int(self.bitcoin.get("min_confirmations", 6),
                                                               "bitcoin.min_confirmations"))
 

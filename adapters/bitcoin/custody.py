@@ -88,15 +88,20 @@ class BitcoinCustodyReader:
             raise InputError(f"min_confirmations must be an integer >= 1, got {min_confirmations!r}", "min_confirmations")
         decoded = [validate_address(a, self.network) for a in addresses]
         seen: dict[bytes, str] = {}
-        for d in decoded:  # same script twice (a repeat, or Q../2.. forms of one hash) would double-count
+        for text, d in zip(addresses, decoded):  # one script twice (a repeat, Q../2.., upper/lower bech32)
             if d.script_pubkey in seen:
-                raise InputError(f"{d.address} repeats {seen[d.script_pubkey]} (same output script)", "addresses")
-            seen[d.script_pubkey] = d.address
+                raise InputError(f"{text} repeats {seen[d.script_pubkey]} (same output script)", "addresses")
+            seen[d.script_pubkey] = text
 
         races: list[dict[str, Any]] = []
         busy = 0
+        checked = False
         while True:
             info = self._check_chain()
+            if not checked:  # on the right chain: now the node's reading of each address
+                for d in decoded:
+                    self._same_script_as_node(d)
+                checked = True
             try:
                 return self._read(decoded, min_confirmations, info, races, busy)
             except _Raced as r:
@@ -114,7 +119,49 @@ class BitcoinCustodyReader:
                     raise b.error from None
                 time.sleep(wait)
 
+    def on_chain(self, height: int, block_hash: str) -> bool:
+        """True if ``block_hash`` is still the main chain's block at ``height`` on this node.
+
+        A height above the tip (``getblockhash`` error -8: a reorg to a shorter chain) is False; any
+        other failure raises ``EvidenceError``, never a guess."""
+        self._check_chain()
+        try:
+            return self.client.call("getblockhash", int(height)) == block_hash
+        except BitcoinRpcError as e:
+            if e.code == -8:  # "Block height out of range"
+                return False
+            raise
+
+    def recheck(self, evidence: CustodyEvidence) -> None:
+        """Refuse (``EvidenceError('reorg')``) if the UTXOs or the tip ``evidence`` was read at changed.
+
+        The tip unchanged means the UTXO set is unchanged (mempool outputs are never in it). A tip that
+        moved is read again: the pinned block must still be on the main chain, and a new scan must count
+        the very same outputs (a new block that spent or re-confirmed an output is a change too)."""
+        tip = self.client.call("getbestblockhash")
+        if tip == evidence.block_hash:
+            return
+        height, pinned = evidence.block_number, evidence.block_hash
+        if not self.on_chain(height, pinned):
+            raise EvidenceError("reorg", f"block {height} ({pinned}) the balance was read at is no longer on the "
+                                f"main chain at {self.client.source} (tip now {tip}); nothing is credited against it")
+        min_conf = int(evidence.details.get("min_confirmations", 6))
+        again = self.verify(list(evidence.addresses), min_confirmations=min_conf)
+        key = lambda ev: sorted((r["txid"], r["vout"], r["amount_sat"]) for r in ev.details.get("counted", []))  # noqa: E731
+        if key(again) != key(evidence):
+            raise EvidenceError("reorg", f"the outputs counted at block {height} changed by block "
+                                f"{again.block_number} ({again.block_hash}) at {self.client.source}")
+
     # ------------------------------------------------------------------ steps
+
+    def _same_script_as_node(self, d: DecodedAddress) -> None:
+        """The node's ``validateaddress`` must pay the output script decoded here (custody is keyed by it)."""
+        info = self.client.call("validateaddress", d.address)
+        if not isinstance(info, dict) or info.get("isvalid") is not True:
+            raise EvidenceError("invalid_address", f"node at {self.client.source} says {d.address} is not valid")
+        if str(info.get("scriptPubKey", "")).lower() != d.script_pubkey.hex():
+            raise EvidenceError("bad_response", f"node at {self.client.source} decodes {d.address} to script "
+                                f"{info.get('scriptPubKey')!r}, not {d.script_pubkey.hex()}")
 
     def _check_chain(self) -> Mapping[str, Any]:
         info = self.client.call("getblockchaininfo")

@@ -155,6 +155,18 @@ class EthereumCustodyReader:
             f"{self.max_reorg_retries + 1} attempts at {self.rpc.source}; no balance reported",
         )
 
+    def on_chain(self, block_number: int, block_hash: str) -> bool:
+        """True if this node (on the expected chain) still has ``block_hash`` at ``block_number``.
+
+        A credit asks this after it holds the ledger's locks and before it commits (a reorg between the
+        read and the commit is no evidence), and re-verification asks it of a stored balance's block before
+        a reading at a lower block replaces it (a reorg to a shorter chain). A block the node no longer has
+        at that height is False; an unreachable node raises ``EvidenceError``, never a guess."""
+        budget = self.rpc.budget()
+        self.rpc.check_chain(budget)
+        again = self.rpc.get_block(int(block_number), budget)
+        return again is not None and again.hash == block_hash
+
     def _read_once(
         self,
         holders: tuple[str, ...],

@@ -75,6 +75,11 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         done = ctx.replayed(req.idempotency_key, "credit", fp)  # a racing request with the same key won
         if done is not None:
             return done
+        ctx.hook("locked")
+        if custody_ev is not None:  # the chain again, now that no other credit can move these addresses
+            verification = _still_on_chain(ctx, asset, custody_ev) or verification
+            if verification["status"] != "verified":
+                custody_ev, evidence = None, [price]
         account = ctx.store.account(req.account)
         new_account = account is None
         if account is None:  # opened with its first credit
@@ -113,6 +118,20 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         ctx.log.append(_records(ctx, mv, req, asset, account, query, decided, result, at))
         ctx.hook("before_commit")
     return {**result, "replayed": False}
+
+
+def _still_on_chain(ctx: LedgerContext, asset: Asset, ev: CustodyEvidence) -> dict[str, Any] | None:
+    """None if the chain still shows what ``ev`` read (the verifier's ``recheck``: Ethereum, the pinned
+    block's hash; Bitcoin, the tip and the UTXOs); else the failed verification (reason ``reorg``, or the
+    node's failure) that refuses the credit. A verifier that cannot recheck refuses too (fail closed)."""
+    recheck = getattr(ctx.verifier, "recheck", None)
+    try:
+        if recheck is None:
+            raise EvidenceError("reorg", "the verifier cannot read the chain again before the commit")
+        recheck(asset, ev)
+    except EvidenceError as e:
+        return {"status": "failed", "reason": e.reason, "message": e.message}
+    return None
 
 
 def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset, account: Account, query: Query,
@@ -159,7 +178,7 @@ def _refusal(req: CreditRequest, asset: Asset, qty_raw: int, verification: Mappi
     """Set ``result["refusal"]`` if the credit must be refused; the incidents that go with it."""
     if verification["status"] != "verified":
         result["refusal"] = {"rule": "custody.onchain-verification", "retryable": True,
-                             "message": verification["message"]}
+                             "reason": verification["reason"], "message": verification["message"]}
         return [Incident(str(uuid.uuid4()), at, failure_kind(verification["reason"]), "warning",
                          f"credit {req.idempotency_key}: custody of {asset.symbol} not verified: "
                          f"{verification['message']}", req.account, asset.symbol,
