@@ -106,3 +106,13 @@ def test_a_lagging_read_keeps_a_stored_block_still_on_the_chain(ledger, chain):
 
 def node_hash(chain, number: int) -> str:
     return "0x" + bytes(chain[0].w3.eth.get_block(number)["hash"]).hex()
+
+
+def test_one_address_under_three_spellings_is_credited_once(ledger, chain):
+    """Custody is keyed by the EIP-55 address: lower-case, upper-case and checksummed text are one key."""
+    a = fund(chain, usdc=100)
+    assert ledger.credit(usdc_request("ACC-1", "100", a.lower(), "case-1"))["status"] == "credited"
+    for i, spelled in enumerate((a, "0x" + a[2:].upper())):
+        r = ledger.credit(usdc_request(f"ACC-{i + 2}", "100", spelled, f"case-{i + 2}", participant="FCM-BRAVO"))
+        assert r["status"] == "refused" and r["refusal"]["rule"] == "custody.already-credited", r
+    assert [p.address for p in ledger.store.positions()] == [a]
