@@ -55,6 +55,23 @@ def _int(value: Any, name: str) -> int:
     return n
 
 
+# Every timeout and retry bound of the readers, by settings key (rules.settings; docs/ethereum.md, docs/bitcoin.md).
+ETH_SECONDS = ("request_timeout_s", "backoff_s", "max_total_s", "recheck_timeout_s")
+ETH_COUNTS = ("retries", "max_reorg_retries")
+BTC_CLIENT_SECONDS = ("timeout_s", "backoff_s", "max_total_s")
+BTC_READER_SECONDS = ("scan_timeout_s", "busy_backoff_s")
+BTC_READER_COUNTS = ("race_retries", "scan_busy_retries")
+PRICE_SECONDS = ("request_timeout_s", "backoff_s", "max_total_s")
+PRICE_COUNTS = ("retries",)
+
+
+def _bounds(section: Mapping[str, Any], name: str, seconds: Sequence[str], counts: Sequence[str]) -> dict[str, Any]:
+    """The bounds given in ``section`` as keyword arguments: seconds as numbers, counts as whole numbers."""
+    out: dict[str, Any] = {k: float(section[k]) for k in seconds if section.get(k) is not None}
+    out |= {k: _int(section[k], f"{name}.{k}") for k in counts if section.get(k) is not None}
+    return out
+
+
 @dataclass
 class CustodyVerifier:
     """Verifies custody balances for registry assets against the configured nodes."""
@@ -77,7 +94,7 @@ class CustodyVerifier:
         """Read ``evidence``'s block again (Ethereum: the pinned block's hash; Bitcoin: the tip and the UTXOs)
         and raise ``EvidenceError('reorg')`` on any change. Callers hold their locks while asking."""
         if asset.chain == "ethereum":
-            if not self._eth_reader(asset).on_chain(evidence.block_number, evidence.block_hash):
+            if not self._eth_reader(asset).on_chain(evidence.block_number, evidence.block_hash, quick=True):
                 raise EvidenceError("reorg", f"block {evidence.block_number} ({evidence.block_hash}) the balance was "
                                     f"read at is no longer on the chain at {evidence.source}; nothing is credited "
                                     "against it")
@@ -98,9 +115,7 @@ class CustodyVerifier:
         chain_id = int(asset.network)
         reader = self._eth_readers.get(chain_id)
         if reader is None:
-            kw = {k: float(self.ethereum[k]) for k in ("request_timeout_s", "backoff_s", "max_total_s") if k in self.ethereum}
-            if "retries" in self.ethereum:
-                kw["retries"] = _int(self.ethereum["retries"], "ethereum.retries")
+            kw = _bounds(self.ethereum, "ethereum", ETH_SECONDS, ETH_COUNTS)
             reader = self._eth_readers[chain_id] = EthereumCustodyReader(str(url), chain_id, **kw)
         return reader
 
@@ -127,12 +142,16 @@ class CustodyVerifier:
             raise EvidenceError("wrong_network", f"the node is configured for {network} ({params.chain}), "
                                 f"but the policy registers {asset.symbol} on {asset.network}")
         if self._btc_reader is None:
-            client = BitcoinRpcClient(str(url), cookie_file=self.bitcoin.get("cookie_file"),
-                                      user=self.bitcoin.get("user"), password=self.bitcoin.get("password"),
-                                      **({"timeout_s": float(self.bitcoin["timeout_s"])} if "timeout_s" in self.bitcoin else {}),
-                                      **({"retries": _int(self.bitcoin["retries"], "bitcoin.retries")} if "retries" in self.bitcoin else {}))
+            auth = {"cookie_file": self.bitcoin.get("cookie_file"), "user": self.bitcoin.get("user"),
+                    "password": self.bitcoin.get("password")}
+            client = BitcoinRpcClient(str(url), **auth, **_bounds(self.bitcoin, "bitcoin", BTC_CLIENT_SECONDS,
+                                                                  ("retries",)))
+            quick = float(self.bitcoin.get("recheck_timeout_s", 2.0))
+            recheck = BitcoinRpcClient(str(url), **auth, timeout_s=quick, retries=0, max_total_s=quick)
             self._btc_reader = BitcoinCustodyReader(client, network, asset=asset.symbol, decimals=asset.decimals,
-                                                    allow_test_networks=allow_test)
+                                                    allow_test_networks=allow_test, recheck_client=recheck,
+                                                    **_bounds(self.bitcoin, "bitcoin", BTC_READER_SECONDS,
+                                                              BTC_READER_COUNTS))
         return self._btc_reader
 
     def _verify_btc(self, asset: RegistryAsset, addresses: Sequence[str]) -> CustodyEvidence:
@@ -163,7 +182,8 @@ class PriceReader:
                 url, chain_id = self.prices.get("rpc_url"), self.prices.get("chain_id")
                 if not url or chain_id is None:
                     raise InputError("price feeds need rpc_url and chain_id", "prices")
-                self._feed = ChainlinkPriceSource(str(url), _int(chain_id, "prices.chain_id"))
+                self._feed = ChainlinkPriceSource(str(url), _int(chain_id, "prices.chain_id"),
+                                                  **_bounds(self.prices, "prices", PRICE_SECONDS, PRICE_COUNTS))
             return self._feed.read(asset.symbol, str(feeds[asset.symbol]), max_age=max_age, now=now)
         if self.prices.get("file"):
             if self._file is None:

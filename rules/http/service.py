@@ -7,6 +7,11 @@
 * durable_rules is process-wide and not thread-safe: ``decide``, ``credit`` and ``withdraw`` run on ONE
   worker thread (``engine_limiter``, an anyio capacity limiter of 1), never on the event loop. Auditors'
   reads (``read``) use a second ``Dacp`` (its own SQLite connection) on the default thread pool.
+* Chain I/O never runs on that worker: a credit reads its price and custody (``rules.ledger.credit.gather``)
+  on its chain's own bounded pool (``chain_limiter``: ``[service] ethereum_workers``, ``bitcoin_workers``),
+  each node request under the adapters' deadlines, and only then commits on the decision worker (whose one
+  chain request, the read again with the locks held, has its own short deadline: ``recheck_timeout_s``). A
+  node that hangs stalls its credits (a timeout, 502), never eligibility.
 * Group commit (``decide_one``): single queries that arrive together are decided on that thread as one
   group and logged in ONE transaction (one ``DecisionLog.append``, one chunk, one fsync), in the order they
   arrived; each request is answered only once the group's transaction has committed. A group is whatever
@@ -24,6 +29,7 @@ import threading
 import weakref
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import anyio
@@ -37,6 +43,7 @@ from rules.http.errors import HttpError
 from rules.http.logs import event
 from rules.http.metrics import Metrics
 from rules.ledger.book import Ledger
+from rules.ledger.credit import Gathered, commit, gather
 from rules.ledger.requests import CreditRequest, WithdrawRequest, check_key
 from rules.settings import Settings
 from rules.values import now_utc, utc_text
@@ -84,6 +91,9 @@ class Service:
         self._reader = Dacp(self.settings, log_enabled=False)  # its own SQLite connection for auditors' reads
         self._read_lock = threading.Lock()
         self.engine_limiter = anyio.CapacityLimiter(1)  # durable_rules: one decision thread
+        svc = self.settings.service
+        self.chain_limiters = {"ethereum": anyio.CapacityLimiter(svc.ethereum_workers),
+                               "bitcoin": anyio.CapacityLimiter(svc.bitcoin_workers)}
         self._ledger_lock = threading.Lock()
         self._ledger_store: Any = None  # adapters.storage.ledger_store.LedgerStore, opened on first credit/withdrawal
         self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
@@ -248,18 +258,44 @@ class Service:
                 cached = self._ledger_cache = (active, Ledger.from_dacp(active.dacp, self._ledger_store,
                                                                         verifier=verifier, prices=prices))
             ledger = cached[1]
+        return self._priced(ledger)
+
+    @staticmethod
+    def _priced(ledger: Ledger) -> Ledger:
         if not getattr(ledger.prices, "configured", True):
             raise HttpError(503, "not_configured", "credits need a price source (settings [prices] file or feeds); "
                             "none is configured; nothing was credited")
         return ledger
 
-    def credit(self, active: Active, req: CreditRequest) -> dict[str, Any]:
-        """Credit under ``active``. Runs on the engine thread (the ledger decides with the engine)."""
+    def chain_limiter(self, active: Active, asset: str) -> anyio.CapacityLimiter:
+        """The bounded pool of ``asset``'s chain (an unknown asset: Ethereum's; its gather refuses it at once)."""
+        known = active.dacp.bundle.assets.get(asset)
+        return self.chain_limiters.get(known.chain if known else "ethereum", self.chain_limiters["ethereum"])
+
+    async def credit_async(self, active: Active, req: CreditRequest) -> dict[str, Any]:
+        """Credit under ``active``: the chain I/O on the chain's pool, then the commit on the engine thread."""
+        check_key(req.idempotency_key)
+        ledger = self._cached_ledger(active)
+        if ledger is None:  # opening the store and the ledger's log touches the database: the engine thread's
+            ledger = await anyio.to_thread.run_sync(self._ledger, active, limiter=self.engine_limiter)
+        self._priced(ledger)
+        gathered = await anyio.to_thread.run_sync(gather, ledger, req, limiter=self.chain_limiter(active, req.asset))
+        return await anyio.to_thread.run_sync(partial(self.credit, active, req, gathered),
+                                              limiter=self.engine_limiter)
+
+    def _cached_ledger(self, active: Active) -> Ledger | None:
+        with self._ledger_lock:
+            cached = self._ledger_cache
+            return cached[1] if cached is not None and cached[0] is active else None
+
+    def credit(self, active: Active, req: CreditRequest, gathered: Gathered | None = None) -> dict[str, Any]:
+        """Credit under ``active`` on what ``gathered`` read (None: read it here). Runs on the engine thread (the
+        ledger decides with the engine)."""
         check_key(req.idempotency_key)
         ledger = self._ledger(active)
         t0 = time.perf_counter()
         try:
-            result = ledger.credit(req)
+            result = ledger.credit(req) if gathered is None else commit(ledger, req, gathered)
         except InputError as e:
             self._idempotency_conflict(ledger, e, req, "credit")
             raise

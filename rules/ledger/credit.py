@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
@@ -40,19 +41,37 @@ from rules.policy.model import Asset
 from rules.values import decimal_text, units_text, utc_text
 
 
+@dataclass
+class Gathered:
+    """What a credit read of the chains before its transaction (``gather``): no ledger row is read for it."""
+
+    asset: Asset
+    qty_raw: int
+    as_of: datetime
+    price: PriceEvidence | None
+    price_error: EvidenceError | None
+    evidence: list[Any]
+    balances: dict[str, int]
+    custody_ev: CustodyEvidence | None
+    verification: dict[str, Any]
+
+
 def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
     """Credit ``req`` (see the module note); the result as stored under its key, with ``replayed``."""
-    asset, qty_raw = _checked(ctx, req)
-    fp = req.fingerprint()
-    done = ctx.replayed(req.idempotency_key, "credit", fp)
-    if done is not None:
-        return done
-    known = ctx.store.account(req.account)
-    if known is not None and known.participant != req.participant:
-        raise InputError(f"account {req.account} belongs to {known.participant}, not {req.participant}", "account")
+    return commit(ctx, req, gather(ctx, req))
 
+
+def gather(ctx: LedgerContext, req: CreditRequest) -> Gathered:
+    """The credit's chain I/O, touching no ledger row: bad input first, then the price and the custody
+    reading. ``dacp serve`` runs it on the chain's own pool and ``commit`` on the decision worker, so a node
+    that hangs stalls its credits, never eligibility."""
+    asset, qty_raw = _checked(ctx, req)
     as_of = req.as_of or ctx.clock()
-    price = ctx.price(asset, req.account)
+    price: PriceEvidence | None = None
+    try:
+        price = ctx.read_price(asset)
+    except EvidenceError as e:  # recorded (an incident) and raised by ``commit``, after the idempotency check
+        return Gathered(asset, qty_raw, as_of, None, e, [], {}, None, {})
     evidence: list[Any] = [price]
     balances: dict[str, int] = {}
     custody_ev: CustodyEvidence | None = None
@@ -67,6 +86,25 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         custody_ev = None
         verification = {"status": "failed", "reason": e.reason, "message": e.message}
     ctx.hook("verified")
+    return Gathered(asset, qty_raw, as_of, price, None, evidence, balances, custody_ev, verification)
+
+
+def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any]:
+    """The credit's ledger part (see the module note) on what ``gather`` read: the idempotency check, then
+    one transaction (where the chain is read once more, before the decision and the commit)."""
+    fp = req.fingerprint()
+    done = ctx.replayed(req.idempotency_key, "credit", fp)
+    if done is not None:
+        return done
+    known = ctx.store.account(req.account)
+    if known is not None and known.participant != req.participant:
+        raise InputError(f"account {req.account} belongs to {known.participant}, not {req.participant}", "account")
+    if g.price_error is not None:
+        ctx.price_failed(g.asset, g.price_error, req.account)
+        raise g.price_error
+    asset, qty_raw, as_of, evidence, balances = g.asset, g.qty_raw, g.as_of, list(g.evidence), g.balances
+    price, custody_ev, verification = g.price, g.custody_ev, g.verification
+    assert price is not None
 
     locks = [f"key:{req.idempotency_key}", f"account:{req.account}"]
     locks += [f"custody:{asset.symbol}:{a}" for a in balances]

@@ -84,12 +84,16 @@ def test_a_reorg_between_read_and_commit_is_refused_with_reason_reorg(ledger, no
     assert ledger.check() == [] and ledger.log.verify().ok
 
 
-def test_a_new_block_between_read_and_commit_is_no_reorg(ledger, node):
+def test_a_new_block_between_read_and_commit_is_refused_and_the_retry_credits(ledger, node):
+    """Any other tip refuses (a new block may spend the outputs; scanning again would hold the locks for minutes
+    on mainnet): retryable, and the same key reads the chain afresh."""
     ltc, miner = node
     a, _ = deposit(node, "0.5")
-    ledger.hooks["locked"] = lambda: ltc.mine(1, miner)  # the tip moves; the same outputs are counted
+    ledger.hooks["locked"] = lambda: ltc.mine(1, miner)
     r = ledger.credit(btc_request("ACC-1", "0.5", (a,), "btc-grow-1"))
-    assert r["status"] == "credited", r
+    assert r["status"] == "refused" and r["refusal"]["reason"] == "reorg" and r["refusal"]["retryable"], r
+    del ledger.hooks["locked"]
+    assert ledger.credit(btc_request("ACC-1", "0.5", (a,), "btc-grow-1"))["status"] == "credited"
 
 
 def test_reverify_sees_a_reorg_to_a_shorter_chain(ledger, node):
