@@ -95,6 +95,7 @@ class Service:
         self.chain_limiters = {"ethereum": anyio.CapacityLimiter(svc.ethereum_workers),
                                "bitcoin": anyio.CapacityLimiter(svc.bitcoin_workers)}
         self._ledger_lock = threading.Lock()
+        self._parts_lock = threading.Lock()
         self._ledger_store: Any = None  # adapters.storage.ledger_store.LedgerStore, opened on first credit/withdrawal
         self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
         self._ledger_cache: tuple[Active, Ledger] | None = None  # the ledger on the latest snapshot used
@@ -250,11 +251,9 @@ class Service:
         with self._ledger_lock:
             if self._ledger_store is None:
                 self._ledger_store = open_ledger_store(self.settings)
-            if self._ledger_parts is None:
-                self._ledger_parts = (self._verifier(), self._prices())
             cached = self._ledger_cache
             if cached is None or cached[0] is not active:  # a reload: a ledger on the new bundle
-                verifier, prices = self._ledger_parts
+                verifier, prices = self._parts()
                 cached = self._ledger_cache = (active, Ledger.from_dacp(active.dacp, self._ledger_store,
                                                                         verifier=verifier, prices=prices))
             ledger = cached[1]
@@ -276,12 +275,22 @@ class Service:
         """Credit under ``active``: the chain I/O on the chain's pool, then the commit on the engine thread."""
         check_key(req.idempotency_key)
         ledger = self._cached_ledger(active)
-        if ledger is None:  # opening the store and the ledger's log touches the database: the engine thread's
+        if ledger is None:
+            limiter = self.chain_limiter(active, req.asset)
+            await anyio.to_thread.run_sync(self._parts, limiter=limiter)  # imports web3: seconds, off the worker
+            # opening the store and the ledger's log touches the database: the engine thread's job
             ledger = await anyio.to_thread.run_sync(self._ledger, active, limiter=self.engine_limiter)
         self._priced(ledger)
         gathered = await anyio.to_thread.run_sync(gather, ledger, req, limiter=self.chain_limiter(active, req.asset))
         return await anyio.to_thread.run_sync(partial(self.credit, active, req, gathered),
                                               limiter=self.engine_limiter)
+
+    def _parts(self) -> tuple[Any, Any]:
+        """The ledger's verifier and prices (made once; making them imports the chain adapters)."""
+        with self._parts_lock:
+            if self._ledger_parts is None:
+                self._ledger_parts = (self._verifier(), self._prices())
+            return self._ledger_parts
 
     def _cached_ledger(self, active: Active) -> Ledger | None:
         with self._ledger_lock:

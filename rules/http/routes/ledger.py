@@ -56,7 +56,7 @@ async def credit(request: Request, idempotency_key: str = Header(alias="Idempote
     if result["status"] != "credited" and refusal.get("retryable"):
         raise HttpError(502, "custody_unverified", f"custody could not be verified on-chain: "
                         f"{refusal.get('message', 'unavailable')}; nothing was credited; retry with the same "
-                        "Idempotency-Key", retryable=True, result=result)
+                        "Idempotency-Key", retryable=True, reason=refusal.get("reason"), result=result)
     status = 201 if result["status"] == "credited" and not result.get("replayed") else 200
     return reply({**result, "policy_bundle": active.hash}, status)
 
