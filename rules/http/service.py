@@ -145,10 +145,19 @@ class Service:
               previous=old.hash, bundle=new.hash, name=new.dacp.bundle.name, version=new.dacp.bundle.version)
         return old, new
 
-    def decide(self, active: Active, queries: list[Query]) -> list[Decision]:
-        """Decide and log under ``active`` (the snapshot the request started with). Runs on the engine thread."""
+    async def gather(self, active: Active, queries: list[Query]) -> list[Any] | None:
+        """With ``[service] verify``, each query's chain reads, on its chain's pool (never the engine thread);
+        None without."""
+        if not self.config.verify:
+            return None
+        return [await anyio.to_thread.run_sync(active.dacp.gather, q, limiter=self.chain_limiter(active, q.asset))
+                for q in queries]
+
+    def decide(self, active: Active, queries: list[Query], gathered: list[Any] | None = None) -> list[Decision]:
+        """Decide and log under ``active`` (the snapshot the request started with), on what ``gathered`` read of
+        the chains (None: read them here, if ``[service] verify``). Runs on the engine thread."""
         t0 = time.perf_counter()
-        decisions = active.dacp.evaluate(queries, verify=self.config.verify)
+        decisions = active.dacp.evaluate(queries, verify=self.config.verify and gathered is None, gathered=gathered)
         self.metrics.decision_latency.observe(time.perf_counter() - t0)
         for d in decisions:
             self.metrics.decisions.labels("eligible" if d.eligible else "ineligible").inc()
@@ -161,12 +170,13 @@ class Service:
     async def decide_one(self, active: Active, query: Query) -> Decision:
         """Decide and log one query under ``active``, grouped with the others waiting (see the module notes);
         returns once its log entry is committed, or raises what its group (or it alone) raised."""
+        gathered = await self.gather(active, [query])  # [service] verify: the chains first, off the worker
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
         if group is None:
             group = self._groups[loop] = _Group()
         future: asyncio.Future = loop.create_future()
-        group.pending.append((active, query, future))
+        group.pending.append((active, query, gathered[0] if gathered else None, future))
         if len(group.pending) >= self.group_max:
             group.full.set()
         if group.task is None:
@@ -175,7 +185,7 @@ class Service:
 
     async def _drain(self, group: _Group) -> None:
         """Take groups off ``pending`` and decide them on the engine worker until none is left."""
-        taken: list[tuple[Active, Query, asyncio.Future]] = []
+        taken: list[tuple[Active, Query, Any, asyncio.Future]] = []
         try:
             while group.pending:
                 if len(group.pending) < self.group_max and self.group_wait_s > 0:
@@ -185,9 +195,9 @@ class Service:
                     except asyncio.TimeoutError:
                         pass
                 taken, group.pending[:self.group_max] = group.pending[:self.group_max], []
-                outcomes = await anyio.to_thread.run_sync(self.decide_group, [(a, q) for a, q, _ in taken],
-                                                          limiter=self.engine_limiter)
-                for (_, _, future), outcome in zip(taken, outcomes):
+                outcomes = await anyio.to_thread.run_sync(self.decide_group, [(a, q) for a, q, _, _ in taken],
+                                                          [g for _, _, g, _ in taken], limiter=self.engine_limiter)
+                for (_, _, _, future), outcome in zip(taken, outcomes):
                     if future.done():  # the client went away: its entry is logged all the same
                         continue
                     if isinstance(outcome, BaseException):
@@ -196,7 +206,7 @@ class Service:
                         future.set_result(outcome)
                 taken = []
         except BaseException as e:  # a bug here, or the loop is shutting down: no request is left waiting
-            for _, _, future in taken + group.pending:
+            for _, _, _, future in taken + group.pending:
                 if not future.done():
                     future.set_exception(e if isinstance(e, Exception) else RuntimeError("the service is stopping"))
             group.pending.clear()
@@ -204,9 +214,12 @@ class Service:
         finally:
             group.task = None
 
-    def decide_group(self, items: list[tuple[Active, Query]]) -> list[Decision | BaseException]:
+    def decide_group(self, items: list[tuple[Active, Query]],
+                     gathered: list[Any] | None = None) -> list[Decision | BaseException]:
         """Decide and log ``items`` (in order), one transaction per run of the same snapshot; a decision or
-        an exception for each. Runs on the engine thread."""
+        an exception for each; ``gathered``: each item's chain reads (``gather``) or None. Runs on the engine
+        thread."""
+        read = gathered if gathered is not None and all(g is not None for g in gathered) else None
         self.group_sizes.append(len(items))
         if len(self.group_sizes) > 10_000:
             del self.group_sizes[:5_000]
@@ -218,17 +231,18 @@ class Service:
             while end < len(items) and items[end][0] is active:
                 end += 1
             queries = [q for _, q in items[start:end]]
+            part = read[start:end] if read is not None else None
             try:
-                outcomes.extend(self.decide(active, queries))
+                outcomes.extend(self.decide(active, queries, part))
             except StorageError as e:  # the group's transaction did not commit: nothing of it is logged
                 outcomes.extend([e] * len(queries))
             except DacpError as e:  # the engine refused (before the append): decide each again alone
                 if len(queries) == 1:
                     outcomes.append(e)
                 else:
-                    for q in queries:
+                    for i, q in enumerate(queries):
                         try:
-                            outcomes.extend(self.decide(active, [q]))
+                            outcomes.extend(self.decide(active, [q], [part[i]] if part is not None else None))
                         except Exception as one:  # noqa: BLE001 - that request's own answer
                             outcomes.append(one)
             except Exception as e:  # noqa: BLE001 - a bug: where it struck is unknown, so no retry; a 500 each
