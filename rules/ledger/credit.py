@@ -1,10 +1,14 @@
 """Crediting: only verified, eligible value, after haircut and limits, once.
 
 1. Idempotency: a key already used returns the stored result (same parameters) or is refused
-   (different parameters); nothing is verified or written again.
-2. Evidence, outside any transaction (network): the price and the custody balance on-chain, per
-   custody address (as ``dacp evaluate --verify`` reads them).
-3. ONE transaction, holding the locks ``key:<k>``, ``account:<id>`` and ``custody:<asset>:<address>``:
+   (different parameters); nothing is written again (nor verified, but in ``dacp serve``, whose chain reads
+   come first, off the decision worker, and whose idempotency check is ``commit``'s).
+2. Evidence, outside any transaction (network; ``gather``, which touches no ledger row, so that ``dacp serve``
+   runs it on the chain's own pool): the price and the custody balance on-chain, per custody address (as
+   ``dacp evaluate --verify`` reads them).
+3. ONE transaction (``commit``), holding the locks ``key:<k>``, ``account:<id>`` and ``custody:<asset>:<address>``:
+   - the chain again (``_still_on_chain``: the verifier's ``recheck``): a reorg since the reading refuses the
+     credit with reason ``reorg`` (retryable), so nothing is credited against a block that is gone;
    - the newest verified balance per address is stored; if the addresses already carry more credit
      than the chain now shows, the shortfall is flagged and the newest credits reduced first;
    - the decision: ``Engine.decide`` under the bundle in force, with the account's ledger holdings as
@@ -58,6 +62,10 @@ class Gathered:
 
 def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
     """Credit ``req`` (see the module note); the result as stored under its key, with ``replayed``."""
+    _checked(ctx, req)
+    done = ctx.replayed(req.idempotency_key, "credit", req.fingerprint())  # a retry: no chain read at all
+    if done is not None:
+        return done
     return commit(ctx, req, gather(ctx, req))
 
 
@@ -160,7 +168,7 @@ def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any
 
 def _still_on_chain(ctx: LedgerContext, asset: Asset, ev: CustodyEvidence) -> dict[str, Any] | None:
     """None if the chain still shows what ``ev`` read (the verifier's ``recheck``: Ethereum, the pinned
-    block's hash; Bitcoin, the tip and the UTXOs); else the failed verification (reason ``reorg``, or the
+    block's hash; Bitcoin, the tip, hence the UTXO set); else the failed verification (reason ``reorg``, or the
     node's failure) that refuses the credit. A verifier that cannot recheck refuses too (fail closed)."""
     recheck = getattr(ctx.verifier, "recheck", None)
     try:
