@@ -55,6 +55,23 @@ def _int(value: Any, name: str) -> int:
     return n
 
 
+# Every timeout and retry bound of the readers, by settings key (rules.settings; docs/ethereum.md, docs/bitcoin.md).
+ETH_SECONDS = ("request_timeout_s", "backoff_s", "max_total_s", "recheck_timeout_s")
+ETH_COUNTS = ("retries", "max_reorg_retries")
+BTC_CLIENT_SECONDS = ("timeout_s", "backoff_s", "max_total_s")
+BTC_READER_SECONDS = ("scan_timeout_s", "busy_backoff_s")
+BTC_READER_COUNTS = ("race_retries", "scan_busy_retries")
+PRICE_SECONDS = ("request_timeout_s", "backoff_s", "max_total_s")
+PRICE_COUNTS = ("retries",)
+
+
+def _bounds(section: Mapping[str, Any], name: str, seconds: Sequence[str], counts: Sequence[str]) -> dict[str, Any]:
+    """The bounds given in ``section`` as keyword arguments: seconds as numbers, counts as whole numbers."""
+    out: dict[str, Any] = {k: float(section[k]) for k in seconds if section.get(k) is not None}
+    out |= {k: _int(section[k], f"{name}.{k}") for k in counts if section.get(k) is not None}
+    return out
+
+
 @dataclass
 class CustodyVerifier:
     """Verifies custody balances for registry assets against the configured nodes."""
@@ -73,7 +90,24 @@ class CustodyVerifier:
             return self._verify_btc(asset, addresses)
         raise EvidenceError("unsupported_chain", f"no adapter for chain {asset.chain!r}")  # pragma: no cover
 
-    def _verify_eth(self, asset: RegistryAsset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
+    def recheck(self, asset: RegistryAsset, evidence: CustodyEvidence) -> None:
+        """Read ``evidence``'s block again (Ethereum: the pinned block's hash; Bitcoin: the tip and the UTXOs)
+        and raise ``EvidenceError('reorg')`` on any change. Callers hold their locks while asking."""
+        if asset.chain == "ethereum":
+            if not self._eth_reader(asset).on_chain(evidence.block_number, evidence.block_hash, quick=True):
+                raise EvidenceError("reorg", f"block {evidence.block_number} ({evidence.block_hash}) the balance was "
+                                    f"read at is no longer on the chain at {evidence.source}; nothing is credited "
+                                    "against it")
+            return
+        self._btc(asset).recheck(evidence)
+
+    def on_chain(self, asset: RegistryAsset, block_number: int, block_hash: str) -> bool:
+        """True if the node of ``asset``'s chain still has ``block_hash`` at ``block_number``."""
+        if asset.chain == "ethereum":
+            return self._eth_reader(asset).on_chain(block_number, block_hash)
+        return self._btc(asset).on_chain(block_number, block_hash)
+
+    def _eth_reader(self, asset: RegistryAsset) -> EthereumCustodyReader:
         url = self.ethereum.get("rpc_url")
         if not url:
             raise EvidenceError("not_configured", "no Ethereum node configured (settings [ethereum] rpc_url or "
@@ -81,10 +115,12 @@ class CustodyVerifier:
         chain_id = int(asset.network)
         reader = self._eth_readers.get(chain_id)
         if reader is None:
-            kw = {k: float(self.ethereum[k]) for k in ("request_timeout_s", "backoff_s", "max_total_s") if k in self.ethereum}
-            if "retries" in self.ethereum:
-                kw["retries"] = _int(self.ethereum["retries"], "ethereum.retries")
+            kw = _bounds(self.ethereum, "ethereum", ETH_SECONDS, ETH_COUNTS)
             reader = self._eth_readers[chain_id] = EthereumCustodyReader(str(url), chain_id, **kw)
+        return reader
+
+    def _verify_eth(self, asset: RegistryAsset, addresses: Sequence[str], now: datetime | None) -> CustodyEvidence:
+        reader = self._eth_reader(asset)
         max_age = self.ethereum.get("max_block_age_s")
         return reader.verify(asset.symbol, list(addresses), contract=asset.contract, decimals=asset.decimals,
                              symbol=asset.symbol if asset.contract else None,
@@ -92,7 +128,7 @@ class CustodyVerifier:
                              max_block_age=timedelta(seconds=float(max_age)) if max_age is not None else None,
                              now=now, restrictions=dict(asset.restrictions) or None)
 
-    def _verify_btc(self, asset: RegistryAsset, addresses: Sequence[str]) -> CustodyEvidence:
+    def _btc(self, asset: RegistryAsset) -> BitcoinCustodyReader:
         url = self.bitcoin.get("rpc_url")
         if not url:
             raise EvidenceError("not_configured", "no Bitcoin node configured (settings [bitcoin] rpc_url or "
@@ -106,13 +142,20 @@ class CustodyVerifier:
             raise EvidenceError("wrong_network", f"the node is configured for {network} ({params.chain}), "
                                 f"but the policy registers {asset.symbol} on {asset.network}")
         if self._btc_reader is None:
-            client = BitcoinRpcClient(str(url), cookie_file=self.bitcoin.get("cookie_file"),
-                                      user=self.bitcoin.get("user"), password=self.bitcoin.get("password"),
-                                      **({"timeout_s": float(self.bitcoin["timeout_s"])} if "timeout_s" in self.bitcoin else {}),
-                                      **({"retries": _int(self.bitcoin["retries"], "bitcoin.retries")} if "retries" in self.bitcoin else {}))
+            auth = {"cookie_file": self.bitcoin.get("cookie_file"), "user": self.bitcoin.get("user"),
+                    "password": self.bitcoin.get("password")}
+            client = BitcoinRpcClient(str(url), **auth, **_bounds(self.bitcoin, "bitcoin", BTC_CLIENT_SECONDS,
+                                                                  ("retries",)))
+            quick = float(self.bitcoin.get("recheck_timeout_s", 2.0))
+            recheck = BitcoinRpcClient(str(url), **auth, timeout_s=quick, retries=0, max_total_s=quick)
             self._btc_reader = BitcoinCustodyReader(client, network, asset=asset.symbol, decimals=asset.decimals,
-                                                    allow_test_networks=allow_test)
-        return self._btc_reader.verify(list(addresses),
+                                                    allow_test_networks=allow_test, recheck_client=recheck,
+                                                    **_bounds(self.bitcoin, "bitcoin", BTC_READER_SECONDS,
+                                                              BTC_READER_COUNTS))
+        return self._btc_reader
+
+    def _verify_btc(self, asset: RegistryAsset, addresses: Sequence[str]) -> CustodyEvidence:
+        return self._btc(asset).verify(list(addresses),
                                        min_confirmations=_int(self.bitcoin.get("min_confirmations", 6),
                                                               "bitcoin.min_confirmations"))
 
@@ -139,7 +182,8 @@ class PriceReader:
                 url, chain_id = self.prices.get("rpc_url"), self.prices.get("chain_id")
                 if not url or chain_id is None:
                     raise InputError("price feeds need rpc_url and chain_id", "prices")
-                self._feed = ChainlinkPriceSource(str(url), _int(chain_id, "prices.chain_id"))
+                self._feed = ChainlinkPriceSource(str(url), _int(chain_id, "prices.chain_id"),
+                                                  **_bounds(self.prices, "prices", PRICE_SECONDS, PRICE_COUNTS))
             return self._feed.read(asset.symbol, str(feeds[asset.symbol]), max_age=max_age, now=now)
         if self.prices.get("file"):
             if self._file is None:

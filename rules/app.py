@@ -108,14 +108,22 @@ class Dacp:
         return self.log
 
     def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
-                 progress: Any = None, verify: bool = False) -> list[Decision]:
+                 progress: Any = None, verify: bool = False,
+                 gathered: Sequence[tuple[list[Evidence], dict[str, Any]]] | None = None) -> list[Decision]:
         """Decide every query, then append them all to the log in one transaction.
 
         With ``verify``, custody is verified on-chain through the verifier first; its evidence replaces
         the query's custody claims and is stored with the decision. A verification that fails makes
-        the decision ineligible with the reason (it is not an error of the whole batch)."""
+        the decision ineligible with the reason (it is not an error of the whole batch). ``gathered``: that
+        verification already made (``gather``, one per query: ``dacp serve`` reads the chains off the
+        decision worker), decided as ``verify`` would."""
         with gc_paused():  # the batch and its log entries stay alive until logged: see rules.collector
-            return self._evaluate(queries, evidence, progress, verify)
+            return self._evaluate(queries, evidence, progress, verify, gathered=gathered)
+
+    def gather(self, q: Query) -> tuple[list[Evidence], dict[str, Any]]:
+        """``q``'s on-chain evidence and how its verification went (chain I/O only: no log, no engine)."""
+        ev: list[Evidence] = []
+        return ev, self.verify_custody(q, ev)
 
     def evaluate_stream(self, queries: Sequence[Query], chunk: int = 10_000,
                         evidence: Sequence[Sequence[Evidence]] | None = None, progress: Any = None,
@@ -142,15 +150,19 @@ class Dacp:
                 del decisions
 
     def _evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None,
-                  progress: Any, verify: bool, checked: bool = False) -> list[Decision]:
+                  progress: Any, verify: bool, checked: bool = False,
+                  gathered: Sequence[tuple[list[Evidence], dict[str, Any]]] | None = None) -> list[Decision]:
         engine = self.engine
-        if verify:  # one by one: each reads the chain, then is decided
+        if verify or gathered is not None:  # one by one: each reads the chain (or has read it), then is decided
             if not checked:
                 engine.check_inputs(queries)  # before any node is asked
             decisions = []
             for i, q in enumerate(queries):
-                ev = list(evidence[i]) if evidence else []
-                verification = self.verify_custody(q, ev)
+                if gathered is not None:
+                    ev, verification = list(gathered[i][0]), gathered[i][1]
+                else:
+                    ev = list(evidence[i]) if evidence else []
+                    verification = self.verify_custody(q, ev)
                 decisions.append(engine.decide(q, ev, verification=verification))
                 if progress:
                     progress(i + 1)

@@ -58,6 +58,8 @@ class EthereumSettings(Section):
     request_timeout_s: Seconds | None = Field(None, gt=0)
     backoff_s: Seconds | None = Field(None, ge=0)
     max_total_s: Seconds | None = Field(None, gt=0)
+    max_reorg_retries: int | None = Field(None, ge=0, le=100)
+    recheck_timeout_s: Seconds | None = Field(None, gt=0, le=600)  # a credit's read again, locks held: one attempt
 
 
 class BitcoinSettings(Section):
@@ -69,6 +71,13 @@ class BitcoinSettings(Section):
     min_confirmations: int | None = Field(None, ge=0)
     timeout_s: Seconds | None = Field(None, gt=0)
     retries: int | None = Field(None, ge=0, le=100)
+    backoff_s: Seconds | None = Field(None, ge=0)
+    max_total_s: Seconds | None = Field(None, gt=0)
+    scan_timeout_s: Seconds | None = Field(None, gt=0)
+    race_retries: int | None = Field(None, ge=0, le=100)
+    scan_busy_retries: int | None = Field(None, ge=0, le=100)
+    busy_backoff_s: Seconds | None = Field(None, ge=0)
+    recheck_timeout_s: Seconds | None = Field(None, gt=0, le=600)  # a credit's read again, locks held: one attempt
     allow_test_networks: bool = False  # test stand-ins (litecoin-regtest) only on this opt-in: docs/bitcoin.md
 
 
@@ -78,6 +87,10 @@ class PricesSettings(Section):
     chain_id: int | None = Field(None, ge=1)
     feeds: dict[str, str] = Field(default_factory=dict)
     max_age_s: Seconds | None = Field(None, gt=0)
+    request_timeout_s: Seconds | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=100)
+    backoff_s: Seconds | None = Field(None, ge=0)
+    max_total_s: Seconds | None = Field(None, gt=0)
 
 
 class LedgerSettings(Section):
@@ -133,6 +146,9 @@ class ServiceSettings(Section):
     graceful_shutdown_s: Seconds = Field(10.0, gt=0, le=600)  # on SIGTERM, then open connections are closed
     header_timeout_s: Seconds = Field(10.0, gt=0, le=600)  # request line + headers must arrive within this (slow loris)
     body_timeout_s: Seconds = Field(30.0, gt=0, le=3600)  # the whole body must arrive within this: 408 request_timeout
+    # credits read their chain on its own bounded pool, never on the decision worker (rules.http.service)
+    ethereum_workers: int = Field(4, ge=1, le=256)
+    bitcoin_workers: int = Field(1, ge=1, le=64)  # a node runs one scantxoutset at a time
 
 
 class AuditSettings(Section):

@@ -91,6 +91,22 @@ def identifier(text: object, where: str, kind: str = "identifier") -> str:
     return text
 
 
+MAX_TEXT = 200  # characters of a free-text field or a custody address
+MAX_ADDRESSES = 100  # custody addresses named by one request
+
+
+def address_list(v: object, where: str) -> tuple[str, ...]:
+    """Custody addresses as a request names them (1 to ``MAX_ADDRESSES`` distinct non-empty strings); their
+    chain's grammar (checksum, network) is the verifier's, which reads them."""
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_ADDRESSES:
+        raise InputError(f"must be a list of 1 to {MAX_ADDRESSES} custody addresses", where)
+    if not all(isinstance(a, str) and a.strip() and len(a) <= MAX_TEXT for a in v):
+        raise InputError(f"each address must be a non-empty string of at most {MAX_TEXT} characters", where)
+    if len(set(v)) != len(v):
+        raise InputError("an address is listed twice", where)
+    return tuple(v)
+
+
 def bounded_int_text(text: str, where: str | None = None) -> int:
     """An integer token of a JSON or YAML document (sign and ASCII digits), refused beyond ``MAX_NUMBER_TEXT``
     characters before ``int`` sees it (Python refuses over 4,300 digits with a ``ValueError``)."""

@@ -137,7 +137,7 @@ def test_a_bad_time_is_refused_by_every_door(doors, capsys, v):
 def test_a_bad_identifier_is_refused_by_every_door(doors, capsys, v, field):
     with pytest.raises(InputError):
         identifier(v, field)
-    _refused_everywhere(doors, {**BTC, field: v}, {**CREDIT, field: v}, None, capsys)
+    _refused_everywhere(doors, {**BTC, field: v}, {**CREDIT, field: v}, [f"--{field}", v], capsys)
 
 
 @PROP
@@ -145,7 +145,27 @@ def test_a_bad_identifier_is_refused_by_every_door(doors, capsys, v, field):
 def test_a_bad_asset_is_refused_by_every_door(doors, capsys, v):
     with pytest.raises(InputError):
         identifier(v, "asset", "asset")
-    _refused_everywhere(doors, {**BTC, "asset": v}, {**CREDIT, "asset": v}, None, capsys)
+    _refused_everywhere(doors, {**BTC, "asset": v}, {**CREDIT, "asset": v}, ["--asset", v], capsys)
+
+
+@pytest.mark.parametrize("flag, value", [("--account", "ACC-1001\n"), ("--participant", "FCM ALPHA"),
+                                         ("--asset", "BTC\n"), ("--custodian", "anchorage\n"), ("--address", ""),
+                                         ("--address", "x" * 201)])
+def test_dacp_credit_checks_its_identifiers_before_it_opens_anything(doors, capsys, tmp_path, flag, value):
+    """Bad input writes nothing: refused (exit 3) before the ledger database is created or a node asked."""
+    ledger = tmp_path / "ledger.sqlite"
+    args = ["credit", "--account", "ACC-1001", "--participant", "FCM-ALPHA", "--asset", "BTC", "--quantity", "1",
+            "--address", CREDIT["addresses"][0], "--idempotency-key", "early-1", "--ledger", str(ledger),
+            "--prices", str(doors["dir"] / "prices.yaml"), "--config", doors["config"]]
+    if flag in args:
+        i = args.index(flag)
+        args[i:i + 2] = [f"{flag}={value}"]
+    else:
+        args.append(f"{flag}={value}")
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and flag.lstrip("-").split("-")[0] in err, err
+    assert not ledger.exists()
 
 
 @PROP

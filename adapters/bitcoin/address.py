@@ -103,7 +103,7 @@ class DecodedAddress:
     ``program`` is the 20-byte hash (base58) or the witness program (segwit).
     """
 
-    address: str  # canonical form (bech32 lower-cased, base58 as given)
+    address: str  # canonical form, one per output script (bech32 lower-cased, base58 in the network's first version)
     network: str
     kind: str
     program: bytes
@@ -152,7 +152,7 @@ def _b58decode_check(s: str) -> bytes | None:
 
 
 def encode_base58check(version: int, payload: bytes) -> str:
-    """Encode ``version`` byte + ``payload`` as base58check (used by tests to build vectors)."""
+    """Encode ``version`` byte + ``payload`` as base58check (an address's canonical spelling; tests' vectors)."""
     raw = bytes([version]) + payload
     raw += _sha256d(raw)[:4]
     n = int.from_bytes(raw, "big")
@@ -289,10 +289,12 @@ def _decode_for(address: str, p: NetworkParams) -> DecodedAddress | None:
     if payload is None or len(payload) != 21:
         return None
     version_byte, body = payload[0], payload[1:]
+    # One script, one text: a network that accepts two version bytes for one kind (Litecoin's P2SH ``Q..`` and
+    # ``2..``) spells both with its first, so custody keyed by the address is keyed by the output script.
     if version_byte in p.p2pkh:
-        return DecodedAddress(address, p.name, "p2pkh", body)
+        return DecodedAddress(encode_base58check(p.p2pkh[0], body), p.name, "p2pkh", body)
     if version_byte in p.p2sh:
-        return DecodedAddress(address, p.name, "p2sh", body)
+        return DecodedAddress(encode_base58check(p.p2sh[0], body), p.name, "p2sh", body)
     return None
 
 

@@ -56,6 +56,7 @@ class BitcoinCustodyReader:
         scan_busy_retries: int = 3,
         busy_backoff_s: float = 1.0,
         allow_test_networks: bool = False,
+        recheck_client: BitcoinRpcClient | None = None,
     ):
         params = network_params(network, allow_test_networks=allow_test_networks)
         if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 18:
@@ -66,6 +67,7 @@ class BitcoinCustodyReader:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise InputError(f"{name} must be a non-negative integer, got {n!r}", name)
         self.client = client
+        self.recheck_client = recheck_client  # ``recheck``'s one request (one attempt, a short deadline)
         self.network = network
         self.params = params
         self.asset = asset
@@ -88,15 +90,20 @@ class BitcoinCustodyReader:
             raise InputError(f"min_confirmations must be an integer >= 1, got {min_confirmations!r}", "min_confirmations")
         decoded = [validate_address(a, self.network) for a in addresses]
         seen: dict[bytes, str] = {}
-        for d in decoded:  # same script twice (a repeat, or Q../2.. forms of one hash) would double-count
+        for text, d in zip(addresses, decoded):  # one script twice (a repeat, Q../2.., upper/lower bech32)
             if d.script_pubkey in seen:
-                raise InputError(f"{d.address} repeats {seen[d.script_pubkey]} (same output script)", "addresses")
-            seen[d.script_pubkey] = d.address
+                raise InputError(f"{text} repeats {seen[d.script_pubkey]} (same output script)", "addresses")
+            seen[d.script_pubkey] = text
 
         races: list[dict[str, Any]] = []
         busy = 0
+        checked = False
         while True:
             info = self._check_chain()
+            if not checked:  # on the right chain: now the node's reading of each address
+                for d in decoded:
+                    self._same_script_as_node(d)
+                checked = True
             try:
                 return self._read(decoded, min_confirmations, info, races, busy)
             except _Raced as r:
@@ -114,7 +121,42 @@ class BitcoinCustodyReader:
                     raise b.error from None
                 time.sleep(wait)
 
+    def on_chain(self, height: int, block_hash: str) -> bool:
+        """True if ``block_hash`` is still the main chain's block at ``height`` on this node.
+
+        A height above the tip (``getblockhash`` error -8: a reorg to a shorter chain) is False; any
+        other failure raises ``EvidenceError``, never a guess."""
+        self._check_chain()
+        try:
+            return self.client.call("getblockhash", int(height)) == block_hash
+        except BitcoinRpcError as e:
+            if e.code == -8:  # "Block height out of range"
+                return False
+            raise
+
+    def recheck(self, evidence: CustodyEvidence) -> None:
+        """Refuse (``EvidenceError('reorg')``) if the tip ``evidence`` was read at is no longer the tip.
+
+        The same tip means the same UTXO set (mempool outputs are never in it), so the outputs counted are
+        still there. Any other tip (a new block that may spend them, or a reorg) refuses: a scan again would
+        take minutes on mainnet with the ledger's locks held, and the credit is retryable (the same key
+        reads the chain afresh). One request, through ``recheck_client`` (one attempt, a short deadline)."""
+        tip = (self.recheck_client or self.client).call("getbestblockhash")
+        if tip != evidence.block_hash:
+            raise EvidenceError("reorg", f"the tip at {self.client.source} moved from block {evidence.block_number} "
+                                f"({evidence.block_hash}) the balance was read at to {tip} before the credit "
+                                "committed; nothing is credited against it (retry: the chain is read afresh)")
+
     # ------------------------------------------------------------------ steps
+
+    def _same_script_as_node(self, d: DecodedAddress) -> None:
+        """The node's ``validateaddress`` must pay the output script decoded here (custody is keyed by it)."""
+        info = self.client.call("validateaddress", d.address)
+        if not isinstance(info, dict) or info.get("isvalid") is not True:
+            raise EvidenceError("invalid_address", f"node at {self.client.source} says {d.address} is not valid")
+        if str(info.get("scriptPubKey", "")).lower() != d.script_pubkey.hex():
+            raise EvidenceError("bad_response", f"node at {self.client.source} decodes {d.address} to script "
+                                f"{info.get('scriptPubKey')!r}, not {d.script_pubkey.hex()}")
 
     def _check_chain(self) -> Mapping[str, Any]:
         info = self.client.call("getblockchaininfo")

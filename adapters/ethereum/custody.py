@@ -50,7 +50,8 @@ class EthereumCustodyReader:
 
     Transport: each request is retried up to ``retries`` times with exponential backoff from
     ``backoff_s``, and a whole verification stops retrying after ``max_total_s``. A reorg of the
-    pinned block restarts the verification at most ``max_reorg_retries`` times.
+    pinned block restarts the verification at most ``max_reorg_retries`` times. ``on_chain(...,
+    quick=True)`` (a credit's read again before it commits) makes one attempt within ``recheck_timeout_s``.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class EthereumCustodyReader:
         backoff_s: float = 0.25,
         max_total_s: float = 30.0,
         max_reorg_retries: int = 2,
+        recheck_timeout_s: float = 2.0,
         provider: BaseProvider | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -71,6 +73,10 @@ class EthereumCustodyReader:
         policy = RetryPolicy(request_timeout_s=request_timeout_s, retries=retries, backoff_s=backoff_s,
                              max_total_s=max_total_s)
         self.rpc = EvmRpc(rpc_url, expected_chain_id, policy, provider=provider, sleep=sleep)
+        # The read again before a credit commits runs with the ledger's locks held (on the decision worker, in
+        # dacp serve): one attempt, its own short deadline, never the verification's retries.
+        quick = RetryPolicy(request_timeout_s=recheck_timeout_s, retries=0, max_total_s=recheck_timeout_s)
+        self._quick = EvmRpc(rpc_url, expected_chain_id, quick, provider=provider, sleep=sleep)
         self.max_reorg_retries = max_reorg_retries
 
     @property
@@ -154,6 +160,20 @@ class EthereumCustodyReader:
             f"block {pinned.number} ({selector.text}) was reorganised during each of "
             f"{self.max_reorg_retries + 1} attempts at {self.rpc.source}; no balance reported",
         )
+
+    def on_chain(self, block_number: int, block_hash: str, *, quick: bool = False) -> bool:
+        """True if this node (on the expected chain) still has ``block_hash`` at ``block_number``.
+
+        A credit asks this after it holds the ledger's locks and before it commits (a reorg between the
+        read and the commit is no evidence), and re-verification asks it of a stored balance's block before
+        a reading at a lower block replaces it (a reorg to a shorter chain). A block the node no longer has
+        at that height is False; an unreachable node raises ``EvidenceError``, never a guess.
+        ``quick``: one attempt within ``recheck_timeout_s`` (what a credit asks with its locks held)."""
+        rpc = self._quick if quick else self.rpc
+        budget = rpc.budget()
+        rpc.check_chain(budget)
+        again = rpc.get_block(int(block_number), budget)
+        return again is not None and again.hash == block_hash
 
     def _read_once(
         self,

@@ -27,7 +27,7 @@ from rules.ledger import weekly_report as rep
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
 from rules.policy.loader import load_bundle
 from rules.settings import Settings
-from rules.values import decimal_value, time_value, utc_text
+from rules.values import address_list, decimal_value, identifier, time_value, utc_text
 
 LEDGER_HELP = "ledger database: file path, sqlite:///path or postgresql://... (default: settings [ledger] url, else the log)"
 
@@ -153,11 +153,14 @@ def cmd_credit(args: argparse.Namespace) -> int:
         raise InputError(f"unknown account type {args.account_type!r} (use one of {', '.join(ACCOUNT_TYPES)})",
                          "account type")
 
-    req = CreditRequest(account=args.account, participant=args.participant, asset=args.asset,
-                        quantity=_decimal(args.quantity, "quantity"), addresses=tuple(args.addresses),
+    # the one grammar of every door (rules.values; HTTP: rules.http.fields), before any store or node is opened
+    req = CreditRequest(account=identifier(args.account, "--account"),
+                        participant=identifier(args.participant, "--participant"),
+                        asset=identifier(args.asset, "--asset", "asset"),
+                        quantity=_decimal(args.quantity, "quantity"), addresses=address_list(args.addresses, "--address"),
                         idempotency_key=args.idempotency_key, account_type=args.account_type,
-                        custodian=args.custodian, segregated=args.segregated, evidence=_evidence(args.evidence),
-                        as_of=_when(args.as_of, "as-of"))
+                        custodian=None if args.custodian is None else identifier(args.custodian, "--custodian"),
+                        segregated=args.segregated, evidence=_evidence(args.evidence), as_of=_when(args.as_of, "as-of"))
     ledger = _ledger(args, verify=True, prices=True)
     result = ledger.credit(req)
     _out(result)
@@ -173,8 +176,10 @@ def cmd_credit(args: argparse.Namespace) -> int:
 def cmd_withdraw(args: argparse.Namespace) -> int:
     check_key(args.idempotency_key)
 
-    req = WithdrawRequest(account=args.account, asset=args.asset, quantity=_decimal(args.quantity, "quantity"),
-                          idempotency_key=args.idempotency_key, address=args.address)
+    req = WithdrawRequest(account=identifier(args.account, "--account"),
+                          asset=identifier(args.asset, "--asset", "asset"), quantity=_decimal(args.quantity, "quantity"),
+                          idempotency_key=args.idempotency_key,
+                          address=None if args.address is None else address_list([args.address], "--address")[0])
     result = _ledger(args).withdraw(req)
     _out(result)
     return 0

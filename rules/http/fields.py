@@ -21,14 +21,13 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
 
 from rules.errors import InputError
-from rules.values import IDENTIFIER, MAX_FRACTION_DIGITS, MAX_INT_DIGITS, decimal_value, identifier, time_value
+from rules.values import (IDENTIFIER, MAX_ADDRESSES, MAX_FRACTION_DIGITS, MAX_INT_DIGITS, MAX_TEXT, address_list,
+                          decimal_value, identifier, time_value)
 
 DECIMAL_PATTERN = rf"^[0-9]{{1,{MAX_INT_DIGITS}}}(\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?$(?!\n)"  # rules.values.decimal_value
 HEX64_PATTERN = r"^[0-9a-f]{64}$(?!\n)"
 IDENTIFIER_PATTERN = rf"^{IDENTIFIER.pattern}$(?!\n)"
 ASSET_PATTERN = r"^[A-Za-z0-9]{1,12}$(?!\n)"
-MAX_TEXT = 200
-MAX_ADDRESSES = 100
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -55,13 +54,9 @@ def _quantity(v: Any, info: ValidationInfo) -> Decimal:
 
 
 def _addresses(v: Any, info: ValidationInfo) -> tuple[str, ...]:
-    if not isinstance(v, list) or not 1 <= len(v) <= MAX_ADDRESSES:
+    if not isinstance(v, list):
         raise InputError(f"must be a list of 1 to {MAX_ADDRESSES} custody addresses", _where(info))
-    if not all(isinstance(a, str) and a.strip() and len(a) <= MAX_TEXT for a in v):
-        raise InputError(f"each address must be a non-empty string of at most {MAX_TEXT} characters", _where(info))
-    if len(set(v)) != len(v):
-        raise InputError("an address is listed twice", _where(info))
-    return tuple(v)
+    return address_list(v, _where(info))  # the CLI's --address checks too
 
 
 def _bool(v: Any, info: ValidationInfo) -> bool:

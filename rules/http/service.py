@@ -7,6 +7,11 @@
 * durable_rules is process-wide and not thread-safe: ``decide``, ``credit`` and ``withdraw`` run on ONE
   worker thread (``engine_limiter``, an anyio capacity limiter of 1), never on the event loop. Auditors'
   reads (``read``) use a second ``Dacp`` (its own SQLite connection) on the default thread pool.
+* Chain I/O never runs on that worker: a credit reads its price and custody (``rules.ledger.credit.gather``)
+  on its chain's own bounded pool (``chain_limiter``: ``[service] ethereum_workers``, ``bitcoin_workers``),
+  each node request under the adapters' deadlines, and only then commits on the decision worker (whose one
+  chain request, the read again with the locks held, has its own short deadline: ``recheck_timeout_s``). A
+  node that hangs stalls its credits (a timeout, 502), never eligibility.
 * Group commit (``decide_one``): single queries that arrive together are decided on that thread as one
   group and logged in ONE transaction (one ``DecisionLog.append``, one chunk, one fsync), in the order they
   arrived; each request is answered only once the group's transaction has committed. A group is whatever
@@ -24,6 +29,7 @@ import threading
 import weakref
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import anyio
@@ -37,6 +43,7 @@ from rules.http.errors import HttpError
 from rules.http.logs import event
 from rules.http.metrics import Metrics
 from rules.ledger.book import Ledger
+from rules.ledger.credit import Gathered, commit, gather
 from rules.ledger.requests import CreditRequest, WithdrawRequest, check_key
 from rules.settings import Settings
 from rules.values import now_utc, utc_text
@@ -84,7 +91,11 @@ class Service:
         self._reader = Dacp(self.settings, log_enabled=False)  # its own SQLite connection for auditors' reads
         self._read_lock = threading.Lock()
         self.engine_limiter = anyio.CapacityLimiter(1)  # durable_rules: one decision thread
+        svc = self.settings.service
+        self.chain_limiters = {"ethereum": anyio.CapacityLimiter(svc.ethereum_workers),
+                               "bitcoin": anyio.CapacityLimiter(svc.bitcoin_workers)}
         self._ledger_lock = threading.Lock()
+        self._parts_lock = threading.Lock()
         self._ledger_store: Any = None  # adapters.storage.ledger_store.LedgerStore, opened on first credit/withdrawal
         self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
         self._ledger_cache: tuple[Active, Ledger] | None = None  # the ledger on the latest snapshot used
@@ -134,10 +145,19 @@ class Service:
               previous=old.hash, bundle=new.hash, name=new.dacp.bundle.name, version=new.dacp.bundle.version)
         return old, new
 
-    def decide(self, active: Active, queries: list[Query]) -> list[Decision]:
-        """Decide and log under ``active`` (the snapshot the request started with). Runs on the engine thread."""
+    async def gather(self, active: Active, queries: list[Query]) -> list[Any] | None:
+        """With ``[service] verify``, each query's chain reads, on its chain's pool (never the engine thread);
+        None without."""
+        if not self.config.verify:
+            return None
+        return [await anyio.to_thread.run_sync(active.dacp.gather, q, limiter=self.chain_limiter(active, q.asset))
+                for q in queries]
+
+    def decide(self, active: Active, queries: list[Query], gathered: list[Any] | None = None) -> list[Decision]:
+        """Decide and log under ``active`` (the snapshot the request started with), on what ``gathered`` read of
+        the chains (None: read them here, if ``[service] verify``). Runs on the engine thread."""
         t0 = time.perf_counter()
-        decisions = active.dacp.evaluate(queries, verify=self.config.verify)
+        decisions = active.dacp.evaluate(queries, verify=self.config.verify and gathered is None, gathered=gathered)
         self.metrics.decision_latency.observe(time.perf_counter() - t0)
         for d in decisions:
             self.metrics.decisions.labels("eligible" if d.eligible else "ineligible").inc()
@@ -150,12 +170,13 @@ class Service:
     async def decide_one(self, active: Active, query: Query) -> Decision:
         """Decide and log one query under ``active``, grouped with the others waiting (see the module notes);
         returns once its log entry is committed, or raises what its group (or it alone) raised."""
+        gathered = await self.gather(active, [query])  # [service] verify: the chains first, off the worker
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
         if group is None:
             group = self._groups[loop] = _Group()
         future: asyncio.Future = loop.create_future()
-        group.pending.append((active, query, future))
+        group.pending.append((active, query, gathered[0] if gathered else None, future))
         if len(group.pending) >= self.group_max:
             group.full.set()
         if group.task is None:
@@ -164,7 +185,7 @@ class Service:
 
     async def _drain(self, group: _Group) -> None:
         """Take groups off ``pending`` and decide them on the engine worker until none is left."""
-        taken: list[tuple[Active, Query, asyncio.Future]] = []
+        taken: list[tuple[Active, Query, Any, asyncio.Future]] = []
         try:
             while group.pending:
                 if len(group.pending) < self.group_max and self.group_wait_s > 0:
@@ -174,9 +195,9 @@ class Service:
                     except asyncio.TimeoutError:
                         pass
                 taken, group.pending[:self.group_max] = group.pending[:self.group_max], []
-                outcomes = await anyio.to_thread.run_sync(self.decide_group, [(a, q) for a, q, _ in taken],
-                                                          limiter=self.engine_limiter)
-                for (_, _, future), outcome in zip(taken, outcomes):
+                outcomes = await anyio.to_thread.run_sync(self.decide_group, [(a, q) for a, q, _, _ in taken],
+                                                          [g for _, _, g, _ in taken], limiter=self.engine_limiter)
+                for (_, _, _, future), outcome in zip(taken, outcomes):
                     if future.done():  # the client went away: its entry is logged all the same
                         continue
                     if isinstance(outcome, BaseException):
@@ -185,7 +206,7 @@ class Service:
                         future.set_result(outcome)
                 taken = []
         except BaseException as e:  # a bug here, or the loop is shutting down: no request is left waiting
-            for _, _, future in taken + group.pending:
+            for _, _, _, future in taken + group.pending:
                 if not future.done():
                     future.set_exception(e if isinstance(e, Exception) else RuntimeError("the service is stopping"))
             group.pending.clear()
@@ -193,9 +214,12 @@ class Service:
         finally:
             group.task = None
 
-    def decide_group(self, items: list[tuple[Active, Query]]) -> list[Decision | BaseException]:
+    def decide_group(self, items: list[tuple[Active, Query]],
+                     gathered: list[Any] | None = None) -> list[Decision | BaseException]:
         """Decide and log ``items`` (in order), one transaction per run of the same snapshot; a decision or
-        an exception for each. Runs on the engine thread."""
+        an exception for each; ``gathered``: each item's chain reads (``gather``) or None. Runs on the engine
+        thread."""
+        read = gathered if gathered is not None and all(g is not None for g in gathered) else None
         self.group_sizes.append(len(items))
         if len(self.group_sizes) > 10_000:
             del self.group_sizes[:5_000]
@@ -207,17 +231,18 @@ class Service:
             while end < len(items) and items[end][0] is active:
                 end += 1
             queries = [q for _, q in items[start:end]]
+            part = read[start:end] if read is not None else None
             try:
-                outcomes.extend(self.decide(active, queries))
+                outcomes.extend(self.decide(active, queries, part))
             except StorageError as e:  # the group's transaction did not commit: nothing of it is logged
                 outcomes.extend([e] * len(queries))
             except DacpError as e:  # the engine refused (before the append): decide each again alone
                 if len(queries) == 1:
                     outcomes.append(e)
                 else:
-                    for q in queries:
+                    for i, q in enumerate(queries):
                         try:
-                            outcomes.extend(self.decide(active, [q]))
+                            outcomes.extend(self.decide(active, [q], [part[i]] if part is not None else None))
                         except Exception as one:  # noqa: BLE001 - that request's own answer
                             outcomes.append(one)
             except Exception as e:  # noqa: BLE001 - a bug: where it struck is unknown, so no retry; a 500 each
@@ -240,26 +265,60 @@ class Service:
         with self._ledger_lock:
             if self._ledger_store is None:
                 self._ledger_store = open_ledger_store(self.settings)
-            if self._ledger_parts is None:
-                self._ledger_parts = (self._verifier(), self._prices())
             cached = self._ledger_cache
             if cached is None or cached[0] is not active:  # a reload: a ledger on the new bundle
-                verifier, prices = self._ledger_parts
+                verifier, prices = self._parts()
                 cached = self._ledger_cache = (active, Ledger.from_dacp(active.dacp, self._ledger_store,
                                                                         verifier=verifier, prices=prices))
             ledger = cached[1]
+        return self._priced(ledger)
+
+    @staticmethod
+    def _priced(ledger: Ledger) -> Ledger:
         if not getattr(ledger.prices, "configured", True):
             raise HttpError(503, "not_configured", "credits need a price source (settings [prices] file or feeds); "
                             "none is configured; nothing was credited")
         return ledger
 
-    def credit(self, active: Active, req: CreditRequest) -> dict[str, Any]:
-        """Credit under ``active``. Runs on the engine thread (the ledger decides with the engine)."""
+    def chain_limiter(self, active: Active, asset: str) -> anyio.CapacityLimiter:
+        """The bounded pool of ``asset``'s chain (an unknown asset: Ethereum's; its gather refuses it at once)."""
+        known = active.dacp.bundle.assets.get(asset)
+        return self.chain_limiters.get(known.chain if known else "ethereum", self.chain_limiters["ethereum"])
+
+    async def credit_async(self, active: Active, req: CreditRequest) -> dict[str, Any]:
+        """Credit under ``active``: the chain I/O on the chain's pool, then the commit on the engine thread."""
+        check_key(req.idempotency_key)
+        ledger = self._cached_ledger(active)
+        if ledger is None:
+            limiter = self.chain_limiter(active, req.asset)
+            await anyio.to_thread.run_sync(self._parts, limiter=limiter)  # imports web3: seconds, off the worker
+            # opening the store and the ledger's log touches the database: the engine thread's job
+            ledger = await anyio.to_thread.run_sync(self._ledger, active, limiter=self.engine_limiter)
+        self._priced(ledger)
+        gathered = await anyio.to_thread.run_sync(gather, ledger, req, limiter=self.chain_limiter(active, req.asset))
+        return await anyio.to_thread.run_sync(partial(self.credit, active, req, gathered),
+                                              limiter=self.engine_limiter)
+
+    def _parts(self) -> tuple[Any, Any]:
+        """The ledger's verifier and prices (made once; making them imports the chain adapters)."""
+        with self._parts_lock:
+            if self._ledger_parts is None:
+                self._ledger_parts = (self._verifier(), self._prices())
+            return self._ledger_parts
+
+    def _cached_ledger(self, active: Active) -> Ledger | None:
+        with self._ledger_lock:
+            cached = self._ledger_cache
+            return cached[1] if cached is not None and cached[0] is active else None
+
+    def credit(self, active: Active, req: CreditRequest, gathered: Gathered | None = None) -> dict[str, Any]:
+        """Credit under ``active`` on what ``gathered`` read (None: read it here). Runs on the engine thread (the
+        ledger decides with the engine)."""
         check_key(req.idempotency_key)
         ledger = self._ledger(active)
         t0 = time.perf_counter()
         try:
-            result = ledger.credit(req)
+            result = ledger.credit(req) if gathered is None else commit(ledger, req, gathered)
         except InputError as e:
             self._idempotency_conflict(ledger, e, req, "credit")
             raise

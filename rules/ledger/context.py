@@ -76,14 +76,22 @@ class LedgerContext:
 
     def price(self, asset: Asset, account: str | None = None) -> PriceEvidence:
         """The price read now; an unavailable price is an incident (and the error goes on)."""
+        try:
+            return self.read_price(asset)
+        except EvidenceError as e:
+            self.price_failed(asset, e, account)
+            raise
+
+    def read_price(self, asset: Asset) -> PriceEvidence:
+        """The price read now (no ledger row touched: a credit reads it off the decision worker)."""
         if self.prices is None or not getattr(self.prices, "configured", True):
             raise InputError("no price source configured (settings [prices] file or feeds, or --prices FILE)", "prices")
-        try:
-            return self.prices.read(asset)
-        except EvidenceError as e:
-            self.incident("price_unavailable", "critical", f"{asset.symbol}: {e.message}", account=account,
-                          asset=asset.symbol, details={"reason": e.reason})
-            raise
+        return self.prices.read(asset)
+
+    def price_failed(self, asset: Asset, e: EvidenceError, account: str | None = None) -> None:
+        """An unavailable price is an incident."""
+        self.incident("price_unavailable", "critical", f"{asset.symbol}: {e.message}", account=account,
+                      asset=asset.symbol, details={"reason": e.reason})
 
     def incident(self, kind: str, severity: str, message: str, **kw: Any) -> Incident:
         """Record an incident in a transaction of its own (outside any operation's transaction)."""

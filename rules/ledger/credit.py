@@ -1,10 +1,14 @@
 """Crediting: only verified, eligible value, after haircut and limits, once.
 
 1. Idempotency: a key already used returns the stored result (same parameters) or is refused
-   (different parameters); nothing is verified or written again.
-2. Evidence, outside any transaction (network): the price and the custody balance on-chain, per
-   custody address (as ``dacp evaluate --verify`` reads them).
-3. ONE transaction, holding the locks ``key:<k>``, ``account:<id>`` and ``custody:<asset>:<address>``:
+   (different parameters); nothing is written again (nor verified, but in ``dacp serve``, whose chain reads
+   come first, off the decision worker, and whose idempotency check is ``commit``'s).
+2. Evidence, outside any transaction (network; ``gather``, which touches no ledger row, so that ``dacp serve``
+   runs it on the chain's own pool): the price and the custody balance on-chain, per custody address (as
+   ``dacp evaluate --verify`` reads them).
+3. ONE transaction (``commit``), holding the locks ``key:<k>``, ``account:<id>`` and ``custody:<asset>:<address>``:
+   - the chain again (``_still_on_chain``: the verifier's ``recheck``): a reorg since the reading refuses the
+     credit with reason ``reorg`` (retryable), so nothing is credited against a block that is gone;
    - the newest verified balance per address is stored; if the addresses already carry more credit
      than the chain now shows, the shortfall is flagged and the newest credits reduced first;
    - the decision: ``Engine.decide`` under the bundle in force, with the account's ledger holdings as
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
@@ -40,19 +45,41 @@ from rules.policy.model import Asset
 from rules.values import decimal_text, units_text, utc_text
 
 
+@dataclass
+class Gathered:
+    """What a credit read of the chains before its transaction (``gather``): no ledger row is read for it."""
+
+    asset: Asset
+    qty_raw: int
+    as_of: datetime
+    price: PriceEvidence | None
+    price_error: EvidenceError | None
+    evidence: list[Any]
+    balances: dict[str, int]
+    custody_ev: CustodyEvidence | None
+    verification: dict[str, Any]
+
+
 def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
     """Credit ``req`` (see the module note); the result as stored under its key, with ``replayed``."""
-    asset, qty_raw = _checked(ctx, req)
-    fp = req.fingerprint()
-    done = ctx.replayed(req.idempotency_key, "credit", fp)
+    _checked(ctx, req)
+    done = ctx.replayed(req.idempotency_key, "credit", req.fingerprint())  # a retry: no chain read at all
     if done is not None:
         return done
-    known = ctx.store.account(req.account)
-    if known is not None and known.participant != req.participant:
-        raise InputError(f"account {req.account} belongs to {known.participant}, not {req.participant}", "account")
+    return commit(ctx, req, gather(ctx, req))
 
+
+def gather(ctx: LedgerContext, req: CreditRequest) -> Gathered:
+    """The credit's chain I/O, touching no ledger row: bad input first, then the price and the custody
+    reading. ``dacp serve`` runs it on the chain's own pool and ``commit`` on the decision worker, so a node
+    that hangs stalls its credits, never eligibility."""
+    asset, qty_raw = _checked(ctx, req)
     as_of = req.as_of or ctx.clock()
-    price = ctx.price(asset, req.account)
+    price: PriceEvidence | None = None
+    try:
+        price = ctx.read_price(asset)
+    except EvidenceError as e:  # recorded (an incident) and raised by ``commit``, after the idempotency check
+        return Gathered(asset, qty_raw, as_of, None, e, [], {}, None, {})
     evidence: list[Any] = [price]
     balances: dict[str, int] = {}
     custody_ev: CustodyEvidence | None = None
@@ -67,6 +94,25 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         custody_ev = None
         verification = {"status": "failed", "reason": e.reason, "message": e.message}
     ctx.hook("verified")
+    return Gathered(asset, qty_raw, as_of, price, None, evidence, balances, custody_ev, verification)
+
+
+def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any]:
+    """The credit's ledger part (see the module note) on what ``gather`` read: the idempotency check, then
+    one transaction (where the chain is read once more, before the decision and the commit)."""
+    fp = req.fingerprint()
+    done = ctx.replayed(req.idempotency_key, "credit", fp)
+    if done is not None:
+        return done
+    known = ctx.store.account(req.account)
+    if known is not None and known.participant != req.participant:
+        raise InputError(f"account {req.account} belongs to {known.participant}, not {req.participant}", "account")
+    if g.price_error is not None:
+        ctx.price_failed(g.asset, g.price_error, req.account)
+        raise g.price_error
+    asset, qty_raw, as_of, evidence, balances = g.asset, g.qty_raw, g.as_of, list(g.evidence), g.balances
+    price, custody_ev, verification = g.price, g.custody_ev, g.verification
+    assert price is not None
 
     locks = [f"key:{req.idempotency_key}", f"account:{req.account}"]
     locks += [f"custody:{asset.symbol}:{a}" for a in balances]
@@ -75,6 +121,11 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         done = ctx.replayed(req.idempotency_key, "credit", fp)  # a racing request with the same key won
         if done is not None:
             return done
+        ctx.hook("locked")
+        if custody_ev is not None:  # the chain again, now that no other credit can move these addresses
+            verification = _still_on_chain(ctx, asset, custody_ev) or verification
+            if verification["status"] != "verified":
+                custody_ev, evidence = None, [price]
         account = ctx.store.account(req.account)
         new_account = account is None
         if account is None:  # opened with its first credit
@@ -113,6 +164,20 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         ctx.log.append(_records(ctx, mv, req, asset, account, query, decided, result, at))
         ctx.hook("before_commit")
     return {**result, "replayed": False}
+
+
+def _still_on_chain(ctx: LedgerContext, asset: Asset, ev: CustodyEvidence) -> dict[str, Any] | None:
+    """None if the chain still shows what ``ev`` read (the verifier's ``recheck``: Ethereum, the pinned
+    block's hash; Bitcoin, the tip, hence the UTXO set); else the failed verification (reason ``reorg``, or the
+    node's failure) that refuses the credit. A verifier that cannot recheck refuses too (fail closed)."""
+    recheck = getattr(ctx.verifier, "recheck", None)
+    try:
+        if recheck is None:
+            raise EvidenceError("reorg", "the verifier cannot read the chain again before the commit")
+        recheck(asset, ev)
+    except EvidenceError as e:
+        return {"status": "failed", "reason": e.reason, "message": e.message}
+    return None
 
 
 def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset, account: Account, query: Query,
@@ -159,7 +224,7 @@ def _refusal(req: CreditRequest, asset: Asset, qty_raw: int, verification: Mappi
     """Set ``result["refusal"]`` if the credit must be refused; the incidents that go with it."""
     if verification["status"] != "verified":
         result["refusal"] = {"rule": "custody.onchain-verification", "retryable": True,
-                             "message": verification["message"]}
+                             "reason": verification["reason"], "message": verification["message"]}
         return [Incident(str(uuid.uuid4()), at, failure_kind(verification["reason"]), "warning",
                          f"credit {req.idempotency_key}: custody of {asset.symbol} not verified: "
                          f"{verification['message']}", req.account, asset.symbol,

@@ -31,24 +31,36 @@ def reverify(ctx: LedgerContext, asset: str | None = None) -> dict[str, Any]:
             ev = ctx.verifier.verify(a, sorted(addrs))
             balances = per_address_balances(ev)
         except EvidenceError as e:
-            ctx.incident(failure_kind(e.reason), "warning", f"re-verification of {symbol} failed: {e.message}",
-                         asset=symbol, address=",".join(sorted(addrs)), details={"reason": e.reason})
-            report["failures"].append({"asset": symbol, "reason": e.reason, "message": e.message})
+            _failed(ctx, report, symbol, addrs, e)
             continue
         at = ctx.now_text()
-        with ctx.store.transaction([f"custody:{symbol}:{x}" for x in balances]):
-            mv = Movement(ctx.store)
-            before = {x: allocated(ctx.store, symbol, x) for x in balances}
-            for x, bal in balances.items():
-                newest = record_balance(ctx, mv, a, x, bal, ev, at)
-                report["verified"].append({"asset": symbol, "address": x, "balance": units_text(newest, a.decimals),
-                                           "credited_before": units_text(before[x], a.decimals),
-                                           "block_number": ev.block_number})
-                if newest < before[x]:
-                    report["reductions"].append({"asset": symbol, "address": x,
-                                                 "shortfall": units_text(before[x] - newest, a.decimals)})
-            if mv:  # nothing stored (an older block than the one stored) and nothing reduced: nothing to record
-                ctx.log.append([journal.record("reverification", journal.block(
-                    "reverification", at, mv, asset=symbol, trigger={"operation": "reverify"},
-                    block_number=ev.block_number, block_hash=ev.block_hash))])
+        try:  # a stored block above the one read is asked of the node (a reorg to a shorter chain?)
+            with ctx.store.transaction([f"custody:{symbol}:{x}" for x in balances]):
+                mv = Movement(ctx.store)
+                verified: list[dict[str, Any]] = []
+                reductions: list[dict[str, Any]] = []
+                before = {x: allocated(ctx.store, symbol, x) for x in balances}
+                for x, bal in balances.items():
+                    newest = record_balance(ctx, mv, a, x, bal, ev, at)
+                    verified.append({"asset": symbol, "address": x, "balance": units_text(newest, a.decimals),
+                                     "credited_before": units_text(before[x], a.decimals),
+                                     "block_number": ev.block_number})
+                    if newest < before[x]:
+                        reductions.append({"asset": symbol, "address": x,
+                                           "shortfall": units_text(before[x] - newest, a.decimals)})
+                if mv:  # nothing stored (an older block, still on the chain) and nothing reduced: nothing to record
+                    ctx.log.append([journal.record("reverification", journal.block(
+                        "reverification", at, mv, asset=symbol, trigger={"operation": "reverify"},
+                        block_number=ev.block_number, block_hash=ev.block_hash))])
+            report["verified"] += verified
+            report["reductions"] += reductions
+        except EvidenceError as e:  # nothing of this asset was written (its transaction rolled back)
+            _failed(ctx, report, symbol, addrs, e)
     return report
+
+
+def _failed(ctx: LedgerContext, report: dict[str, Any], symbol: str, addrs: set[str], e: EvidenceError) -> None:
+    """A re-verification that could not be made: an incident, and a line of the report."""
+    ctx.incident(failure_kind(e.reason), "warning", f"re-verification of {symbol} failed: {e.message}",
+                 asset=symbol, address=",".join(sorted(addrs)), details={"reason": e.reason})
+    report["failures"].append({"asset": symbol, "reason": e.reason, "message": e.message})

@@ -45,7 +45,7 @@ def record_balance(ctx: LedgerContext, mv: Movement, asset: Asset, address: str,
     longer covers. Returns the balance of the newest block."""
     store = ctx.store
     stored = store.custody(asset.symbol, address)
-    if stored is None or ev.block_number >= stored.block_number:
+    if stored is None or _supersedes(ctx, asset, stored, ev):
         mv.put_custody(CustodyState(asset.symbol, address, ev.chain, balance, asset.decimals,
                                     ev.block_number, ev.block_hash, at))
         newest = balance
@@ -53,6 +53,23 @@ def record_balance(ctx: LedgerContext, mv: Movement, asset: Asset, address: str,
         newest = stored.balance_raw
     reduce_shortfall(ctx, mv, asset, address, newest, ev, at)
     return newest
+
+
+def _supersedes(ctx: LedgerContext, asset: Asset, stored: CustodyState, ev: CustodyEvidence) -> bool:
+    """Whether the reading ``ev`` replaces the stored balance, by (height, hash), never height alone.
+
+    A higher block, or the same height (the same block, or another fork's block just read from the chain)
+    replaces it. A lower block (a node that lags, or a reorg to a shorter chain) replaces it only if the
+    stored block is no longer on the chain: asked of the node (``verifier.on_chain``), an unreachable node
+    raising ``EvidenceError`` rather than keeping a balance that may have been reorganised away."""
+    if ev.block_number >= stored.block_number:
+        return True
+    on_chain = getattr(ctx.verifier, "on_chain", None)
+    if on_chain is None:
+        raise EvidenceError("reorg", f"block {stored.block_number} of the stored balance at {stored.address} is above "
+                            f"the block read ({ev.block_number}) and the verifier cannot tell whether it is still on "
+                            "the chain")
+    return not on_chain(asset, stored.block_number, stored.block_hash)
 
 
 def reduce_shortfall(ctx: LedgerContext, mv: Movement, asset: Asset, address: str, balance: int,

@@ -217,3 +217,27 @@ def test_credit_runs_on_the_snapshot_it_started_with(client, chain, tmp_path):
     assert svc.credit(before, req)["bundle"] == before.hash
     r = client.post("/v1/credits", json=credit_body(a, "50", "ACC-9"), headers=headers(key="snap-2"))
     assert r.status_code == 201 and r.json()["bundle"] == r.headers["X-Policy-Bundle"] == svc.active.hash
+
+
+def test_service_verify_reads_the_chain_off_the_worker_single_and_batch(tmp_path, chain):
+    """[service] verify: every decision's custody is read on-chain (on the chain's pool, then decided on the
+    worker), single queries and batches alike, with the evidence stored with the decision."""
+    import json
+    from dataclasses import replace
+
+    a = fund(chain, 1_000_000)
+    q = json.loads((ROOT / "examples" / "queries" / "usdc-eligible.json").read_text())
+    q = {**q, "custody": {**q["custody"], "addresses": [a]}}
+    with TestClient(create_app(make_settings(tmp_path, chain), replace(CONFIG, verify=True))) as c:
+        one = c.post("/v1/eligibility", json={**q, "id": "v-1"}, headers=headers("clearing"))
+        batch = c.post("/v1/eligibility/batch", json={"queries": [{**q, "id": "v-2"}, {**q, "id": "v-3",
+                       "custody": {**q["custody"], "addresses": [new_address(chain[0].w3)]}}]},
+                       headers=headers("clearing"))
+    assert one.status_code == 200 and batch.status_code == 200, (one.text, batch.text)
+    d = one.json()
+    assert d["verification"]["status"] == "verified", d
+    custody = next(e for e in d["evidence"] if e["kind"] == "custody")
+    assert custody["raw_balance"] == str(1_000_000 * UNIT) and custody["block_number"] > 0
+    funded, empty = batch.json()["decisions"]
+    assert next(e for e in funded["evidence"] if e["kind"] == "custody")["raw_balance"] == str(1_000_000 * UNIT)
+    assert next(e for e in empty["evidence"] if e["kind"] == "custody")["raw_balance"] == "0"

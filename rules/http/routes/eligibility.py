@@ -57,8 +57,10 @@ async def evaluate_batch(request: Request, who: Principal = Depends(require("eva
                         f"{svc.config.max_batch}")
     queries = _parse_all(items)
 
+    gathered = await svc.gather(active, queries)  # [service] verify: the chains first, on their pools
+
     def decide_and_encode() -> bytes:
-        decisions = svc.decide(active, queries)
+        decisions = svc.decide(active, queries, gathered)
         return b"".join((b'{"decisions":[', b",".join([d.to_json_bytes() for d in decisions]),
                          b'],"policy_bundle":', orjson.dumps(active.hash), b"}"))
 

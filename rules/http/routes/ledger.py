@@ -51,12 +51,12 @@ async def credit(request: Request, idempotency_key: str = Header(alias="Idempote
     active = snapshot(request)
     key = _key(idempotency_key)
     req = CreditBody.parse(await read_json(request, _MAX_CREDIT_BODY)).request(key)
-    result = await anyio.to_thread.run_sync(partial(svc.credit, active, req), limiter=svc.engine_limiter)
+    result = await svc.credit_async(active, req)  # chain I/O on the chain's pool, the commit on the engine thread
     refusal = result.get("refusal") or {}
     if result["status"] != "credited" and refusal.get("retryable"):
         raise HttpError(502, "custody_unverified", f"custody could not be verified on-chain: "
                         f"{refusal.get('message', 'unavailable')}; nothing was credited; retry with the same "
-                        "Idempotency-Key", retryable=True, result=result)
+                        "Idempotency-Key", retryable=True, reason=refusal.get("reason"), result=result)
     status = 201 if result["status"] == "credited" and not result.get("replayed") else 200
     return reply({**result, "policy_bundle": active.hash}, status)
 

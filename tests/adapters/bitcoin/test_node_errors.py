@@ -200,6 +200,9 @@ class FakeNode:
             return ok(result, rid)
         if method == "getbestblockhash":
             return ok(_hash(self.height), rid)
+        if method == "validateaddress":  # the node's reading of the address: the script custody is keyed by
+            script = validate_address(params[0], "regtest").script_pubkey.hex()
+            return ok({"isvalid": True, "address": params[0], "scriptPubKey": script}, rid)
         if method == "getblockheader":
             h = int(params[0], 16)
             return ok({"hash": params[0], "height": h, "time": 1_700_000_000 + h, "confirmations": 1}, rid)
@@ -234,8 +237,9 @@ def test_fake_node_gives_evidence(serve: Callable[[Responder], StubServer]) -> N
     ev = verify(s.url)
     assert ev.raw_balance == 100000001 + 50000000
     assert [r["amount_sat"] for r in ev.details["too_few_confirmations"]] == ["25000000"]
-    assert s.methods() == ["getblockchaininfo", "scantxoutset", "getbestblockhash", "getblockheader"]
-    assert s.calls[1].params == ["start", [f"addr({A})", f"addr({B})"]]
+    assert s.methods() == ["getblockchaininfo", "validateaddress", "validateaddress", "scantxoutset",
+                           "getbestblockhash", "getblockheader"]
+    assert s.calls[3].params == ["start", [f"addr({A})", f"addr({B})"]]
 
 
 # ---------------------------------------------------------------------------------------- Bitcoin Core's error shapes
@@ -462,3 +466,19 @@ def test_output_for_a_script_not_asked_for_is_refused(serve: Callable[[Responder
     with pytest.raises(EvidenceError) as e:
         verify(serve(node).url)
     assert e.value.reason == "bad_response"
+
+
+def test_a_node_that_reads_an_address_as_another_script_is_refused(serve: Callable[[Responder], StubServer]) -> None:
+    """Custody is keyed by the output script: the node's ``validateaddress`` must agree with the decoding here."""
+    fake = FakeNode()
+
+    def responder(method: str, params: list[Any], rid: Any) -> Reply:
+        if method == "validateaddress" and params[0] == B:
+            return ok({"isvalid": True, "address": B, "scriptPubKey": "0014" + "00" * 20}, rid)
+        return fake(method, params, rid)
+
+    s = serve(responder)
+    with pytest.raises(EvidenceError) as e:
+        verify(s.url)
+    assert e.value.reason == "bad_response" and "decodes" in e.value.message
+    assert "scantxoutset" not in s.methods()  # nothing scanned
