@@ -227,9 +227,10 @@ class Dacp:
     def margin_import(self, path: Path, ledger: str | None = None) -> dict[str, Any]:
         """Import a requirements file (CSV or JSON: ``rules.margin.inputs``); one log entry."""
         from rules.margin.inputs import parse_file
+        from rules.margin.policy import margin_policy
 
-        book = self.margin_book(ledger)
-        return book.import_requirements(parse_file(path, book.policy))
+        parsed = parse_file(path, margin_policy(self.bundle))  # every record checked before the ledger is opened
+        return self.margin_book(ledger).import_requirements(parsed)
 
     def margin_coverage(self, account: str | None = None, as_of: Any = None,
                         ledger: str | None = None) -> list["Coverage"]:
