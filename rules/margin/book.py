@@ -23,9 +23,9 @@ from rules.margin.policy import MarginPolicy, margin_doc, margin_policy
 from rules.margin.records import Call
 from rules.margin.release import free_quantities
 from rules.margin.store import MarginStore
-from rules.margin.valuation import value
+from rules.margin.valuation import usd, value
 from rules.policy.model import Bundle
-from rules.values import decimal_text, now_utc, utc_text
+from rules.values import now_utc, utc_text
 
 ZERO = Decimal(0)
 
@@ -109,9 +109,9 @@ class MarginBook:
         cov = self.coverage(account)[0]
         positions = self.ledger.positions(account=account)
         limit = cov.excess_usd if cov.has_requirement else None
-        return {"account": account, "status": cov.status, "requirement_usd": decimal_text(cov.requirement_usd),
-                "collateral_usd": decimal_text(cov.collateral_usd),
-                "free_usd": decimal_text(cov.excess_usd if cov.has_requirement else cov.collateral_usd),
+        return {"account": account, "status": cov.status, "requirement_usd": usd(cov.requirement_usd),
+                "collateral_usd": usd(cov.collateral_usd),
+                "free_usd": usd(cov.excess_usd if cov.has_requirement else cov.collateral_usd),
                 "assets": free_quantities(positions, limit)}
 
     def check_withdrawal(self, account: str) -> None:
@@ -120,10 +120,10 @@ class MarginBook:
         cov = self.coverage(account)[0]
         if cov.has_requirement and cov.deficit_usd > 0:
             raise MarginError(
-                f"account {account} would be under-margined by {decimal_text(cov.deficit_usd)} USD "
-                f"(collateral {decimal_text(cov.collateral_usd)} USD against a requirement of "
-                f"{decimal_text(cov.requirement_usd)} USD); nothing was withdrawn (dacp margin free --account "
-                f"{account} says what may be)", account=account, deficit_usd=decimal_text(cov.deficit_usd))
+                f"account {account} would be under-margined by {usd(cov.deficit_usd)} USD "
+                f"(collateral {usd(cov.collateral_usd)} USD against a requirement of "
+                f"{usd(cov.requirement_usd)} USD); nothing was withdrawn (dacp margin free --account "
+                f"{account} says what may be)", account=account, deficit_usd=usd(cov.deficit_usd))
 
 
 def withdrawal_guard(bundle: Bundle, store: LedgerStore) -> Callable[[str], None] | None:

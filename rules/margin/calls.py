@@ -23,7 +23,8 @@ from typing import Any, Sequence
 from rules.margin.coverage import Coverage
 from rules.margin.policy import Calendar, MarginPolicy
 from rules.margin.records import Call
-from rules.values import decimal_text, utc_text
+from rules.margin.valuation import usd
+from rules.values import utc_text
 
 ZERO = Decimal(0)
 
@@ -61,8 +62,8 @@ def deadline(policy: MarginPolicy, dcos: Sequence[str], issued: datetime) -> dat
 
 
 def summary(c: Coverage) -> dict[str, Any]:
-    return {"requirement_usd": decimal_text(c.requirement_usd), "collateral_usd": decimal_text(c.collateral_usd),
-            "deficit_usd": decimal_text(c.deficit_usd), "excess_usd": decimal_text(c.excess_usd),
+    return {"requirement_usd": usd(c.requirement_usd), "collateral_usd": usd(c.collateral_usd),
+            "deficit_usd": usd(c.deficit_usd), "excess_usd": usd(c.excess_usd),
             "requirements": c.requirements, "cross_margin": c.reductions}
 
 
@@ -77,11 +78,11 @@ def steps(policy: MarginPolicy, cov: Coverage, open_call: Call | None, now: date
         day = max(date.fromisoformat(r["business_day"]) for r in cov.requirements)
         call = Call(new_id, cov.account, day, round_call(policy, cov.deficit_usd), cov.deficit_usd, at,
                     utc_text(due, "seconds"), "open")
-        return [("issued", call, {"rule": policy.id, "minimum_call_usd": decimal_text(policy.minimum_call_usd),
-                                  "rounding_usd": decimal_text(policy.rounding_usd)})]
+        return [("issued", call, {"rule": policy.id, "minimum_call_usd": usd(policy.minimum_call_usd),
+                                  "rounding_usd": usd(policy.rounding_usd)})]
     if cov.deficit_usd <= 0:
         if delivered > 0:
-            return [("met", _close(open_call, "met", at), {"delivered_usd": decimal_text(delivered)})]
+            return [("met", _close(open_call, "met", at), {"delivered_usd": usd(delivered)})]
         return [("withdrawn", _close(open_call, "withdrawn", at), {"delivered_usd": "0"})]
     out = []
     due = datetime.fromisoformat(open_call.deadline.replace("Z", "+00:00"))

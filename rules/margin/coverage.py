@@ -25,8 +25,8 @@ from typing import Any, Iterable, Mapping
 from rules.ledger.store import LedgerStore
 from rules.margin.policy import MarginPolicy
 from rules.margin.records import OffLedger, Requirement
-from rules.margin.valuation import Valued, value
-from rules.values import decimal_text, utc_text
+from rules.margin.valuation import Valued, usd, value
+from rules.values import utc_text
 
 ZERO = Decimal(0)
 
@@ -69,13 +69,13 @@ class Coverage:
 
     def to_json(self) -> dict[str, Any]:
         return {"account": self.account, "as_of": self.as_of, "status": self.status,
-                "requirement_usd": decimal_text(self.requirement_usd), "requirements": self.requirements,
+                "requirement_usd": usd(self.requirement_usd), "requirements": self.requirements,
                 "cross_margin": self.reductions,
-                "ledger_collateral_usd": decimal_text(self.ledger_usd),
-                "offledger_collateral_usd": decimal_text(self.offledger_usd),
+                "ledger_collateral_usd": usd(self.ledger_usd),
+                "offledger_collateral_usd": usd(self.offledger_usd),
                 "offledger": [v.to_json() for v in self.offledger],
-                "collateral_usd": decimal_text(self.collateral_usd),
-                "excess_usd": decimal_text(self.excess_usd), "deficit_usd": decimal_text(self.deficit_usd)}
+                "collateral_usd": usd(self.collateral_usd),
+                "excess_usd": usd(self.excess_usd), "deficit_usd": usd(self.deficit_usd)}
 
 
 def ledger_values(store: LedgerStore, as_of: datetime | None, account: str | None = None) -> dict[str, Decimal]:
@@ -120,8 +120,8 @@ def coverage(policy: MarginPolicy, ledger: Mapping[str, Decimal], reqs: Mapping[
             cut = (reductions or {}).get((acct, r.dco))
             due = r.requirement_usd - (cut.amount_usd if cut is not None else ZERO)
             rows.append({"dco": r.dco, "business_day": r.business_day.isoformat(),
-                         "requirement_usd": decimal_text(r.requirement_usd), "net_of_offsets": r.net_of_offsets,
-                         "counted_requirement_usd": decimal_text(due)})
+                         "requirement_usd": usd(r.requirement_usd), "net_of_offsets": r.net_of_offsets,
+                         "counted_requirement_usd": usd(due)})
             if cut is not None:
                 cuts.append(cut.to_json())
             total += due

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from rules.ledger.amounts import cents
 from rules.ledger.records import Position
-from rules.values import decimal_text, units_text
+from rules.margin.valuation import usd
+from rules.values import units_text
 
 ZERO = Decimal(0)
 
@@ -58,7 +59,7 @@ def free_quantities(positions: Sequence[Position], limit: Decimal | None) -> lis
         raw = free_raw(ps, limit)
         decimals = ps[0].decimals
         out.append({"asset": asset, "quantity": units_text(sum(p.quantity_raw for p in ps), decimals),
-                    "collateral_value_usd": decimal_text(sum((p.collateral_value_usd for p in ps), ZERO)),
+                    "collateral_value_usd": usd(sum((p.collateral_value_usd for p in ps), ZERO)),
                     "free_quantity": units_text(raw, decimals),
-                    "free_value_usd": decimal_text(removed(ps, raw))})
+                    "free_value_usd": usd(removed(ps, raw))})
     return out

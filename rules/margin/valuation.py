@@ -20,6 +20,11 @@ def cents_down(x: Decimal) -> Decimal:
     return x.quantize(CENT, rounding=ROUND_DOWN)
 
 
+def usd(x: Decimal) -> str:
+    """Money as text with its cents (every margin amount has at most two places: exact)."""
+    return decimal_text(x.quantize(CENT))
+
+
 def months_between(start: date, end: date) -> int:
     """Whole months from ``start`` to ``end`` (a month counts once its day is reached)."""
     months = (end.year - start.year) * 12 + (end.month - start.month)
@@ -37,8 +42,8 @@ class Valued:
 
     def to_json(self) -> dict[str, str | None]:
         return {"holding": self.holding.holding, "class": self.holding.cls, "cusip": self.holding.cusip,
-                "market_value_usd": decimal_text(self.market_value_usd), "haircut": decimal_text(self.haircut),
-                "counted_usd": decimal_text(self.counted_usd), "rule": self.rule, "note": self.note}
+                "market_value_usd": usd(self.market_value_usd), "haircut": decimal_text(self.haircut),
+                "counted_usd": usd(self.counted_usd), "rule": self.rule, "note": self.note}
 
 
 def bucket_haircut(s: Schedule, months: int) -> tuple[Decimal, str]:
