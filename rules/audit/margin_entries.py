@@ -2,7 +2,8 @@
 
 - ``margin.requirement``: one import of a requirements file (``dacp margin import``, ``POST
   /v1/margin/requirements``): the file's name and sha256, and every requirement row and off-ledger
-  collateral row it stored, exactly as stored (money as exact decimal text, never a float);
+  collateral row it stored and every cross-margin profile, exactly as stored (money as exact decimal text,
+  never a float);
 - ``margin.call``: one step of a margin call (``issued``, ``met``, ``withdrawn``, ``escalated``) with the call
   as it stands after the step and the coverage that caused it.
 
@@ -22,18 +23,19 @@ READS = (1,)
 IMPORT_KIND = "margin.requirement"
 CALL_KIND = "margin.call"
 CALL_STEPS = ("issued", "met", "withdrawn", "escalated")
-_REQ_FIELDS = ("account", "dco", "business_day", "requirement_usd", "net_of_offsets")
+_REQ_FIELDS = ("account", "dco", "business_day", "requirement_usd", "net_of_offsets", "cross_margin_reduction_usd")
 _COL_FIELDS = ("account", "holding", "class", "amount_usd", "face_value_usd", "price_pct", "maturity", "cusip", "as_of")
 _CALL_FIELDS = ("call_id", "account", "business_day", "amount_usd", "deficit_usd", "issued_at", "deadline", "status",
                 "level", "closed_at")
 
 
 def import_body(at: str, source: str, sha256: str, requirements: Sequence[Mapping[str, Any]],
-                collateral: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                collateral: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The body of a ``margin.requirement`` leaf (rows as ``rules.margin.store`` stores them)."""
     return {"margin": {"version": VERSION, "operation": "import", "at": at, "source": source, "sha256": sha256,
                        "requirements": [{k: r[k] for k in _REQ_FIELDS} for r in requirements],
-                       "collateral": [{k: c.get(k) for k in _COL_FIELDS} for c in collateral]}}
+                       "collateral": [{k: c.get(k) for k in _COL_FIELDS} for c in collateral],
+                       "cross_margin": [dict(p) for p in profiles]}}
 
 
 def call_body(at: str, step: str, call: Mapping[str, Any], coverage: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,6 +63,9 @@ def read_import(body: Mapping[str, Any], where: str) -> dict[str, Any]:
         rows = b.get(part)
         if not isinstance(rows, list) or not all(isinstance(r, dict) and set(r) == set(fields) for r in rows):
             raise StorageError(f"{where}: its {part} do not have the layout of version 1")
+    if not isinstance(b.get("cross_margin"), list) or not all(isinstance(p, dict) and isinstance(p.get("account"), str)
+                                                              for p in b["cross_margin"]):
+        raise StorageError(f"{where}: its cross-margin profiles do not have the layout of version 1")
     return b
 
 

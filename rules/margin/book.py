@@ -17,6 +17,8 @@ from rules.engine.ids import new_id
 from rules.errors import MarginError
 from rules.ledger.store import LedgerStore
 from rules.margin import calls as calling
+from rules.engine.cross_margin import cross_margin
+from rules.margin.cross import reductions
 from rules.margin.coverage import Coverage, coverage, latest_requirements, ledger_values
 from rules.margin.inputs import Parsed
 from rules.margin.policy import MarginPolicy, margin_doc, margin_policy
@@ -36,6 +38,7 @@ class MarginBook:
     def __init__(self, bundle: Bundle, store: LedgerStore, *, clock: Callable[[], datetime] = now_utc):
         self.bundle = bundle
         self.policy: MarginPolicy = margin_policy(bundle)
+        self.cross = cross_margin(bundle)
         self.ledger = store
         self.store = MarginStore(store)
         self.log = DecisionLog(database=store.db)
@@ -51,14 +54,18 @@ class MarginBook:
                 self.store.put_requirement(r.__class__(**{**r.__dict__, "import_id": import_id, "imported_at": at}))
             for c in parsed.collateral:
                 self.store.put_offledger(c, import_id)
-            accounts = sorted({r.account for r in parsed.requirements} | {c.account for c in parsed.collateral})
+            for p in parsed.profiles:
+                self.store.put_profile(p, import_id)
+            accounts = sorted({r.account for r in parsed.requirements} | {c.account for c in parsed.collateral}
+                              | {p["account"] for p in parsed.profiles})
             self.store.add_event(import_id, at, "import", None, {"source": parsed.source, "sha256": parsed.sha256,
                                                                  "accounts": accounts})
             self.log.append([(IMPORT_KIND, import_id, self.bundle, import_body(
                 at, parsed.source, parsed.sha256, [r.row() for r in parsed.requirements],
-                [c.row() for c in parsed.collateral]))])
+                [c.row() for c in parsed.collateral], parsed.profiles))])
         return {"import_id": import_id, "recorded_at": at, "source": parsed.source, "sha256": parsed.sha256,
-                "requirements": len(parsed.requirements), "collateral": len(parsed.collateral), "accounts": accounts}
+                "requirements": len(parsed.requirements), "collateral": len(parsed.collateral),
+                "cross_margin": len(parsed.profiles), "accounts": accounts}
 
     # -- coverage ----------------------------------------------------------------------------------
     def coverage(self, account: str | None = None, as_of: datetime | None = None) -> list[Coverage]:
@@ -68,7 +75,8 @@ class MarginBook:
         reqs = latest_requirements(self.store.requirements(account, until=day))
         ledger = ledger_values(self.ledger, as_of, account)
         held = self.store.offledger(account)
-        return coverage(self.policy, ledger, reqs, held, day, utc_text(when, "seconds"), None,
+        cuts = reductions(self.cross, reqs, self.store.profiles(account))
+        return coverage(self.policy, ledger, reqs, held, day, utc_text(when, "seconds"), cuts,
                         [account] if account is not None else None)
 
     # -- calls -------------------------------------------------------------------------------------

@@ -31,7 +31,11 @@ from rules.margin.policy import MarginPolicy
 from rules.margin.records import OffLedger, Requirement
 from rules.values import decimal_value, identifier
 
-REQUIREMENT_FIELDS = ("account", "dco", "business_day", "requirement_usd", "net_of_offsets")
+REQUIREMENT_FIELDS = ("account", "dco", "business_day", "requirement_usd", "net_of_offsets",
+                      "cross_margin_reduction_usd")
+PROFILE_FIELDS = ("account", "agreement_on_file", "agreement_id", "designated", "futures", "cash_treasuries")
+FUTURE_FIELDS = ("contract", "dco", "quantity")
+CASH_FIELDS = ("cusip", "cleared_by", "face_value_usd")
 COLLATERAL_FIELDS = ("account", "holding", "class", "as_of", "amount_usd", "face_value_usd", "price_pct", "maturity",
                      "cusip")
 CLASSES = ("cash", "us-treasury")
@@ -42,7 +46,9 @@ MAX_USD_DIGITS = 15
 class Parsed:
     """What a file holds, checked: its requirements and off-ledger collateral, its name and sha256."""
 
-    def __init__(self, source: str, sha256: str, requirements: list[Requirement], collateral: list[OffLedger]):
+    def __init__(self, source: str, sha256: str, requirements: list[Requirement], collateral: list[OffLedger],
+                 profiles: list[dict[str, Any]] | None = None):
+        self.profiles = profiles or []
         self.source = source
         self.sha256 = sha256
         self.requirements = requirements
@@ -85,8 +91,49 @@ def requirement(rec: dict[str, Any], where: str, policy: MarginPolicy) -> Requir
     if not cal.is_business_day(day):
         raise InputError(f"{day} is not a business day of {dco} (a weekend or one of its holidays)",
                          f"{where}: business_day")
+    cut = rec.get("cross_margin_reduction_usd")
     return Requirement(account, dco, day, _usd(rec["requirement_usd"], f"{where}: requirement_usd"),
-                       _flag(rec.get("net_of_offsets"), f"{where}: net_of_offsets"))
+                       _flag(rec.get("net_of_offsets"), f"{where}: net_of_offsets"),
+                       Decimal(0) if cut in (None, "") else _usd(cut, f"{where}: cross_margin_reduction_usd"))
+
+
+def _fields(rec: Any, fields: tuple[str, ...], where: str, what: str) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise InputError(f"must be an object ({what})", where)
+    unknown = sorted(set(rec) - set(fields))
+    if unknown:
+        raise InputError(f"unknown field(s) {', '.join(unknown)} ({what} has {', '.join(fields)})", where)
+    return rec
+
+
+def profile(rec: Any, where: str) -> dict[str, Any]:
+    """A cross-margin profile, checked and normalised (facts the programme's rules read: rules.engine.cross_margin)."""
+    rec = _fields(rec, PROFILE_FIELDS, where, "a cross-margin profile")
+    out: dict[str, Any] = {"account": identifier(rec.get("account"), f"{where}: account")}
+    for f in ("agreement_on_file", "designated"):
+        if not isinstance(rec.get(f), bool):
+            raise InputError("must be true or false", f"{where}: {f}")
+        out[f] = rec[f]
+    if rec.get("agreement_id") is not None:
+        out["agreement_id"] = identifier(rec["agreement_id"], f"{where}: agreement_id")
+    futures = []
+    for i, f in enumerate(rec.get("futures") or []):
+        w = f"{where}: futures[{i}]"
+        f = _fields(f, FUTURE_FIELDS, w, "a futures position")
+        q = f.get("quantity")
+        neg = isinstance(q, str) and q.startswith("-")
+        size = decimal_value(q[1:] if neg else q, f"{w}: quantity", int_digits=12, fraction_digits=0)
+        futures.append({"contract": identifier(f.get("contract"), f"{w}: contract"),
+                        "dco": identifier(f.get("dco"), f"{w}: dco"), "quantity": ("-" if neg else "") + str(size)})
+    cash = []
+    for i, t in enumerate(rec.get("cash_treasuries") or []):
+        w = f"{where}: cash_treasuries[{i}]"
+        t = _fields(t, CASH_FIELDS, w, "a cash Treasury position")
+        cash.append({"cusip": identifier(t.get("cusip"), f"{w}: cusip"),
+                     "cleared_by": identifier(t.get("cleared_by"), f"{w}: cleared_by"),
+                     "face_value_usd": str(_usd(t.get("face_value_usd"), f"{w}: face_value_usd"))})
+    out["futures"], out["cash_treasuries"] = futures, cash
+    return out
 
 
 def collateral(rec: dict[str, Any], where: str) -> OffLedger:
@@ -150,16 +197,19 @@ def parse_text(text: str, name: str, policy: MarginPolicy) -> Parsed:
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     reqs: list[Requirement] = []
     cols: list[OffLedger] = []
+    profiles: list[dict[str, Any]] = []
     if text.lstrip().startswith("{"):
         try:
             doc = json.loads(text, parse_float=Decimal)  # a number is refused by its field: money is text
         except json.JSONDecodeError as e:
             raise InputError(f"not valid JSON: {e.msg}", f"{name}:{e.lineno}:{e.colno}") from None
-        unknown = sorted(set(doc) - {"requirements", "collateral"}) if isinstance(doc, dict) else ["a non-object"]
+        unknown = (sorted(set(doc) - {"requirements", "collateral", "cross_margin"}) if isinstance(doc, dict)
+                   else ["a non-object"])
         if unknown or not doc:
-            raise InputError("a requirements file holds \"requirements\" and/or \"collateral\" (lists of objects)"
+            raise InputError("a requirements file holds \"requirements\", \"collateral\" and/or \"cross_margin\" "
+                             "(lists of objects)"
                              + (f", not {', '.join(unknown)}" if unknown else ""), name)
-        for part in ("requirements", "collateral"):
+        for part in ("requirements", "collateral", "cross_margin"):
             items = doc.get(part, [])
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise InputError("must be a list of objects", f"{name}: {part}")
@@ -167,8 +217,10 @@ def parse_text(text: str, name: str, policy: MarginPolicy) -> Parsed:
                 where = f"{name}: {part}[{i}]"
                 if part == "requirements":
                     reqs.append(requirement(rec, where, policy))
-                else:
+                elif part == "collateral":
                     cols.append(collateral(rec, where))
+                else:
+                    profiles.append(profile(rec, where))
     else:
         kind, rows = _csv_records(text, name)
         for where, rec in rows:
@@ -185,9 +237,11 @@ def parse_text(text: str, name: str, policy: MarginPolicy) -> Parsed:
     held = {(c.account, c.holding) for c in cols}
     if len(held) != len(cols):
         raise InputError("a holding of an account is given twice", name)
-    if not reqs and not cols:
-        raise InputError("the file holds no requirement and no collateral", name)
-    return Parsed(name, sha, reqs, cols)
+    if len({p["account"] for p in profiles}) != len(profiles):
+        raise InputError("a cross-margin profile of an account is given twice", name)
+    if not reqs and not cols and not profiles:
+        raise InputError("the file holds no requirement, collateral or cross-margin profile", name)
+    return Parsed(name, sha, reqs, cols, profiles)
 
 
 def parse_file(path: Path, policy: MarginPolicy) -> Parsed:

@@ -20,12 +20,14 @@ class Requirement:
     business_day: date
     requirement_usd: Decimal
     net_of_offsets: bool
+    cross_margin_reduction_usd: Decimal = Decimal(0)  # the DCO's reduction, if the account qualifies
     import_id: str = ""
     imported_at: str = ""
 
     def row(self) -> dict[str, Any]:
         return {"account": self.account, "dco": self.dco, "business_day": self.business_day.isoformat(),
-                "requirement_usd": decimal_text(self.requirement_usd), "net_of_offsets": self.net_of_offsets}
+                "requirement_usd": decimal_text(self.requirement_usd), "net_of_offsets": self.net_of_offsets,
+                "cross_margin_reduction_usd": decimal_text(self.cross_margin_reduction_usd)}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ Money is exact decimal TEXT, never a float; days are ``YYYY-MM-DD``, times RFC 3
                 offsets), the import that stored it; a later import of the same key replaces it
   collateral    (account, holding) -> collateral held off the ledger: cash (amount) or a US Treasury
                 (CUSIP, face value, price in percent of face, maturity); a later import replaces it
+  cross_profiles  account -> its cross-margin profile (agreement, designation, futures and cash Treasury
+                positions: ``rules.engine.cross_margin``); a later import replaces it
   calls         margin calls and where they stand (open, met, withdrawn; escalation level)
   events        the margin journal: every import and every call step, append-only (triggers refuse
                 UPDATE and DELETE, and TRUNCATE on PostgreSQL), beside the log's leaf of the same id
@@ -19,12 +21,15 @@ META_KEY = "margin_schema_version"  # in ledger_meta
 COMMON = [
     """CREATE TABLE IF NOT EXISTS margin_requirements (
         account TEXT NOT NULL, dco TEXT NOT NULL, business_day TEXT NOT NULL, requirement_usd TEXT NOT NULL,
-        net_of_offsets TEXT NOT NULL, import_id TEXT NOT NULL, imported_at TEXT NOT NULL,
+        net_of_offsets TEXT NOT NULL, cross_margin_reduction_usd TEXT NOT NULL, import_id TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
         PRIMARY KEY (account, dco, business_day))""",
     """CREATE TABLE IF NOT EXISTS margin_collateral (
         account TEXT NOT NULL, holding TEXT NOT NULL, class TEXT NOT NULL, amount_usd TEXT,
         face_value_usd TEXT, price_pct TEXT, maturity TEXT, cusip TEXT, as_of TEXT NOT NULL,
         import_id TEXT NOT NULL, PRIMARY KEY (account, holding))""",
+    """CREATE TABLE IF NOT EXISTS margin_cross_profiles (
+        account TEXT PRIMARY KEY, profile TEXT NOT NULL, import_id TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS margin_calls (
         call_id TEXT PRIMARY KEY, account TEXT NOT NULL, business_day TEXT NOT NULL, amount_usd TEXT NOT NULL,
         deficit_usd TEXT NOT NULL, issued_at TEXT NOT NULL, deadline TEXT NOT NULL, status TEXT NOT NULL,

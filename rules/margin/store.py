@@ -50,9 +50,10 @@ class MarginStore:
         self.db.execute("DELETE FROM margin_requirements WHERE account = ? AND dco = ? AND business_day = ?",
                         (r.account, r.dco, r.business_day.isoformat()))
         row = r.row()
-        self.db.execute("INSERT INTO margin_requirements VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO margin_requirements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (r.account, r.dco, row["business_day"], row["requirement_usd"],
-                         "true" if r.net_of_offsets else "false", r.import_id, r.imported_at))
+                         "true" if r.net_of_offsets else "false", row["cross_margin_reduction_usd"], r.import_id,
+                         r.imported_at))
 
     def requirements(self, account: str | None = None, until: date | None = None) -> list[Requirement]:
         """Requirements (of ``account``), on business days up to ``until`` (inclusive), oldest first."""
@@ -63,10 +64,12 @@ class MarginStore:
         if until is not None:
             where.append("business_day <= ?")
             params.append(until.isoformat())
-        sql = ("SELECT account, dco, business_day, requirement_usd, net_of_offsets, import_id, imported_at "
+        sql = ("SELECT account, dco, business_day, requirement_usd, net_of_offsets, cross_margin_reduction_usd, "
+               "import_id, imported_at "
                "FROM margin_requirements" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY account, dco, business_day")
-        return [Requirement(r[0], r[1], date.fromisoformat(r[2]), Decimal(r[3]), r[4] == "true", r[5], r[6])
+        return [Requirement(r[0], r[1], date.fromisoformat(r[2]), Decimal(r[3]), r[4] == "true", Decimal(r[5]), r[6],
+                            r[7])
                 for r in self.db.execute(sql, params).fetchall()]
 
     # -- off-ledger collateral ---------------------------------------------------------------------
@@ -84,6 +87,16 @@ class MarginStore:
         return [OffLedger(r[0], r[1], r[2], date.fromisoformat(r[3]), _d(r[4]), _d(r[5]), _d(r[6]), _day(r[7]), r[8],
                           r[9])
                 for r in self.db.execute(sql, [account] if account is not None else []).fetchall()]
+
+    # -- cross-margin profiles ---------------------------------------------------------------------
+    def put_profile(self, profile: dict[str, Any], import_id: str) -> None:
+        self.db.execute("DELETE FROM margin_cross_profiles WHERE account = ?", (profile["account"],))
+        self.db.execute("INSERT INTO margin_cross_profiles VALUES (?, ?, ?)",
+                        (profile["account"], json.dumps(profile, sort_keys=True), import_id))
+
+    def profiles(self, account: str | None = None) -> dict[str, dict[str, Any]]:
+        sql = "SELECT account, profile FROM margin_cross_profiles" + (" WHERE account = ?" if account else "")
+        return {r[0]: json.loads(r[1]) for r in self.db.execute(sql, [account] if account else []).fetchall()}
 
     # -- calls -------------------------------------------------------------------------------------
     _CALL = "call_id, account, business_day, amount_usd, deficit_usd, issued_at, deadline, status, level, closed_at"

@@ -49,7 +49,8 @@ def test_coverage_calls_and_release_on_the_real_ledger(ledger, chain):
     leaf = ledger.log.get(r["import_id"])
     assert leaf.kind == "margin.requirement"
     assert read_import(leaf.body, "t")["requirements"][0] == {
-        "account": "ACC-1", "dco": "CME", "business_day": day, "requirement_usd": "450000.00", "net_of_offsets": True}
+        "account": "ACC-1", "dco": "CME", "business_day": day, "requirement_usd": "450000.00", "net_of_offsets": True,
+        "cross_margin_reduction_usd": "0"}
 
     cov = book.coverage("ACC-1")[0]
     assert (cov.ledger_usd, cov.requirement_usd, cov.deficit_usd) == (
@@ -116,3 +117,35 @@ def test_a_call_withdrawn_when_coverage_comes_back_and_escalated_when_not(ledger
     events = [k for _, _, k, _, _ in book.store.events()]
     assert events.count("import") == 2 and events.count("call.escalated") == 2
     assert ledger.log.verify().ok
+
+
+def _profile(account: str, **kw) -> dict:
+    return {"account": account, "agreement_on_file": True, "designated": True, "agreement_id": f"XM-{account}",
+            "futures": [{"contract": "ZN", "dco": "CME", "quantity": "-120"}],
+            "cash_treasuries": [{"cusip": "91282CJL6", "cleared_by": "FICC", "face_value_usd": "12000000.00"}], **kw}
+
+
+def test_the_cross_margin_reduction_applies_only_where_the_rules_say_and_names_its_decision(ledger):
+    import json
+
+    book = _book(ledger)
+    day = _business_day(book)
+    doc = {"requirements": [
+        {"account": a, "dco": "CME", "business_day": day, "requirement_usd": "1000000.00",
+         "cross_margin_reduction_usd": "300000.00"} for a in ("XM-1", "XM-2", "XM-3")],
+        "cross_margin": [_profile("XM-1"), _profile("XM-2", designated=False)]}
+    r = book.import_requirements(parse_text(json.dumps(doc), "xm.json", book.policy))
+    assert r["cross_margin"] == 2
+    assert [p["account"] for p in read_import(ledger.log.get(r["import_id"]).body, "t")["cross_margin"]] == ["XM-1", "XM-2"]
+    cov = {c.account: c for c in book.coverage()}
+    assert cov["XM-1"].requirement_usd == Decimal("700000.00")  # eligible: the DCO's reduction applies
+    cut = cov["XM-1"].to_json()["cross_margin"][0]
+    assert cut["programme"] == "cme-ficc-customer-cross-margin" and cut["applied_usd"] == "300000.00"
+    assert [x["rule"] for x in cut["decision"]["reasons"]] == [
+        "xm.agreement-on-file", "xm.account-designated", "xm.eligible-futures", "xm.ficc-cash-treasuries"]
+    assert all(x["policy"]["file"] == "margin.yaml" and x["policy"]["line"] for x in cut["decision"]["reasons"])
+    assert cov["XM-2"].requirement_usd == Decimal("1000000.00")  # not designated: no reduction, and why
+    assert cov["XM-2"].to_json()["cross_margin"][0]["decision"]["failed_rules"] == ["xm.account-designated"]
+    assert cov["XM-3"].to_json()["cross_margin"][0]["decision"]["failed_rules"] == [  # no profile: fail closed
+        "xm.agreement-on-file", "xm.account-designated", "xm.eligible-futures", "xm.ficc-cash-treasuries"]
+    assert cov["XM-1"].to_json()["requirements"][0]["counted_requirement_usd"] == "700000.00"
