@@ -19,7 +19,7 @@ from rules.ledger.store import LedgerStore
 from rules.margin import calls as calling
 from rules.engine.cross_margin import cross_margin
 from rules.margin.cross import reductions
-from rules.margin.coverage import Coverage, coverage, latest_requirements, ledger_values
+from rules.margin.coverage import Coverage, coverage, latest_requirements
 from rules.margin.inputs import Parsed
 from rules.margin.policy import MarginPolicy, margin_doc, margin_policy
 from rules.margin.records import Call
@@ -73,7 +73,7 @@ class MarginBook:
         when = as_of or self.clock()
         day = when.date()
         reqs = latest_requirements(self.store.requirements(account, until=day))
-        ledger = ledger_values(self.ledger, as_of, account)
+        ledger = self.store.counted_values(None if as_of is None else utc_text(as_of, "microseconds"), account)
         held = self.store.offledger(account)
         cuts = reductions(self.cross, reqs, self.store.profiles(account))
         return coverage(self.policy, ledger, reqs, held, day, utc_text(when, "seconds"), cuts,
@@ -87,12 +87,17 @@ class MarginBook:
         """Take every step the coverage now (or at ``as_of``) calls for; the steps taken, in order."""
         now = as_of or self.clock()
         done = []
+        open_now = {c.account: c for c in self.store.calls(status="open")}
         for cov in self.coverage(as_of=as_of):
+            current = open_now.get(cov.account)
+            if current is None and (cov.deficit_usd <= 0 or cov.deficit_usd < self.policy.minimum_call_usd):
+                continue  # nothing to do: no transaction
             with self.store.db.transaction([f"margin:{cov.account}"]):
-                open_calls = self.store.calls(cov.account, "open")
+                open_calls = self.store.calls(cov.account, "open")  # again, under the account's lock
                 current = open_calls[-1] if open_calls else None
                 delivered = self._delivered(cov.account, current.issued_at, now.date()) if current else ZERO
-                for step, call, extra in calling.steps(self.policy, cov, current, now, delivered, new_id()):
+                todo = calling.steps(self.policy, cov, current, now, delivered, new_id())
+                for step, call, extra in todo:
                     at = utc_text(now, "microseconds")
                     self.store.put_call(call)
                     event = new_id()
@@ -105,9 +110,8 @@ class MarginBook:
     def _delivered(self, account: str, since: str, day: Any) -> Decimal:
         """Collateral delivered to ``account`` since ``since``: its ledger credits' counted value, and the
         value now of its off-ledger holdings (re)imported since then."""
-        total = sum((e.collateral_value_usd for e in self.ledger.entries(kind="credit")
-                     if e.account == account and e.at > since), ZERO)
-        later = {eid for eid, at, _, _, _ in self.store.events(["import"]) if at > since}
+        total = self.store.credited_since(account, since)
+        later = self.store.imports_since(since)
         return total + sum((value(self.policy, h, day).counted_usd for h in self.store.offledger(account)
                             if h.import_id in later), ZERO)
 

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
-from rules.ledger.store import LedgerStore
 from rules.margin.policy import MarginPolicy
 from rules.margin.records import OffLedger, Requirement
 from rules.margin.valuation import Valued, usd, value
-from rules.values import utc_text
 
 ZERO = Decimal(0)
 
@@ -76,19 +74,6 @@ class Coverage:
                 "offledger": [v.to_json() for v in self.offledger],
                 "collateral_usd": usd(self.collateral_usd),
                 "excess_usd": usd(self.excess_usd), "deficit_usd": usd(self.deficit_usd)}
-
-
-def ledger_values(store: LedgerStore, as_of: datetime | None, account: str | None = None) -> dict[str, Decimal]:
-    """Each account's counted collateral value on the ledger, now (positions) or before ``as_of`` (journal)."""
-    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    if as_of is None:
-        for p in store.positions(account=account):
-            out[p.account] += p.collateral_value_usd
-    else:
-        for e in store.entries(until=utc_text(as_of, "microseconds")):
-            if account is None or e.account == account:
-                out[e.account] += e.collateral_value_usd
-    return dict(out)
 
 
 def latest_requirements(reqs: Iterable[Requirement]) -> dict[str, list[Requirement]]:

@@ -118,6 +118,32 @@ class MarginStore:
         return [Call(r[0], r[1], date.fromisoformat(r[2]), Decimal(r[3]), Decimal(r[4]), r[5], r[6], r[7], r[8], r[9])
                 for r in self.db.execute(sql, params).fetchall()]
 
+    # -- the ledger's own rows, read as coverage needs them (the ledger's tables, never written here) ------
+    def counted_values(self, until: str | None = None, account: str | None = None) -> dict[str, Decimal]:
+        """Each account's counted value on the ledger: its positions' ``collateral_value_usd`` now, or the sum
+        of its journal lines' signed ``collateral_value_usd`` recorded before ``until``. Summed in Python."""
+        if until is None:
+            sql, params = "SELECT account, collateral_value_usd FROM ledger_positions WHERE quantity_raw <> '0'", []
+        else:
+            sql, params = "SELECT account, collateral_value_usd FROM ledger_entries WHERE at < ?", [until]
+        if account is not None:
+            sql += " AND account = ?"
+            params.append(account)
+        out: dict[str, Decimal] = {}
+        for acct, value in self.db.execute(sql, params).fetchall():
+            out[acct] = out.get(acct, Decimal(0)) + Decimal(value)
+        return out
+
+    def credited_since(self, account: str, since: str) -> Decimal:
+        """The counted value credited to ``account`` after ``since`` (its journal's credit lines)."""
+        rows = self.db.execute("SELECT collateral_value_usd FROM ledger_entries WHERE account = ? AND kind = 'credit' "
+                               "AND at > ?", (account, since)).fetchall()
+        return sum((Decimal(r[0]) for r in rows), Decimal(0))
+
+    def imports_since(self, since: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT event_id FROM margin_events WHERE kind = 'import' AND at > ?",
+                                              (since,)).fetchall()}
+
     # -- the margin journal (append-only) ----------------------------------------------------------
     def add_event(self, event_id: str, at: str, kind: str, account: str | None, detail: Any) -> None:
         self.db.execute("INSERT INTO margin_events (event_id, at, kind, account, detail) VALUES (?, ?, ?, ?, ?)",
