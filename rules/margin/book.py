@@ -7,7 +7,7 @@ Every write (an import, a call's step) holds the lock ``margin:<what>``, and com
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -107,13 +107,14 @@ class MarginBook:
                     done.append({"step": step, "entry_id": event, **call.row(), **extra})
         return done
 
-    def _delivered(self, account: str, since: str, day: Any) -> Decimal:
-        """Collateral delivered to ``account`` since ``since``: its ledger credits' counted value, and the
-        value now of its off-ledger holdings (re)imported since then."""
+    def _delivered(self, account: str, since: str, day: date) -> Decimal:
+        """Collateral delivered to ``account`` since a call issued at ``since``: its ledger credits' counted
+        value recorded after it, and the value on ``day`` of its off-ledger holdings struck after the call's
+        day (or on that day and imported after the call)."""
         total = self.store.credited_since(account, since)
-        later = self.store.imports_since(since)
+        issued = date.fromisoformat(since[:10])
         return total + sum((value(self.policy, h, day).counted_usd for h in self.store.offledger(account)
-                            if h.import_id in later), ZERO)
+                            if issued < h.as_of <= day), ZERO)
 
     # -- release -----------------------------------------------------------------------------------
     def free(self, account: str) -> dict[str, Any]:

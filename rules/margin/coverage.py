@@ -5,7 +5,8 @@
   time T: the sum of its journal lines' signed ``collateral_value_usd`` recorded before T (every credit,
   withdrawal, shortfall and revaluation is such a delta), so the past is read from the ledger's own record.
 - **Collateral off the ledger**: cash and US Treasuries imported with the requirements, valued on T's day
-  under the margin policy's own schedules (``rules.margin.valuation``).
+  under the margin policy's own schedules (``rules.margin.valuation``); each holding as last imported, and
+  not before the day it was struck (its ``as_of``).
 - **Requirement**: per DCO, the requirement of the latest business day on or before T's day (a DCO whose
   newest requirement is older still counts it, and the coverage names the day); summed over the DCOs.
   A cross-margin reduction (``rules.margin.cross``), where the account qualifies, comes off its DCO's figure.
@@ -96,7 +97,8 @@ def coverage(policy: MarginPolicy, ledger: Mapping[str, Decimal], reqs: Mapping[
     cross-margin reduction (``rules.margin.cross.Reduction``) that applies to that requirement."""
     by_account: dict[str, list[OffLedger]] = defaultdict(list)
     for h in held:
-        by_account[h.account].append(h)
+        if h.as_of <= day:  # a holding struck after the day was not held then
+            by_account[h.account].append(h)
     names = sorted(set(accounts) if accounts is not None else set(ledger) | set(reqs) | set(by_account))
     out = []
     for acct in names:

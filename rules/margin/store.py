@@ -140,10 +140,6 @@ class MarginStore:
                                "AND at > ?", (account, since)).fetchall()
         return sum((Decimal(r[0]) for r in rows), Decimal(0))
 
-    def imports_since(self, since: str) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT event_id FROM margin_events WHERE kind = 'import' AND at > ?",
-                                              (since,)).fetchall()}
-
     # -- the margin journal (append-only) ----------------------------------------------------------
     def add_event(self, event_id: str, at: str, kind: str, account: str | None, detail: Any) -> None:
         self.db.execute("INSERT INTO margin_events (event_id, at, kind, account, detail) VALUES (?, ?, ?, ?, ?)",
