@@ -31,6 +31,8 @@ from rules.settings import Settings
 
 if TYPE_CHECKING:
     from rules.ledger.store import LedgerStore
+    from rules.margin.book import MarginBook
+    from rules.margin.coverage import Coverage
 
 Evidence = CustodyEvidence | PriceEvidence
 
@@ -219,6 +221,33 @@ class Dacp:
         # what the entry recorded is compared; fields a later engine adds to decisions are not differences
         diffs = diff_decisions(comparable(original), comparable(replayed), recorded_only=True)
         return ReplayResult(decision_id, not diffs, original, replayed, diffs)
+
+    # -- margin coverage (rules.margin; docs/margin.md) -----------------------------------------------
+    def withdrawal_guard(self, store: "LedgerStore") -> Any:
+        """The margin check of withdrawals on ``store`` (``Ledger.from_dacp`` wires it; None without a margin
+        policy in the bundle)."""
+        from rules.margin.book import withdrawal_guard  # here, for start-up time
+
+        return withdrawal_guard(self.bundle, store)
+
+    def margin_book(self, ledger: str | None = None) -> "MarginBook":
+        """Margin coverage on the ledger's database (``ledger``: ``--ledger``, else settings)."""
+        from rules.margin.book import MarginBook
+
+        return MarginBook(self.bundle, open_ledger_store(self.settings, ledger))
+
+    def margin_import(self, path: Path, ledger: str | None = None) -> dict[str, Any]:
+        """Import a requirements file (CSV or JSON: ``rules.margin.inputs``); one log entry."""
+        from rules.margin.inputs import parse_file
+        from rules.margin.policy import margin_policy
+
+        parsed = parse_file(path, margin_policy(self.bundle))  # every record checked before the ledger is opened
+        return self.margin_book(ledger).import_requirements(parsed)
+
+    def margin_coverage(self, account: str | None = None, as_of: Any = None,
+                        ledger: str | None = None) -> list["Coverage"]:
+        """Each account's coverage (or ``account``'s), now or as of ``as_of`` (a datetime)."""
+        return self.margin_book(ledger).coverage(account, as_of)
 
     def verify_log(self, checkpoint: str | None = None, keys: Sequence[str] = ()) -> VerifyResult:
         """Verify the whole log (streaming): against its stored checkpoints and, if given, an older signed

@@ -192,3 +192,25 @@ class ApprovalError(DacpError):
     code = "policy_not_approved"  # a valid bundle that may not be used (yet)
     exit_code = 7
     http_status = 409
+
+
+class MarginError(DacpError):
+    """A withdrawal that would leave the account under-margined: its collateral below what the DCOs require
+    (``rules.margin``). An answer, not a fault: nothing is withdrawn; ``dacp margin free`` says what may go."""
+
+    code = "under_margined"
+    exit_code = 1
+    http_status = 409
+
+    def __init__(self, message: str, *, account: str, reason: str = "withdrawal_under_margined",
+                 deficit_usd: str = "0", free_usd: str = "0"):
+        self.message = message
+        self.account = account
+        self.reason = reason
+        self.deficit_usd = deficit_usd
+        self.free_usd = free_usd
+        super().__init__(message)
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason, "account": self.account, "deficit_usd": self.deficit_usd,
+                "free_usd": self.free_usd}

@@ -1,7 +1,7 @@
 """The house's rules, read from the code itself (issue 13; docs/architecture.md).
 
 Every import in rules/ and adapters/ is read with ``ast`` — module-level and function-level alike — and the
-graph is held to the layering: doors (cli, http) -> app -> ledger, lifecycle -> audit -> engine -> policy ->
+graph is held to the layering: doors (cli, http) -> app -> margin -> ledger, lifecycle -> audit -> engine -> policy ->
 base (errors, evidence, values, settings, collector); adapters use only errors, evidence and values. No
 cycle between modules, no dynamic import, no module over 400 lines, at most 8 modules directly in rules/.
 
@@ -32,9 +32,12 @@ ALLOWED: dict[str, set[str]] = {
     "audit": {"base", "policy", "engine", "storage"},
     "lifecycle": {"base", "policy", "engine", "audit"},
     "ledger": {"base", "policy", "engine", "audit", "storage"},
-    "app": {"base", "policy", "engine", "audit", "lifecycle", "ledger", "adapters", "storage"},
-    "http": {"base", "policy", "engine", "audit", "lifecycle", "ledger", "app"},
-    "cli": {"base", "policy", "engine", "audit", "lifecycle", "ledger", "app", "http"},
+    # margin sits right above the ledger: coverage reads the ledger's positions and journal, and the ledger
+    # reaches margin only through the withdrawal guard the composition root hands it (no edge back)
+    "margin": {"base", "policy", "engine", "audit", "ledger", "storage"},
+    "app": {"base", "policy", "engine", "audit", "lifecycle", "ledger", "margin", "adapters", "storage"},
+    "http": {"base", "policy", "engine", "audit", "lifecycle", "ledger", "margin", "app"},
+    "cli": {"base", "policy", "engine", "audit", "lifecycle", "ledger", "margin", "app", "http"},
 }
 ADAPTER_MAY_USE = {"rules.errors", "rules.evidence", "rules.values"}
 

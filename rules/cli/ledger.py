@@ -112,7 +112,7 @@ def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = Fa
     dacp = Dacp(s, log_enabled=False)
     verifier = custody_verifier(s) if verify else None
     reader = price_reader(s, getattr(args, "prices", None)) if prices else None
-    return Ledger(dacp.bundle, dacp.engine, _store(s, args), verifier=verifier, prices=reader)
+    return Ledger.from_dacp(dacp, _store(s, args), verifier=verifier, prices=reader)
 
 
 def _decimal(text: str, where: str) -> Decimal:

@@ -85,6 +85,11 @@ def _serve() -> tuple[Adder, ...]:
     return (serve.register,)
 
 
+def _margin() -> tuple[Adder, ...]:
+    from rules.cli import margin
+    return (margin.register,)
+
+
 def _diff() -> tuple[Adder, ...]:
     from rules.cli import change
     return (change.add_diff,)
@@ -105,7 +110,8 @@ COMMANDS: tuple[tuple[tuple[str, ...], Callable[[], tuple[Adder, ...]]], ...] = 
     (("init",), _init), (("validate",), _validate), (("evaluate",), _evaluate), (("verify",), _verify),
     (("test",), _test), (("explain",), _explain), (("replay",), _replay), (("audit",), _audit),
     (("bundle",), _bundle), (("credit", "withdraw", "reverify", "revalue", "ledger", "report"), _ledger),
-    (("serve", "service-token"), _serve), (("diff",), _diff), (("policy",), _policy), (("backtest",), _backtest),
+    (("serve", "service-token"), _serve), (("margin",), _margin),
+    (("diff",), _diff), (("policy",), _policy), (("backtest",), _backtest),
 )
 
 

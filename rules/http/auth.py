@@ -31,6 +31,10 @@ ACCESS: dict[str, frozenset[str]] = {
     "reload_policy": frozenset({"compliance"}),
     "credit": frozenset({"clearing"}),
     "withdraw": frozenset({"clearing"}),
+    "margin_import": frozenset({"clearing"}),
+    "margin_coverage": frozenset({"clearing", "auditor"}),
+    "margin_calls": frozenset({"clearing"}),
+    "margin_free": frozenset({"clearing"}),
 }
 PUBLIC = frozenset({"health", "ready", "metrics"})  # liveness, readiness and metrics: no token (see docs/service.md)
 

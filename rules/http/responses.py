@@ -78,4 +78,23 @@ RESPONSES: dict[str, Any] = {
         "reductions": {"type": "array", "items": {"type": "object"}}, "policy_bundle": {"type": "string"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string"}, "policy_bundle": {"type": ["string", "null"]}, "checks": {"type": "object"}}},
+    "MarginRequirements": {"type": "object", "description": "The JSON form of a requirements file (docs/margin.md): "
+                           "requirements and/or off-ledger collateral; money as decimal strings",
+                           "properties": {"requirements": {"type": "array", "items": {"type": "object"}},
+                                          "collateral": {"type": "array", "items": {"type": "object"}}}},
+    "MarginImport": {"type": "object", "required": ["import_id", "requirements", "collateral"], "properties": {
+        "import_id": {"type": "string", "description": "the log entry's id"}, "recorded_at": {"type": "string"},
+        "sha256": {"type": "string"}, "requirements": {"type": "integer"}, "collateral": {"type": "integer"},
+        "accounts": {"type": "array", "items": {"type": "string"}}, "policy_bundle": {"type": "string"}}},
+    "MarginCoverage": {"type": "object", "required": ["coverage"], "properties": {
+        "coverage": {"type": "array", "items": {"type": "object", "description": "account, status (covered, "
+                     "deficit, no requirement), requirement_usd, requirements per DCO, ledger_collateral_usd, "
+                     "offledger_collateral_usd, collateral_usd, excess_usd, deficit_usd"}},
+        "policy_bundle": {"type": "string"}}},
+    "MarginCalls": {"type": "object", "required": ["steps", "calls"], "properties": {
+        "steps": {"type": "array", "items": {"type": "object"}}, "calls": {"type": "array", "items": {"type": "object"}},
+        "policy_bundle": {"type": "string"}}},
+    "MarginFree": {"type": "object", "required": ["account", "free_usd", "assets"], "properties": {
+        "account": {"type": "string"}, "status": {"type": "string"}, "free_usd": {"type": "string"},
+        "assets": {"type": "array", "items": {"type": "object"}}, "policy_bundle": {"type": "string"}}},
 }

@@ -99,6 +99,7 @@ class Service:
         self._ledger_store: Any = None  # adapters.storage.ledger_store.LedgerStore, opened on first credit/withdrawal
         self._ledger_parts: tuple[Any, Any] | None = None  # (verifier, prices)
         self._ledger_cache: tuple[Active, Ledger] | None = None  # the ledger on the latest snapshot used
+        self._margin_cache: tuple[Active, Any] | None = None  # rules.margin.book.MarginBook, likewise
         self._last_checkpoint: tuple[int, float] = (0, time.monotonic())  # (tree size, when) of the last one signed
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Group] = weakref.WeakKeyDictionary()
         self.group_sizes: list[int] = []  # the size of each group committed (the last 10,000; tests and the bench)
@@ -280,6 +281,19 @@ class Service:
                             "none is configured; nothing was credited")
         return ledger
 
+    def margin(self, active: Active) -> Any:
+        """Margin coverage (``rules.margin.book.MarginBook``) under ``active``'s bundle, on this service's one
+        ledger store (opened on first use, as for credits); engine thread."""
+        from rules.margin.book import MarginBook  # here: a service that never asks about margin never loads it
+
+        with self._ledger_lock:
+            if self._ledger_store is None:
+                self._ledger_store = open_ledger_store(self.settings)
+            cached = self._margin_cache
+            if cached is None or cached[0] is not active:
+                cached = self._margin_cache = (active, MarginBook(active.dacp.bundle, self._ledger_store))
+            return cached[1]
+
     def chain_limiter(self, active: Active, asset: str) -> anyio.CapacityLimiter:
         """The bounded pool of ``asset``'s chain (an unknown asset: Ethereum's; its gather refuses it at once)."""
         known = active.dacp.bundle.assets.get(asset)
@@ -370,5 +384,6 @@ class Service:
     def close(self) -> None:
         with self._ledger_lock:
             store, self._ledger_store, self._ledger_cache = self._ledger_store, None, None
+            self._margin_cache = None
         if store is not None:
             store.close()

@@ -45,6 +45,8 @@ class Ledger(LedgerContext):
         """From a ``rules.app.Dacp`` (its bundle and evaluator; its verifier and prices unless given)."""
         kw.setdefault("verifier", dacp.verifier)
         kw.setdefault("prices", getattr(dacp, "prices", None))
+        if "withdrawal_guard" not in kw and hasattr(dacp, "withdrawal_guard"):
+            kw["withdrawal_guard"] = dacp.withdrawal_guard(store)
         return cls(dacp.bundle, dacp.engine, store, **kw)
 
     def credit(self, req: CreditRequest) -> dict[str, Any]:

@@ -36,10 +36,14 @@ class LedgerContext:
 
     ``verifier``: ``adapters.custody.CustodyVerifier`` (or anything with ``verify(asset, addresses)``);
     ``prices``: ``adapters.custody.PriceReader`` (or anything with ``read(asset)`` -> PriceEvidence).
-    ``hooks``: test points called by name (``verified``, ``before_commit``)."""
+    ``hooks``: test points called by name (``verified``, ``before_commit``).
+    ``withdrawal_guard``: called with the account inside a withdrawal's transaction, once its reductions are
+    written; it raises to refuse the withdrawal (``rules.margin``: one that would leave the account
+    under-margined), which rolls the whole transaction back. The composition root wires it (``rules.app``)."""
 
     def __init__(self, bundle: Bundle, engine: Engine, store: LedgerStore, *, verifier: Any = None,
-                 prices: Any = None, clock: Callable[[], datetime] = now_utc):
+                 prices: Any = None, clock: Callable[[], datetime] = now_utc,
+                 withdrawal_guard: Callable[[str], None] | None = None):
         self.bundle = bundle
         self.engine = engine
         self.store = store
@@ -47,6 +51,7 @@ class LedgerContext:
         self.verifier = verifier
         self.prices = prices
         self.clock = clock
+        self.withdrawal_guard = withdrawal_guard
         self.hooks: dict[str, Callable[[], None]] = {}
 
     def now_text(self) -> str:

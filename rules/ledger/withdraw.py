@@ -2,7 +2,8 @@
 values shrink in proportion (rounded down) and the coins become free for other credits. The journal
 lines go into a ``withdrawal`` leaf in the same transaction (``rules.ledger.journal``).
 
-Concentration is not re-checked on withdrawal (``dacp revalue`` does it).
+Concentration is not re-checked on withdrawal (``dacp revalue`` does it). A withdrawal that would leave the
+account under-margined is refused by the context's ``withdrawal_guard`` (``rules.margin``), nothing written.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def withdraw(ctx: LedgerContext, req: WithdrawRequest) -> dict[str, Any]:
                 left -= cut
                 parts.append(reduce(mv, p, cut, "withdraw", at, key=req.idempotency_key, reason="withdrawal"))
             value = sum((Decimal(p["collateral_value_usd"]) for p in parts), Decimal(0))
+            if ctx.withdrawal_guard is not None:
+                ctx.withdrawal_guard(req.account)  # raises to refuse: nothing of this transaction stays
             result = {"operation": "withdraw", "status": "withdrawn", "idempotency_key": req.idempotency_key,
                       "account": req.account, "asset": asset.symbol, "quantity": plain(req.quantity),
                       "collateral_value_usd": decimal_text(value), "reductions": parts, "recorded_at": at}

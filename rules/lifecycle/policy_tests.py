@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rules.engine import cross_margin as xmargin
 from rules.engine.decide import Engine
 from rules.engine.query import parse_query
 from rules.errors import DacpError, PolicyError, Problem
@@ -112,8 +113,11 @@ def run_tests(engine: Engine, directory: Path) -> Report:
     coverage: dict[str, set[str]] = {}
     results = []
     prices: dict[Path, Any] = {}
+    xm = xmargin.cross_margin(engine.bundle)
     for doc in load_test_docs(directory):
         bases = doc.data.get("bases", {})
+        for i, c in enumerate(doc.data.get("cross_margin", [])):
+            results.append(_cross_margin(xm, doc, i, c, coverage))
         for i, b in enumerate(doc.data.get("backtests", [])):
             results.append(_backtest(engine, doc, i, b, prices))
         for i, t in enumerate(doc.data.get("tests", [])):
@@ -133,7 +137,35 @@ def run_tests(engine: Engine, directory: Path) -> Report:
                 coverage.setdefault(r["rule"], set()).add(r["outcome"])
             res.failures = _compare(t["expect"], decision)
             res.ok = not res.failures
-    return Report(results, coverage, engine.bundle.rule_ids())
+    return Report(results, coverage, engine.bundle.rule_ids() + ([r.id for r in xm.rules] if xm else []))
+
+
+def _cross_margin(xm: xmargin.CrossMargin | None, doc: SourceDoc, i: int, case: dict[str, Any],
+                  coverage: dict[str, set[str]]) -> TestResult:
+    """A cross-margin case: the programme's rules on the case's profile (``rules.engine.cross_margin``)."""
+    res = TestResult(doc.file, doc.where(("cross_margin", i))[0], case["name"], True)
+    if xm is None:
+        res.ok, res.failures = False, ["the bundle has no cross-margin programme (cross_margin in its margin policy)"]
+        return res
+    d = xmargin.decide(xm, "test", _jsonable(case["profile"]))
+    for r in d["reasons"]:
+        coverage.setdefault(r["rule"], set()).add(r["outcome"])
+    e = case["expect"]
+    if "eligible" in e and e["eligible"] != d["eligible"]:
+        res.failures.append(f"expected eligible={str(e['eligible']).lower()}, got {str(d['eligible']).lower()} "
+                            f"(failing rules: {', '.join(d['failed_rules']) or 'none'})")
+    outcomes = {r["rule"]: r["outcome"] for r in d["reasons"]}
+    if "failing_rules" in e and set(e["failing_rules"]) != set(d["failed_rules"]):
+        res.failures.append(f"expected failing rules {sorted(e['failing_rules'])}, got {sorted(d['failed_rules'])}")
+    missing = [r for r in e.get("passing_rules", []) if outcomes.get(r) != "pass"]
+    if missing:
+        res.failures.append(f"expected pass for {sorted(missing)}")
+    if "qualifying_positions" in e:
+        got = sum(1 for p in d["positions"] if p["qualifies"])
+        if got != e["qualifying_positions"]:
+            res.failures.append(f"expected {e['qualifying_positions']} qualifying positions, got {got}")
+    res.ok = not res.failures
+    return res
 
 
 def _backtest(engine: Engine, doc: SourceDoc, i: int, b: dict[str, Any], cache: dict[Path, Any]) -> TestResult:

@@ -58,3 +58,13 @@ def test_the_instruction_counter_runs_and_reports_a_count():
     assert run.returncode == 0, run.stdout + run.stderr
     found = re.search(r"([0-9,]+) instructions per decision \(with the decision log", run.stdout)
     assert found and int(found.group(1).replace(",", "")) > 10_000, run.stdout
+
+
+def test_the_margin_benchmark_runs_and_reports_every_step():
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_margin.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for step in ("coverage, every account, now", "as of a time (journal)", "coverage, one account", "free, one account",
+                 "calls: issue", "process peak RSS"):
+        assert step in run.stdout, step
+    assert re.search(r"100 accounts in deficit, 25 with a cross-margin reduction applied; 100 calls issued", run.stdout)

@@ -261,11 +261,18 @@ ENDPOINTS = {  # operation -> (method, path, body)
     "credit": ("POST", "/v1/credits", {"account": "ACC-1", "participant": "FCM-ALPHA", "asset": "USDC",
                                        "quantity": "1", "addresses": ["0x" + "1" * 40]}),
     "withdraw": ("POST", "/v1/withdrawals", {"account": "ACC-1", "asset": "USDC", "quantity": "1"}),
+    "margin_import": ("POST", "/v1/margin/requirements", {"requirements": [
+        {"account": "ACC-1", "dco": "CME", "business_day": "2026-11-20", "requirement_usd": "1.00"}]}),
+    "margin_coverage": ("GET", "/v1/margin/coverage", None),
+    "margin_calls": ("POST", "/v1/margin/calls", None),
+    "margin_free": ("GET", "/v1/margin/free?account=ACC-1", None),
 }
-LEDGER_OPS = {"credit", "withdraw"}  # the outcome needs nodes: tests/http/test_ledger_routes.py (real anvil)
+# the outcome needs nodes or answers 201: tests/http/test_ledger_routes.py, test_margin_routes.py (real anvil)
+LEDGER_OPS = {"credit", "withdraw", "margin_import"}
 ROLE_TABLE = {  # exactly what each role may do (the documented table, written out again on purpose)
-    "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw", "get_receipt", "get_checkpoint"},
-    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint"},
+    "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw", "get_receipt", "get_checkpoint",
+                 "margin_import", "margin_coverage", "margin_calls", "margin_free"},
+    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint", "margin_coverage"},
     "compliance": {"reload_policy", "get_policy"},
 }
 
