@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from adapters.storage.sql import is_postgres, normalise_target
-from rules.evidence import CustodyEvidence, PriceEvidence, custody_from_json, price_from_json
+from rules.evidence import CustodyEvidence, PriceEvidence, custody_from_json, holdings_from_json, price_from_json
 from rules.engine.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError
 from rules.audit.log import DecisionLog, Entry, VerifyResult
@@ -202,8 +202,10 @@ class Dacp:
         original = self.logged_decision(entry)
         engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
         evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
+        held = entry.body.get("holdings")  # the ledger's holdings it was decided with (rules.evidence)
         replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"],
-                                 verification=original.get("verification")).to_json()
+                                 verification=original.get("verification"),
+                                 holdings=holdings_from_json(held) if isinstance(held, dict) else None).to_json()
         # what the entry recorded is compared; fields a later engine adds to decisions are not differences
         diffs = diff_decisions(comparable(original), comparable(replayed), recorded_only=True)
         return ReplayResult(decision_id, not diffs, original, replayed, diffs)
@@ -263,11 +265,12 @@ def ledger_url(settings: Settings, override: str | None = None) -> str:
     return normalise_target(override or settings.ledger.url or settings.log)
 
 
-def open_ledger_store(settings: Settings, override: str | None = None) -> "LedgerStore":
-    """The ledger's store on ``ledger_url``."""
+def open_ledger_store(settings: Settings, override: str | None = None, *, create: bool = True) -> "LedgerStore":
+    """The ledger's store on ``ledger_url``. ``create=False`` (read-only commands): a ledger that does not
+    exist is an ``InputError`` and nothing is created."""
     from rules.ledger.store import LedgerStore  # here, not at the top: for start-up time (evaluate never opens it)
 
-    return LedgerStore(ledger_url(settings, override))
+    return LedgerStore(ledger_url(settings, override), create=create)
 
 
 def custody_verifier(settings: Settings) -> Any:

@@ -192,3 +192,13 @@ class ApprovalError(DacpError):
     code = "policy_not_approved"  # a valid bundle that may not be used (yet)
     exit_code = 7
     http_status = 409
+
+
+class AsOfError(InputError):
+    """A ledger request's ``as_of`` lies outside the window around the ledger's clock (settings ``[ledger]
+    as_of_window_s``): back-dated (or dated ahead). Membership, eligibility and prices are judged at ``as_of``,
+    so the ledger only decides at the present; nothing is verified, decided or written."""
+
+    code = "as_of_outside_window"
+    exit_code = 9
+    http_status = 422

@@ -39,7 +39,7 @@ class LedgerContext:
     ``hooks``: test points called by name (``verified``, ``before_commit``)."""
 
     def __init__(self, bundle: Bundle, engine: Engine, store: LedgerStore, *, verifier: Any = None,
-                 prices: Any = None, clock: Callable[[], datetime] = now_utc):
+                 prices: Any = None, clock: Callable[[], datetime] = now_utc, as_of_window_s: float = 300.0):
         self.bundle = bundle
         self.engine = engine
         self.store = store
@@ -47,6 +47,7 @@ class LedgerContext:
         self.verifier = verifier
         self.prices = prices
         self.clock = clock
+        self.as_of_window_s = as_of_window_s  # settings [ledger] as_of_window_s: how far a credit's as_of may lie
         self.hooks: dict[str, Callable[[], None]] = {}
 
     def now_text(self) -> str:
