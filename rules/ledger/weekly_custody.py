@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from rules.audit.log import DecisionLog
-from rules.errors import StorageError
 from rules.ledger import journal
 from rules.ledger.amounts import cents
 from rules.ledger.records import CustodyState
@@ -44,14 +43,10 @@ def custody_at(log: DecisionLog, until: datetime) -> dict[tuple[str, str], Custo
     return out
 
 
-def reconcile(store: LedgerStore, log: DecisionLog, until: datetime,
+def reconcile(store: LedgerStore, states: Mapping[tuple[str, str], CustodyState], until: datetime,
               prices: Mapping[str, Decimal]) -> dict[str, Any]:
-    """Custody verified before ``until`` against the journal's quantities per address, by asset, with the
-    custody quantity's value at the given (week-end) ``prices``."""
-    try:
-        states = custody_at(log, until)
-    except StorageError as e:
-        return {"status": "unreadable", "message": str(e), "by_asset": {}}
+    """Custody verified before ``until`` (``custody_at``) against the journal's quantities per address, by
+    asset, with the custody quantity's value at the given (week-end) ``prices``."""
     ledger: dict[tuple[str, str], int] = {}
     decimals: dict[str, int] = {}
     for e in store.entries(until=utc_text(until, "microseconds")):

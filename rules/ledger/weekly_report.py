@@ -32,7 +32,7 @@ from rules.ledger import notices as notice_book
 from rules.ledger.amounts import cents
 from rules.ledger.store import LedgerStore
 from rules.ledger.weekly_chart import chart
-from rules.ledger.weekly_custody import reconcile
+from rules.ledger.weekly_custody import custody_at, reconcile
 from rules.values import decimal_text, now_utc, parse_utc_text, units_text, utc_text
 
 __all__ = ["chart", "holdings_csv", "incidents_csv", "parse_week", "weekly", "week_prices"]
@@ -145,7 +145,8 @@ def weekly(store: LedgerStore, week: str, *, prices: object = None, first_week: 
     until = now if partial else end
     holdings = holdings_at(store, until)
     log = DecisionLog(database=store.db)
-    evidence = week_prices(prices, sorted({h["asset"] for h in holdings} | _custody_assets(store)), until)
+    states = custody_at(log, until)  # a log that does not read to the end: a StorageError, no report
+    evidence = week_prices(prices, sorted({h["asset"] for h in holdings} | {a for a, _ in states}), until)
     price = {k: v.price_usd for k, v in evidence.items()}
     cut_from, cut_to = utc_text(start, "microseconds"), utc_text(until, "microseconds")
     activity: dict[str, dict[str, Any]] = {}
@@ -172,7 +173,7 @@ def weekly(store: LedgerStore, week: str, *, prices: object = None, first_week: 
         "by_asset": _group(holdings, ("asset",), price),
         "by_participant": _group(holdings, ("participant", "asset"), price),
         "by_participant_and_account_type": _group(holdings, ("participant", "account_type", "asset"), price),
-        "custody": reconcile(store, log, until, price),
+        "custody": reconcile(store, states, until, price),
         "activity": {k: {"entries": v["entries"], "collateral_value_usd": decimal_text(v["collateral_value_usd"])}
                      for k, v in sorted(activity.items())},
         "notices": notice_book.summary(notice_book.listed(store, log, start, until)),
@@ -181,10 +182,6 @@ def weekly(store: LedgerStore, week: str, *, prices: object = None, first_week: 
                                  "asset": i.asset, "address": i.address, "message": i.message} for i in incidents]},
         "series": series(store, week, first_week=first_week),
     }
-
-
-def _custody_assets(store: LedgerStore) -> set[str]:
-    return {c.asset for c in store.custody_states()}
 
 
 def series(store: LedgerStore, last_week: str, *, first_week: str | None = None) -> list[dict[str, Any]]:

@@ -83,8 +83,9 @@ def test_iso_weeks():
 def test_empty_ledger_reports_zero(tmp_path):
     store = LedgerStore(tmp_path / "l.sqlite")
     r = weekly(store, "2026-W10")
-    assert r["totals"]["collateral_value_usd"] == "0" and r["by_asset"] == [] and r["incidents"]["count"] == 0
-    assert holdings_csv(r).splitlines()[0].split(",")[:4] == ["week", "participant", "account_type", "asset"]
+    assert r["totals"]["collateral_value_usd"] == "0.00" and r["by_asset"] == [] and r["incidents"]["count"] == 0
+    assert r["notices"]["count"] == 0 and r["partial"] is False and r["custody"]["by_asset"] == {}
+    assert holdings_csv(r).splitlines()[0].split(",")[:5] == ["week", "partial", "participant", "account_type", "asset"]
 
 
 def test_cli_bad_input_exits_3_and_writes_nothing(tmp_path, monkeypatch, capsys):
