@@ -31,6 +31,8 @@ ACCESS: dict[str, frozenset[str]] = {
     "reload_policy": frozenset({"compliance"}),
     "credit": frozenset({"clearing"}),
     "withdraw": frozenset({"clearing"}),
+    "record_incident": frozenset({"clearing", "compliance"}),  # operations and compliance give notice
+    "list_incidents": frozenset({"clearing", "auditor", "compliance"}),
 }
 PUBLIC = frozenset({"health", "ready", "metrics"})  # liveness, readiness and metrics: no token (see docs/service.md)
 
