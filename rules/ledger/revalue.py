@@ -77,24 +77,26 @@ class _Run:
             if not self.dry_run:
                 mine = ctx.store.positions(account=account)
             before = sum((p.collateral_value_usd for p in mine), Decimal(0))
-            mine_done: list[Held] = []
+            done: dict[tuple[str, str], Held] = {}  # (asset, address) -> the position re-decided
             everyone = [p for p in ctx.store.positions() if p.account != account]
             participant = acct.participant if acct else mine[0].participant
             new_positions, records = [], []
             at = ctx.now_text()
-            for p in sorted(mine, key=lambda p: (p.created_at, p.asset, p.address)):
+            ordered = sorted(mine, key=lambda p: (p.created_at, p.asset, p.address))
+            for p in ordered:
                 a = bundle.assets.get(p.asset)
                 if a is None:
                     d = None
                 else:
                     if p.asset not in self.prices:
                         self.prices[p.asset] = ctx.price(a, account)
-                    held = ledger_holdings(everyone, account, participant, mine_done, as_of=self.as_of)
+                    held = ledger_holdings(everyone, account, participant, _rest(ordered, done, p.asset),
+                                           as_of=self.as_of)
                     q, decided = _redecide(self.engine, p, self.prices[p.asset], held, self.as_of)
                     d = decided.to_json()
                     records.append(("decision", decided.id, bundle, log_body(q, decided, holdings_lines_json(held))))
                 new = _revalued(p, d, at)
-                mine_done.append(own(new))
+                done[(p.asset, p.address)] = own(new)
                 new_positions.append((p, new))
                 self.done += 1
                 if self.progress:
@@ -129,6 +131,20 @@ class _Run:
                                   n.collateral_value_usd - o.collateral_value_usd, n.price_usd,
                                   n.decision_id, None, _reason(o, n), None))
         return mv
+
+
+def _rest(ordered: list[Position], done: Mapping[tuple[str, str], Held], asset: str) -> list[Held]:
+    """The account's holdings a position of ``asset`` is re-decided with: the rest of the account (each
+    position as re-decided in this run, or else as stored) but, of ``asset`` itself, only the positions
+    already re-decided - so the asset's positions add up to its whole holding re-decided in one."""
+    out = []
+    for q in ordered:
+        d = done.get((q.asset, q.address))
+        if d is not None:
+            out.append(d)
+        elif q.asset != asset:
+            out.append(own(q))
+    return out
 
 
 def _reason(o: Position, n: Position) -> str:
