@@ -51,6 +51,7 @@ def cmd_incident(args: argparse.Namespace) -> int:
     if args.incident_command == "record":
         start = time_value(args.start, "start")  # bad input before anything is opened
         end = None if args.end is None else time_value(args.end, "end")
+        notices.check(args.kind, args.significant, start, end, args.description)
         store = open_ledger_store(s, args.ledger)
         try:
             n = notices.record(store, DecisionLog(database=store.db), kind=args.kind, significant=args.significant,

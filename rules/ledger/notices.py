@@ -27,9 +27,8 @@ MAX_DESCRIPTION = 4000
 SEVERITY = {True: "significant", False: "not_significant"}
 
 
-def record(store: LedgerStore, log: DecisionLog, *, kind: str, significant: bool, start: datetime,
-           end: datetime | None, description: str, recorded_by: str | None = None) -> IncidentNotice:
-    """Record one notice (checked first: nothing is written for bad input); the notice as logged."""
+def check(kind: str, significant: bool, start: datetime, end: datetime | None, description: str) -> str:
+    """A notice's parts checked (``InputError`` naming the part); the description as recorded."""
     if kind not in KINDS:
         raise InputError(f"unknown incident kind {kind!r} (use one of {', '.join(KINDS)})", "kind")
     if not isinstance(significant, bool):
@@ -39,6 +38,13 @@ def record(store: LedgerStore, log: DecisionLog, *, kind: str, significant: bool
         raise InputError(f"describe the incident in 1-{MAX_DESCRIPTION} characters", "description")
     if end is not None and end < start:
         raise InputError(f"the incident ends ({utc_text(end)}) before it starts ({utc_text(start)})", "end")
+    return text
+
+
+def record(store: LedgerStore, log: DecisionLog, *, kind: str, significant: bool, start: datetime,
+           end: datetime | None, description: str, recorded_by: str | None = None) -> IncidentNotice:
+    """Record one notice (checked first: nothing is written for bad input); the notice as logged."""
+    text = check(kind, significant, start, end, description)
     body = incident_body(kind, significant, start, end, text, recorded_by)
     entry_id = new_id()
     with store.transaction(["incidents"]):
