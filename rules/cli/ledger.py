@@ -25,9 +25,10 @@ from rules.engine.query import parse_document
 from rules.errors import InputError
 from rules.ledger import weekly_report as rep
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
+from rules.ledger.requests import check_as_of
 from rules.policy.loader import load_bundle
 from rules.settings import Settings
-from rules.values import decimal_value, time_value, utc_text
+from rules.values import decimal_value, now_utc, time_value, utc_text
 
 LEDGER_HELP = "ledger database: file path, sqlite:///path or postgresql://... (default: settings [ledger] url, else the log)"
 
@@ -160,6 +161,7 @@ def cmd_credit(args: argparse.Namespace) -> int:
                         idempotency_key=args.idempotency_key, account_type=args.account_type,
                         custodian=args.custodian, segregated=args.segregated, evidence=_evidence(args.evidence),
                         as_of=_when(args.as_of, "as-of"))
+    check_as_of(req.as_of, now_utc(), settings_from_args(args).ledger.as_of_window_s)  # before anything is opened
     ledger = _ledger(args, verify=True, prices=True)
     result = ledger.credit(req)
     _out(result)

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from rules.engine.decision import Decision
 from rules.engine.query import MAX_QUANTITY, Query, parse_query
-from rules.errors import AsOfError, EvidenceError, InputError
+from rules.errors import EvidenceError, InputError
 from rules.evidence import CustodyEvidence, Holdings, PriceEvidence, holdings_lines_json
 from rules.ledger import journal
 from rules.ledger.amounts import cents, plain, to_raw
@@ -37,7 +37,7 @@ from rules.ledger.context import LedgerContext, failure_kind
 from rules.ledger.journal import Movement
 from rules.ledger.positions import allocated, ledger_holdings
 from rules.ledger.records import Account, Incident, JournalEntry, Position, StoredRequest
-from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_key
+from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_as_of, check_key
 from rules.ledger.shortfall import per_address_balances, record_balance
 from rules.policy.model import Asset
 from rules.values import decimal_text, units_text, utc_text
@@ -158,13 +158,7 @@ def _checked(ctx: LedgerContext, req: CreditRequest) -> tuple[Asset, int]:
         raise InputError("name at least one custody address", "addresses")
     if not (0 < req.quantity <= MAX_QUANTITY):
         raise InputError(f"must be greater than zero and at most {MAX_QUANTITY:,}", "quantity")
-    if req.as_of is not None:  # judged at the present only: membership, eligibility and price at as_of
-        now, window = ctx.clock(), ctx.as_of_window_s
-        off = (req.as_of - now).total_seconds()
-        if abs(off) > window:
-            raise AsOfError(f"{utc_text(req.as_of)} is {_span(abs(off))} {'before' if off < 0 else 'after'} the "
-                            f"ledger's clock ({utc_text(now)}); a credit is decided at the present, within "
-                            f"{window:g} s ([ledger] as_of_window_s): leave as_of out", "as_of")
+    check_as_of(req.as_of, ctx.clock(), ctx.as_of_window_s)  # the present only: membership, price at as_of
     return asset, to_raw(req.quantity, asset.decimals, "quantity")
 
 
@@ -202,13 +196,6 @@ def _excluded_by(ctx: LedgerContext, d: Mapping[str, Any]) -> list[str]:
         return []
     ids = {lim.id for lim in ctx.bundle.limits}
     return [r["rule"] for r in d.get("reasons", []) if r["rule"] in ids and r["outcome"] == "applied"]
-
-
-def _span(seconds: float) -> str:
-    for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * n:
-            return f"{seconds / n:.0f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 def _result(req: CreditRequest, account: Account, d: Mapping[str, Any], at: str, excluded_by: list[str]

@@ -261,12 +261,16 @@ ENDPOINTS = {  # operation -> (method, path, body)
     "credit": ("POST", "/v1/credits", {"account": "ACC-1", "participant": "FCM-ALPHA", "asset": "USDC",
                                        "quantity": "1", "addresses": ["0x" + "1" * 40]}),
     "withdraw": ("POST", "/v1/withdrawals", {"account": "ACC-1", "asset": "USDC", "quantity": "1"}),
+    "record_incident": ("POST", "/v1/incidents", {"kind": "other", "significant": False,
+                                                  "start": "2026-11-20T09:00:00Z", "description": "a test notice"}),
+    "list_incidents": ("GET", "/v1/incidents", None),
 }
 LEDGER_OPS = {"credit", "withdraw"}  # the outcome needs nodes: tests/http/test_ledger_routes.py (real anvil)
 ROLE_TABLE = {  # exactly what each role may do (the documented table, written out again on purpose)
-    "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw", "get_receipt", "get_checkpoint"},
-    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint"},
-    "compliance": {"reload_policy", "get_policy"},
+    "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw", "get_receipt", "get_checkpoint",
+                 "record_incident", "list_incidents"},
+    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint", "list_incidents"},
+    "compliance": {"reload_policy", "get_policy", "record_incident", "list_incidents"},
 }
 
 

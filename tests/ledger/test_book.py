@@ -104,6 +104,11 @@ def test_cli_bad_input_exits_3_and_writes_nothing(tmp_path, monkeypatch, capsys)
         assert main(base + extra) == 3
         err = capsys.readouterr()[1]
         assert "Traceback" not in err and err.startswith("dacp: error:")
+    assert main(base + ["--quantity", "1", "--idempotency-key", "k", "--as-of", "2026-08-31T12:00:00Z",
+                        "--ledger", str(tmp_path / "back.sqlite")]) == 9
+    err = capsys.readouterr()[1]
+    assert "before the ledger's clock" in err and "as_of_window_s" in err and "Traceback" not in err
+    assert not (tmp_path / "back.sqlite").exists()  # refused before anything was opened
     assert main(["report", "weekly", "--week", "2026-W99", "--ledger", str(tmp_path / "l.sqlite")]) == 3
     store = LedgerStore(tmp_path / "l.sqlite")
     assert store.positions() == [] and store.request_count() == 0
