@@ -35,7 +35,7 @@ from rules.ledger import journal
 from rules.ledger.amounts import cents, plain, to_raw
 from rules.ledger.context import LedgerContext, failure_kind
 from rules.ledger.journal import Movement
-from rules.ledger.positions import allocated, ledger_holdings
+from rules.ledger.positions import allocated, hold_to, ledger_holdings
 from rules.ledger.records import Account, Incident, JournalEntry, Position, StoredRequest
 from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_as_of, check_key
 from rules.ledger.shortfall import per_address_balances, record_balance
@@ -104,6 +104,9 @@ def credit(ctx: LedgerContext, req: CreditRequest) -> dict[str, Any]:
         if status == "credited":
             if new_account:
                 ctx.store.add_account(account)
+            held = ctx.store.positions(account=req.account, asset=asset.symbol)  # before this deposit
+            target = Decimal(decision["holdings"]["counted_after_usd"]) - Decimal(decision["collateral_value_usd"])
+            result["holding_adjusted"] = hold_to(mv, held, target, at, req.idempotency_key, decision["decision_id"])
             result["allocations"] = _allocate(mv, req, asset, decision, free, custody_ev, query, at, excluded_by)
         result["status"] = status
         result["eligible"] = decision["eligible"]
@@ -142,7 +145,8 @@ def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset,
         "excluded_by": result["excluded_by"]}
     if "refusal" in result:
         fields["refusal"] = result["refusal"]
-    out.append(journal.credit_record(query, decided, ctx.bundle, journal.block("credit", at, mv, credited, **fields),
+    lines = mv.of_kind("credit", "holding")  # the allocation, and what the whole holding gave up for it
+    out.append(journal.credit_record(query, decided, ctx.bundle, journal.block("credit", at, mv, lines, **fields),
                                      holdings_lines_json(holdings)))
     return out
 

@@ -103,3 +103,26 @@ def reduce(mv: Movement, p: Position, cut: int, kind: str, at: str, *, evidence:
             "quantity": units_text(cut, p.decimals),
             "collateral_value_usd": decimal_text(p.collateral_value_usd - new.collateral_value_usd),
             "entry_id": entry.entry_id}
+
+
+def hold_to(mv: Movement, positions: list[Position], target: Decimal, at: str, key: str, decision_id: str
+            ) -> list[dict[str, Any]]:
+    """Lower the counted value of ``positions`` (an account's holding of one asset before a deposit) to
+    ``target`` in all, newest first, quantities unchanged: a deposit that makes the whole holding count less
+    than it did (a concentration add-on on the whole holding) takes the difference off the holding, so the
+    account counts what the whole counts, however it was split. Each cut is a ``holding`` journal line."""
+    excess = sum((p.collateral_value_usd for p in positions), Decimal(0)) - target
+    out: list[dict[str, Any]] = []
+    for p in sorted(positions, key=lambda p: (p.created_at, p.address), reverse=True):
+        if excess <= 0:
+            break
+        cut = min(excess, p.collateral_value_usd)
+        if cut <= 0:
+            continue
+        excess -= cut
+        mv.put_position(p.but(collateral_value_usd=p.collateral_value_usd - cut, updated_at=at))
+        mv.add_entry(JournalEntry(str(uuid.uuid4()), at, "holding", p.account, p.participant, p.asset, p.address, 0,
+                                  p.decimals, Decimal(0), Decimal(0), -cut, p.price_usd, p.decision_id, key,
+                                  f"the whole holding counts less with deposit {key} (decision {decision_id})"))
+        out.append({"address": p.address, "collateral_value_usd": decimal_text(-cut)})
+    return out

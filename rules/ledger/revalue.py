@@ -96,6 +96,9 @@ class _Run:
                     d = decided.to_json()
                     records.append(("decision", decided.id, bundle, log_body(q, decided, holdings_lines_json(held))))
                 new = _revalued(p, d, at)
+                if d is not None and d["eligible"]:  # the whole holding may count less with this position
+                    _hold_to(new_positions, done, p.asset, Decimal(d["holdings"]["counted_after_usd"])
+                             - new.collateral_value_usd)
                 done[(p.asset, p.address)] = own(new)
                 new_positions.append((p, new))
                 self.done += 1
@@ -145,6 +148,24 @@ def _rest(ordered: list[Position], done: Mapping[tuple[str, str], Held], asset: 
         elif q.asset != asset:
             out.append(own(q))
     return out
+
+
+def _hold_to(new_positions: list[tuple[Position, Position]], done: dict[tuple[str, str], Held], asset: str,
+             target: Decimal) -> None:
+    """Lower the already re-decided positions of ``asset`` to ``target`` in all (newest first), as a credit
+    does (``rules.ledger.positions.hold_to``): the asset's positions count what its whole holding counts."""
+    excess = sum((n.collateral_value_usd for _, n in new_positions if n.asset == asset), Decimal(0)) - target
+    for i in range(len(new_positions) - 1, -1, -1):
+        if excess <= 0:
+            return
+        o, n = new_positions[i]
+        if n.asset != asset or n.collateral_value_usd <= 0:
+            continue
+        cut = min(excess, n.collateral_value_usd)
+        excess -= cut
+        n = n.but(collateral_value_usd=n.collateral_value_usd - cut)
+        new_positions[i] = (o, n)
+        done[(n.asset, n.address)] = own(n)
 
 
 def _reason(o: Position, n: Position) -> str:

@@ -104,6 +104,8 @@ def check(world: dict[str, Any], targets: tuple[str, str], usdc: int, pieces: li
 @given(holding=holdings)
 @example(holding=(1_000_000, [(12_500, 0), (12_500, 1)]))  # the 250 ETH as 2 x 125 (concentration add-on)
 @example(holding=(0, [(40_000, 0), (40_000, 0), (1, 1)]))  # ETH alone above 1M: the share limit's threshold
+# 1 ETH takes the 179 ETH held over the add-on's threshold: the whole holding counts less with it than without
+@example(holding=(1_000_000, [(17_900, 0), (100, 1), (7_000, 2)]))
 def test_split_and_order_do_not_change_the_counted_value_sqlite(world, holding):
     world["n"][0] += 1
     base: Path = world["tmp"] / f"ex{world['n'][0]}"
