@@ -7,7 +7,8 @@ Prints, in one run:
 1. keep every coin: ACC-1 deposits 123,456 ETH at one address; what the ledger records for it (quantity,
    counted value, excluded value) against the verified custody quantity; then ACC-2 asks for 10,000 ETH at
    the same address (credited = ACC-1's coins counted twice, refused = every coin has its owner);
-3. split deposits: 250 ETH in one credit against 125 + 125 (each account first holds 1,000,000 USDC);
+3. split deposits: 250 ETH in one credit against 125 + 125 and 179 + 1 + 70 (each account first holds
+   1,000,000 USDC; the 1 ETH takes the holding over the concentration add-on's threshold);
 5. back-dating: FCM-CHARLIE (out of the programme since 2026-09-01) with ``as_of`` 2026-08-31;
 6. the weekly report: ETH quantity reported against ETH in custody, value excluded by limits, the week
    after re-priced or not (the week-end price file), partial weeks marked or not.
@@ -105,7 +106,7 @@ def run(ledger: Any, node: Any, token: Any, tmp: Path) -> None:
           + (f" ({r2['refusal']['rule']})" if r2.get("refusal") else f", {r2['quantity_credited']} ETH credited"))
 
     print("3. split deposits (each account first holds 1,000,000 USDC)")
-    for acct, pieces in (("ACC-S1", ["250"]), ("ACC-S2", ["125", "125"])):
+    for acct, pieces in (("ACC-S1", ["250"]), ("ACC-S2", ["125", "125"]), ("ACC-S3", ["179", "1", "70"])):
         u = fund_usdc(node, token, 1_000_000)
         ledger.credit(usdc_request(acct, "1000000", u, f"{acct}-usdc", participant="FCM-BRAVO", at=START))
         e = fund_eth(node, 250)
