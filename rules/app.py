@@ -9,15 +9,17 @@ web3.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from adapters.storage.sql import is_postgres, normalise_target
-from rules.evidence import CustodyEvidence, PriceEvidence, custody_from_json, price_from_json
+from rules.evidence import (CustodyEvidence, Holdings, PriceEvidence, custody_from_json, holdings_from_json,
+                            holdings_lines_json, price_from_json)
 from rules.engine.decide import Decision, Engine
-from rules.errors import EvidenceError, InputError
+from rules.errors import EvidenceError, InputError, StorageError
 from rules.audit.log import DecisionLog, Entry, VerifyResult
 from rules.audit.checkpoint import Signer, Verifier
 from rules.audit.explain import explain_decision
@@ -82,6 +84,7 @@ class Dacp:
         self.verifier = verifier  # adapters.custody.CustodyVerifier (injected by the doors; rules/ never imports chains)
         self.prices = prices  # adapters.custody.PriceReader: on-chain or file prices replace the query's
         self._stored: dict[str, Bundle] = {}
+        self._ledger_store: "LedgerStore | None" = None
 
     @cached_property
     def bundle(self) -> Bundle:
@@ -109,10 +112,36 @@ class Dacp:
             raise InputError(f"no decision log at {self.settings.log}: nothing has been logged there yet", "log")
         return self.log
 
+    @property
+    def ledger_store(self) -> "LedgerStore | None":
+        """The ledger whose holdings eligibility queries are decided with (settings ``[ledger] url``, or the
+        decision log's database when it holds a ledger); None while there is none (nothing is created; asked
+        again next time, so a ledger made since - a first credit - counts from then on)."""
+        if self._ledger_store is None:
+            url = ledger_url(self.settings)
+            if ledger_exists(url):
+                self._ledger_store = open_ledger_store(self.settings, create=False)
+        return self._ledger_store
+
+    def holdings_for(self, queries: Sequence[Query]) -> list[Holdings | None] | None:
+        """The holdings each query is decided with: the ledger's own (the account's, its FCM's, the
+        programme's) whenever a ledger is configured; a query that brings a ``portfolio`` is the caller's
+        what-if (None here: the engine decides it on that portfolio and flags it ``what-if``). None for all
+        when there is no ledger."""
+        store = self.ledger_store
+        if store is None and self.settings.ledger.url is None:
+            return None
+        from rules.ledger.positions import ledger_holdings  # here, for start-up time
+
+        positions = store.positions() if store is not None else []
+        return [None if q.portfolio else ledger_holdings(positions, q.account, q.participant, as_of=q.as_of)
+                for q in queries]
+
     def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
                  progress: Any = None, verify: bool = False,
                  gathered: Sequence[tuple[list[Evidence], dict[str, Any]]] | None = None) -> list[Decision]:
-        """Decide every query, then append them all to the log in one transaction.
+        """Decide every query, then append them all to the log in one transaction. Limits count the ledger's
+        holdings whenever a ledger is configured (``holdings_for``); a query's ``portfolio`` is a what-if.
 
         With ``verify``, custody is verified on-chain through the verifier first; its evidence replaces
         the query's custody claims and is stored with the decision. A verification that fails makes
@@ -155,9 +184,10 @@ class Dacp:
                   progress: Any, verify: bool, checked: bool = False,
                   gathered: Sequence[tuple[list[Evidence], dict[str, Any]]] | None = None) -> list[Decision]:
         engine = self.engine
+        if not checked:
+            engine.check_inputs(queries)  # before any node or ledger is read
+        held = self.holdings_for(queries)
         if verify or gathered is not None:  # one by one: each reads the chain (or has read it), then is decided
-            if not checked:
-                engine.check_inputs(queries)  # before any node is asked
             decisions = []
             for i, q in enumerate(queries):
                 if gathered is not None:
@@ -165,13 +195,14 @@ class Dacp:
                 else:
                     ev = list(evidence[i]) if evidence else []
                     verification = self.verify_custody(q, ev)
-                decisions.append(engine.decide(q, ev, verification=verification))
+                decisions.append(engine.decide(q, ev, verification=verification,
+                                               holdings=held[i] if held else None))
                 if progress:
                     progress(i + 1)
         else:
-            decisions = engine.decide_many(queries, evidence, progress=progress, checked=checked)
+            decisions = engine.decide_many(queries, evidence, progress=progress, checked=True, holdings=held)
         if self.log_enabled:
-            self.log.append(self._records(queries, decisions))
+            self.log.append(self._records(queries, decisions, held))
         return decisions
 
     def verify_custody(self, q: Query, evidence: list[Evidence]) -> dict[str, Any]:
@@ -189,9 +220,13 @@ class Dacp:
             return {"status": "failed", "reason": e.reason, "message": e.message}
         return {"status": "verified"}
 
-    def _records(self, queries: Sequence[Query], decisions: Sequence[Decision]) -> list[tuple]:
+    def _records(self, queries: Sequence[Query], decisions: Sequence[Decision],
+                 held: Sequence[Holdings | None] | None = None) -> list[tuple]:
         bundle = self.bundle
-        return [("decision", d.id, bundle, log_body(q, d)) for q, d in zip(queries, decisions)]
+        if not held:
+            return [("decision", d.id, bundle, log_body(q, d)) for q, d in zip(queries, decisions)]
+        return [("decision", d.id, bundle, log_body(q, d, None if h is None else holdings_lines_json(h)))
+                for q, d, h in zip(queries, decisions, held)]
 
     def logged_decision(self, entry: Entry) -> dict[str, Any]:
         """A logged decision in its public form (restored from its entry and the stored bundle)."""
@@ -216,8 +251,10 @@ class Dacp:
         original = self.logged_decision(entry)
         engine = Engine.for_bundle(bundle, evaluator or original.get("engine", "durable_rules"))
         evidence = [evidence_from_json(e) for e in original.get("evidence", [])]
+        held = entry.body.get("holdings")  # the ledger's holdings it was decided with (rules.evidence)
         replayed = engine.decide(parse_query(entry.body["query"]), evidence, decision_id=original["decision_id"],
-                                 verification=original.get("verification")).to_json()
+                                 verification=original.get("verification"),
+                                 holdings=holdings_from_json(held) if isinstance(held, dict) else None).to_json()
         # what the entry recorded is compared; fields a later engine adds to decisions are not differences
         diffs = diff_decisions(comparable(original), comparable(replayed), recorded_only=True)
         return ReplayResult(decision_id, not diffs, original, replayed, diffs)
@@ -304,11 +341,37 @@ def ledger_url(settings: Settings, override: str | None = None) -> str:
     return normalise_target(override or settings.ledger.url or settings.log)
 
 
-def open_ledger_store(settings: Settings, override: str | None = None) -> "LedgerStore":
-    """The ledger's store on ``ledger_url``."""
+def ledger_exists(url: str) -> bool:
+    """Whether the database ``url`` holds a ledger, found without creating anything (a SQLite file is opened
+    read-only; the ledger's store is imported only for PostgreSQL, for start-up time)."""
+    if is_postgres(url):
+        from rules.ledger.store import LedgerStore
+
+        try:
+            LedgerStore(url, create=False).close()
+        except InputError:
+            return False
+        return True
+    path = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
+    if not path.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'"
+                               ).fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise StorageError(f"{path}: cannot be read ({e})") from None
+
+
+def open_ledger_store(settings: Settings, override: str | None = None, *, create: bool = True) -> "LedgerStore":
+    """The ledger's store on ``ledger_url``. ``create=False`` (read-only commands): a ledger that does not
+    exist is an ``InputError`` and nothing is created."""
     from rules.ledger.store import LedgerStore  # here, not at the top: for start-up time (evaluate never opens it)
 
-    return LedgerStore(ledger_url(settings, override))
+    return LedgerStore(ledger_url(settings, override), create=create)
 
 
 def custody_verifier(settings: Settings) -> Any:

@@ -214,3 +214,11 @@ class MarginError(DacpError):
     def details(self) -> dict[str, object]:
         return {"reason": self.reason, "account": self.account, "deficit_usd": self.deficit_usd,
                 "free_usd": self.free_usd}
+class AsOfError(InputError):
+    """A ledger request's ``as_of`` lies outside the window around the ledger's clock (settings ``[ledger]
+    as_of_window_s``): back-dated (or dated ahead). Membership, eligibility and prices are judged at ``as_of``,
+    so the ledger only decides at the present; nothing is verified, decided or written."""
+
+    code = "as_of_outside_window"
+    exit_code = 9
+    http_status = 422

@@ -168,3 +168,26 @@ class Holdings:
         if self.as_of is not None:
             out["as_of"] = _iso(self.as_of)
         return out
+
+
+def holdings_lines_json(h: Holdings) -> dict[str, Any]:
+    """``h`` with every line (``Holdings.to_json`` is the decision's summary): what a decision made with the
+    ledger's holdings stores beside it, so that replaying it decides with the same holdings."""
+    out = h.to_json()
+    for reach in ("account", "customer", "participant", "programme"):
+        lines = getattr(h, reach)
+        if lines is not None:
+            out[reach] = [x.to_json() for x in lines]
+    return out
+
+
+def holdings_from_json(d: Mapping[str, Any]) -> Holdings:
+    """Inverse of ``holdings_lines_json`` (for replaying a logged decision)."""
+    def lines(key: str) -> tuple[Held, ...] | None:
+        if d.get(key) is None:
+            return None
+        return tuple(Held(x["asset"], Decimal(x["value_usd"]), None if x.get("quantity") is None
+                          else Decimal(x["quantity"]), x.get("custodian")) for x in d[key])
+
+    return Holdings(d["source"], lines("account") or (), lines("customer"), lines("participant"),
+                    lines("programme"), d.get("customer"), None if d.get("as_of") is None else _ts(d["as_of"]))

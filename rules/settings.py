@@ -95,6 +95,9 @@ class PricesSettings(Section):
 
 class LedgerSettings(Section):
     url: str | None = None
+    # How far a credit's as_of may lie from the ledger's clock, either way (seconds): membership, eligibility
+    # and the price are judged at as_of, so a back-dated as_of would judge them at a time that is gone.
+    as_of_window_s: float = Field(default=300.0, ge=0, le=86400)
 
 
 class ApprovalsSettings(Section):

@@ -36,8 +36,16 @@ _KEYS = (("decision_id", True), ("query_id", True), ("eligible", False), ("accou
          ("asset", True), ("quantity", True), ("price_usd", True), ("as_of", True), ("policy", True))
 
 
-def log_body(query: Query, decision: Decision) -> dict[str, Any] | RawJSON:
-    """The body of the decision-log entry of ``decision`` (made for ``query``)."""
+def log_body(query: Query, decision: Decision, holdings: dict[str, Any] | None = None) -> dict[str, Any] | RawJSON:
+    """The body of the decision-log entry of ``decision`` (made for ``query``). ``holdings``: the holdings it
+    was decided with when they were not the query's portfolio (the ledger's: ``rules.evidence.
+    holdings_lines_json``), kept beside it as ``holdings`` so that a replay decides with them."""
+    if holdings is not None:
+        body = log_body(query, decision)
+        if isinstance(body, bytes):
+            return RawJSON(bytes(body[:-1]) + b',"holdings":' + orjson.dumps(holdings, option=orjson.OPT_SORT_KEYS)
+                           + b"}")
+        return {**body, "holdings": holdings}
     head = decision.head
     out = dict(islice(head.items(), len(_KEYS), None))  # the head starts with _KEYS, in that order
     out["eligible"] = head["eligible"]

@@ -25,9 +25,10 @@ from rules.engine.query import parse_document
 from rules.errors import InputError
 from rules.ledger import weekly_report as rep
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
+from rules.ledger.requests import check_as_of
 from rules.policy.loader import load_bundle
 from rules.settings import Settings
-from rules.values import address_list, decimal_value, identifier, time_value, utc_text
+from rules.values import address_list, decimal_value, identifier, now_utc, time_value, utc_text
 
 LEDGER_HELP = "ledger database: file path, sqlite:///path or postgresql://... (default: settings [ledger] url, else the log)"
 
@@ -85,7 +86,7 @@ def register(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     common(h)
     c = lsub.add_parser("check", help="custody invariant, the ledger's rows recomputed from the log, and the log's tree")
     common(c)
-    i = lsub.add_parser("incidents", help="recorded operational incidents")
+    i = lsub.add_parser("incidents", help="the ledger's automatic incidents (node outages, shortfalls, ...)")
     i.add_argument("--since", help="RFC 3339 time")
     common(i)
 
@@ -97,22 +98,24 @@ def register(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     w.add_argument("--out", type=Path, help="directory: write weekly-<week>.json, -holdings.csv, -incidents.csv, .png")
     w.add_argument("--chart", type=Path, help="write the PNG chart here")
     w.add_argument("--since-week", help="first week of the chart (default: the ledger's first week)")
+    w.add_argument("--prices", type=Path, help="week-end price file (default: settings [prices] file or feeds)")
     common(w)
     return {"credit": cmd_credit, "withdraw": cmd_withdraw, "reverify": cmd_reverify, "revalue": cmd_revalue,
             "ledger": cmd_ledger, "report": cmd_report}
 
 
 # -- wiring ---------------------------------------------------------------------------------------
-def _store(s: Settings, args: argparse.Namespace) -> Any:
-    return open_ledger_store(s, getattr(args, "ledger", None))
+def _store(s: Settings, args: argparse.Namespace, create: bool = True) -> Any:
+    return open_ledger_store(s, getattr(args, "ledger", None), create=create)
 
 
-def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = False) -> Ledger:
+def _ledger(args: argparse.Namespace, *, verify: bool = False, prices: bool = False, create: bool = True) -> Ledger:
+    """The ledger for a command; ``create=False`` for the read-only ones (no ledger: exit 3, nothing made)."""
     s = settings_from_args(args)
     dacp = Dacp(s, log_enabled=False)
     verifier = custody_verifier(s) if verify else None
     reader = price_reader(s, getattr(args, "prices", None)) if prices else None
-    return Ledger.from_dacp(dacp, _store(s, args), verifier=verifier, prices=reader)
+    return Ledger.from_dacp(dacp, _store(s, args, create), verifier=verifier, prices=reader)
 
 
 def _decimal(text: str, where: str) -> Decimal:
@@ -161,6 +164,7 @@ def cmd_credit(args: argparse.Namespace) -> int:
                         idempotency_key=args.idempotency_key, account_type=args.account_type,
                         custodian=None if args.custodian is None else identifier(args.custodian, "--custodian"),
                         segregated=args.segregated, evidence=_evidence(args.evidence), as_of=_when(args.as_of, "as-of"))
+    check_as_of(req.as_of, now_utc(), settings_from_args(args).ledger.as_of_window_s)  # before anything is opened
     ledger = _ledger(args, verify=True, prices=True)
     result = ledger.credit(req)
     _out(result)
@@ -210,18 +214,19 @@ def cmd_revalue(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    ledger = _ledger(args)
+    ledger = _ledger(args, create=False)
     if args.ledger_command == "holdings":
         rows = ledger.holdings(args.account)
         if args.format == "json":
             _out(rows)
         else:
             _table(rows, ["account", "participant", "account_type", "asset", "address", "quantity", "price_usd",
-                          "market_value_usd", "collateral_value_usd"])
+                          "market_value_usd", "collateral_value_usd", "excluded_by_limits_usd"])
         return 0
     if args.ledger_command == "incidents":
         since = _when(args.since, "since")
-        _out([i.__dict__ for i in ledger.store.incidents(since=utc_text(since, "microseconds") if since else None)])
+        _out([i.__dict__ for i in ledger.store.incidents(since=utc_text(since, "microseconds") if since else None)
+              if not i.details.get("notice")])  # incident notices: dacp incident list
         return 0
     rec = ledger.reconcile()
     problems = ledger.check(rec)
@@ -241,8 +246,10 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
-    store = _store(s, args)
-    r = rep.weekly(store, args.week, first_week=args.since_week)
+    rep.parse_week(args.week)  # bad input before anything is opened
+    reader = price_reader(s, args.prices)
+    store = _store(s, args, create=False)
+    r = rep.weekly(store, args.week, prices=reader, first_week=args.since_week)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         base = args.out / f"weekly-{args.week}"

@@ -80,6 +80,11 @@ def _ledger() -> tuple[Adder, ...]:
     return (ledger.register,)
 
 
+def _incident() -> tuple[Adder, ...]:
+    from rules.cli import incident
+    return (incident.register,)
+
+
 def _serve() -> tuple[Adder, ...]:
     from rules.cli import serve
     return (serve.register,)
@@ -110,6 +115,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], Callable[[], tuple[Adder, ...]]], ...] = 
     (("init",), _init), (("validate",), _validate), (("evaluate",), _evaluate), (("verify",), _verify),
     (("test",), _test), (("explain",), _explain), (("replay",), _replay), (("audit",), _audit),
     (("bundle",), _bundle), (("credit", "withdraw", "reverify", "revalue", "ledger", "report"), _ledger),
+    (("incident",), _incident),
     (("serve", "service-token"), _serve), (("margin",), _margin),
     (("diff",), _diff), (("policy",), _policy), (("backtest",), _backtest),
 )

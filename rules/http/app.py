@@ -23,7 +23,7 @@ from rules.http.door import door
 from rules.http.errors import install_error_handlers
 from rules.http.logs import event
 from rules.http.openapi import document_text, install_openapi
-from rules.http.routes import audit, eligibility, ledger, margin, operations, policy
+from rules.http.routes import audit, eligibility, ledger, ledger_incidents, margin, operations, policy
 from rules.http.service import Service
 from rules.settings import Settings
 
@@ -31,7 +31,8 @@ API_VERSION = "0.1.0"
 DESCRIPTION = ("Eligibility decisions for the digital asset collateral pilot. Bearer tokens map to roles (clearing, "
                "auditor, compliance); deny by default. Every response names the policy bundle in force (header "
                "X-Policy-Bundle). See docs/service.md.")
-ROUTERS = (eligibility.router, audit.router, policy.router, ledger.router, margin.router, operations.router)
+ROUTERS = (eligibility.router, audit.router, policy.router, ledger.router, ledger_incidents.router, margin.router,
+           operations.router)
 
 
 def _routes_app(**kw: Any) -> FastAPI:

@@ -35,6 +35,8 @@ ACCESS: dict[str, frozenset[str]] = {
     "margin_coverage": frozenset({"clearing", "auditor"}),
     "margin_calls": frozenset({"clearing"}),
     "margin_free": frozenset({"clearing"}),
+    "record_incident": frozenset({"clearing", "compliance"}),  # operations and compliance give notice
+    "list_incidents": frozenset({"clearing", "auditor", "compliance"}),
 }
 PUBLIC = frozenset({"health", "ready", "metrics"})  # liveness, readiness and metrics: no token (see docs/service.md)
 

@@ -16,7 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from rules.errors import InputError
 from rules.http.fields import (Addresses, AssetSymbol, BundleHash, Identifier, OptionalBool, OptionalEvidence,
-                               OptionalIdentifier, OptionalText, OptionalTime, Quantity, Queries)
+                               OptionalIdentifier, OptionalText, OptionalTime, Quantity, Queries, Text, Description)
 from rules.ledger.requests import CreditRequest, WithdrawRequest
 
 # the example query of the OpenAPI document (POST /v1/eligibility's body is a query: rules.engine.query)
@@ -180,3 +180,18 @@ class ReloadBody(Body):
 
 
 BODIES: tuple[type[Body], ...] = (BatchBody, ReloadBody, CreditBody, WithdrawBody)
+
+
+class IncidentBody(_LedgerBody):
+    """POST /v1/incidents (rules.ledger.notices.record): an operational incident notice."""
+
+    schema_name = "IncidentNotice"
+    what = "incident"
+    example = {"kind": "system_disruption", "significant": True, "start": "2026-11-20T09:00:00Z",
+               "end": "2026-11-20T11:30:00Z", "description": "Ethereum node unreachable; credits paused 2.5 hours"}
+
+    kind: Text = Field(description="cybersecurity, system_disruption, custody or other")
+    significant: OptionalBool = Field(description="significant (Letter 26-05 asks for prompt notice) or not")
+    start: OptionalTime = Field(description="when it began, RFC 3339")
+    end: OptionalTime = Field(None, description="when it ended, RFC 3339 (leave out while it goes on)")
+    description: Description = Field(description="what happened, in plain words")

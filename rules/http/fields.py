@@ -90,6 +90,17 @@ def _bundle_hash(v: Any, info: ValidationInfo) -> str:
 
 _TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
 Text = Annotated[str, PlainValidator(_text), WithJsonSchema(_TEXT_SCHEMA)]
+MAX_DESCRIPTION = 4000  # an incident notice's description (rules.ledger.notices.MAX_DESCRIPTION)
+
+
+def _description(v: Any, info: ValidationInfo) -> str:
+    if not isinstance(v, str) or not v.strip() or len(v) > MAX_DESCRIPTION:
+        raise InputError(f"must be a non-empty string of at most {MAX_DESCRIPTION} characters", _where(info))
+    return v
+
+
+Description = Annotated[str, PlainValidator(_description), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION})]
 OptionalText = Annotated[str | None, PlainValidator(_text), WithJsonSchema({"type": ["string", "null"]})]
 Identifier = Annotated[str, PlainValidator(_identifier), WithJsonSchema({"type": "string",
                                                                           "pattern": IDENTIFIER_PATTERN})]

@@ -76,6 +76,15 @@ RESPONSES: dict[str, Any] = {
         "idempotency_key": {"type": "string"}, "replayed": {"type": "boolean"}, "account": {"type": "string"},
         "asset": {"type": "string"}, "quantity": {"type": "string"}, "collateral_value_usd": {"type": "string"},
         "reductions": {"type": "array", "items": {"type": "object"}}, "policy_bundle": {"type": "string"}}},
+    "IncidentRecord": {"type": "object", "required": ["incident_id", "kind", "significant", "start"],
+                       "description": "rules.audit.incident_format.IncidentNotice.to_json: an incident notice, "
+                       "its id the id of its decision-log entry", "properties": {
+        "incident_id": {"type": "string"}, "recorded_at": {"type": "string"}, "kind": {"type": "string"},
+        "significant": {"type": "boolean"}, "start": {"type": "string"}, "end": {"type": ["string", "null"]},
+        "description": {"type": "string"}, "recorded_by": {"type": ["string", "null"]}}},
+    "IncidentList": {"type": "object", "required": ["incidents", "count"], "properties": {
+        "incidents": {"type": "array", "items": {"$ref": "#/components/schemas/IncidentRecord"}},
+        "count": {"type": "integer"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string"}, "policy_bundle": {"type": ["string", "null"]}, "checks": {"type": "object"}}},
     "MarginRequirements": {"type": "object", "description": "The JSON form of a requirements file (docs/margin.md): "

@@ -42,6 +42,8 @@ from rules.http.config import ServiceConfig
 from rules.http.errors import HttpError
 from rules.http.logs import event
 from rules.http.metrics import Metrics
+from rules.audit.log import DecisionLog
+from rules.ledger import notices
 from rules.ledger.book import Ledger
 from rules.ledger.credit import Gathered, commit, gather
 from rules.ledger.requests import CreditRequest, WithdrawRequest, check_key
@@ -351,6 +353,23 @@ class Service:
         except InputError as e:
             self._idempotency_conflict(ledger, e, req, "withdraw")
             raise
+
+    def _store(self) -> Any:
+        with self._ledger_lock:
+            if self._ledger_store is None:
+                self._ledger_store = open_ledger_store(self.settings)
+            return self._ledger_store
+
+    def record_incident(self, body: Any, who: str) -> dict[str, Any]:
+        """Record an incident notice (``rules.ledger.notices``) in the ledger's database. Engine thread."""
+        store = self._store()
+        n = notices.record(store, DecisionLog(database=store.db), kind=body.kind, significant=body.significant,
+                           start=body.start, end=body.end, description=body.description, recorded_by=who)
+        return n.to_json()
+
+    def incident_notices(self, since: Any, until: Any) -> list[dict[str, Any]]:
+        store = self._store()
+        return [n.to_json() for n in notices.listed(store, DecisionLog(database=store.db), since, until)]
 
     @staticmethod
     def _idempotency_conflict(ledger: Ledger, e: InputError, req: CreditRequest | WithdrawRequest,

@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any, Callable
 
 from rules.engine.decide import Engine
-from rules.ledger import invariants, projection
+from rules.audit.incident_format import IncidentNotice
+from rules.ledger import invariants, notices, projection, weekly_report
 from rules.ledger.amounts import plain
 from rules.ledger.context import LedgerContext
 from rules.ledger.credit import credit
@@ -47,6 +48,7 @@ class Ledger(LedgerContext):
         kw.setdefault("prices", getattr(dacp, "prices", None))
         if "withdrawal_guard" not in kw and hasattr(dacp, "withdrawal_guard"):
             kw["withdrawal_guard"] = dacp.withdrawal_guard(store)
+        kw.setdefault("as_of_window_s", dacp.settings.ledger.as_of_window_s)
         return cls(dacp.bundle, dacp.engine, store, **kw)
 
     def credit(self, req: CreditRequest) -> dict[str, Any]:
@@ -72,8 +74,26 @@ class Ledger(LedgerContext):
                  "address": p.address, "quantity": plain(p.quantity), "price_usd": decimal_text(p.price_usd),
                  "market_value_usd": decimal_text(p.market_value_usd),
                  "after_haircut_usd": decimal_text(p.after_haircut_usd),
-                 "collateral_value_usd": decimal_text(p.collateral_value_usd), "decision_id": p.decision_id}
+                 "collateral_value_usd": decimal_text(p.collateral_value_usd),
+                 "excluded_by_limits_usd": decimal_text(p.after_haircut_usd - p.collateral_value_usd),
+                 "decision_id": p.decision_id}
                 for p in self.store.positions(account=account)]
+
+    def record_incident(self, *, kind: str, significant: bool, start: datetime, end: datetime | None = None,
+                        description: str, recorded_by: str | None = None) -> IncidentNotice:
+        """Record an operational incident notice: a row and an ``incident`` entry of the log, together
+        (``rules.ledger.notices``)."""
+        return notices.record(self.store, self.log, kind=kind, significant=significant, start=start, end=end,
+                              description=description, recorded_by=recorded_by)
+
+    def incident_notices(self, since: datetime | None = None, until: datetime | None = None) -> list[IncidentNotice]:
+        """The notices going on at some time in [since, until), each read from its log entry, verified."""
+        return notices.listed(self.store, self.log, since, until)
+
+    def weekly_report(self, week: str, *, first_week: str | None = None) -> dict[str, Any]:
+        """The weekly pilot report of ``week`` at the week-end price from the ledger's price source, as of its
+        clock (``rules.ledger.weekly_report.weekly``)."""
+        return weekly_report.weekly(self.store, week, prices=self.prices, first_week=first_week, clock=self.clock)
 
     def reconcile(self) -> projection.Reconciliation:
         """The ledger's rows against the ledger recomputed from the log's leaves (streaming the log)."""

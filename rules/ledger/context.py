@@ -43,7 +43,7 @@ class LedgerContext:
 
     def __init__(self, bundle: Bundle, engine: Engine, store: LedgerStore, *, verifier: Any = None,
                  prices: Any = None, clock: Callable[[], datetime] = now_utc,
-                 withdrawal_guard: Callable[[str], None] | None = None):
+                 withdrawal_guard: Callable[[str], None] | None = None, as_of_window_s: float = 300.0):
         self.bundle = bundle
         self.engine = engine
         self.store = store
@@ -52,6 +52,7 @@ class LedgerContext:
         self.prices = prices
         self.clock = clock
         self.withdrawal_guard = withdrawal_guard
+        self.as_of_window_s = as_of_window_s  # settings [ledger] as_of_window_s: how far a credit's as_of may lie
         self.hooks: dict[str, Callable[[], None]] = {}
 
     def now_text(self) -> str:

@@ -11,10 +11,13 @@
      credit with reason ``reorg`` (retryable), so nothing is credited against a block that is gone;
    - the newest verified balance per address is stored; if the addresses already carry more credit
      than the chain now shows, the shortfall is flagged and the newest credits reduced first;
-   - the decision: ``Engine.decide`` under the bundle in force, with the account's ledger holdings as
-     the ``portfolio`` (concentration limits across the account);
+   - the decision: ``Engine.decide`` under the bundle in force, with the ledger's own holdings (the
+     account's, its FCM's, the programme's: ``rules.ledger.positions.ledger_holdings``) for the limits;
+     no caller's portfolio;
    - the invariant: the quantity asked for must be free at the addresses (verified balance minus what
      every account already has credited there), else the credit is refused (``custody.already-credited``);
+   - the WHOLE quantity goes on the depositor's books: the counted part at its collateral value, the
+     excess a limit excluded at zero value, with that limit on its journal line (``excluded by ...``);
    - positions, journal entries, the stored idempotency result and the log's leaves are written, and
      committed together (a crash before COMMIT leaves nothing): a ``credit`` leaf (the decision in
      format 3 with its ledger block: custody stored, journal lines), after a ``reverification`` leaf
@@ -32,14 +35,14 @@ from typing import Any, Mapping
 from rules.engine.decision import Decision
 from rules.engine.query import MAX_QUANTITY, Query, parse_query
 from rules.errors import EvidenceError, InputError
-from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.evidence import CustodyEvidence, Holdings, PriceEvidence, holdings_lines_json
 from rules.ledger import journal
 from rules.ledger.amounts import cents, plain, to_raw
 from rules.ledger.context import LedgerContext, failure_kind
 from rules.ledger.journal import Movement
-from rules.ledger.positions import allocated, portfolio
+from rules.ledger.positions import allocated, hold_to, ledger_holdings
 from rules.ledger.records import Account, Incident, JournalEntry, Position, StoredRequest
-from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_key
+from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_as_of, check_key
 from rules.ledger.shortfall import per_address_balances, record_balance
 from rules.policy.model import Asset
 from rules.values import decimal_text, units_text, utc_text
@@ -140,17 +143,22 @@ def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any
         if custody_ev is not None:
             for addr, bal in balances.items():
                 effective[addr] = record_balance(ctx, mv, asset, addr, bal, custody_ev, at)
-        query = _query(req, asset, price, portfolio(ctx.store, req.account), as_of)
-        decided = ctx.engine.decide(query, evidence, verification=verification)
+        query = _query(req, asset, price, as_of)
+        holdings = ledger_holdings(ctx.store.positions(), req.account, req.participant, as_of=as_of)
+        decided = ctx.engine.decide(query, evidence, verification=verification, holdings=holdings)
         decision = decided.to_json()
+        excluded_by = _excluded_by(ctx, decision)
         free = {a: max(effective[a] - allocated(ctx.store, asset.symbol, a), 0) for a in effective}
-        result = _result(req, account, decision, at)
+        result = _result(req, account, decision, at, excluded_by)
         incidents = _refusal(req, asset, qty_raw, verification, decision, free, at, result)
         status = "refused" if "refusal" in result else "credited"
         if status == "credited":
             if new_account:
                 ctx.store.add_account(account)
-            result["allocations"] = _allocate(mv, req, asset, decision, free, custody_ev, query, at)
+            held = ctx.store.positions(account=req.account, asset=asset.symbol)  # before this deposit
+            target = Decimal(decision["holdings"]["counted_after_usd"]) - Decimal(decision["collateral_value_usd"])
+            result["holding_adjusted"] = hold_to(mv, held, target, at, req.idempotency_key, decision["decision_id"])
+            result["allocations"] = _allocate(mv, req, asset, decision, free, custody_ev, query, at, excluded_by)
         result["status"] = status
         result["eligible"] = decision["eligible"]
         if status != "credited":
@@ -161,7 +169,7 @@ def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any
         retryable = status == "refused" and result.get("refusal", {}).get("retryable")
         if not retryable:  # a node outage may be retried with the same key; a decision may not
             ctx.store.add_request(StoredRequest(req.idempotency_key, "credit", fp, status, result, at))
-        ctx.log.append(_records(ctx, mv, req, asset, account, query, decided, result, at))
+        ctx.log.append(_records(ctx, mv, req, asset, account, query, decided, result, at, holdings))
         ctx.hook("before_commit")
     return {**result, "replayed": False}
 
@@ -181,7 +189,7 @@ def _still_on_chain(ctx: LedgerContext, asset: Asset, ev: CustodyEvidence) -> di
 
 
 def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset, account: Account, query: Query,
-             decided: Decision, result: Mapping[str, Any], at: str) -> list[journal.Record]:
+             decided: Decision, result: Mapping[str, Any], at: str, holdings: Holdings) -> list[journal.Record]:
     """The credit's leaves: a ``reverification`` of the shortfall its custody reading found (if any), then
     the ``credit`` (the decision in format 3 and the ledger block: custody stored, the allocation's lines)."""
     out = []
@@ -198,10 +206,13 @@ def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset,
         "quantity_requested_raw": str(to_raw(req.quantity, asset.decimals, "quantity")),
         "quantity_credited_raw": str(sum(e.quantity_raw for e in credited)),
         "collateral_value_usd": decimal_text(sum((e.collateral_value_usd for e in credited), Decimal(0))),
-        "haircut": result["haircut"]}  # the decision's total haircut, as the position keeps it
+        "haircut": result["haircut"],  # the decision's total haircut, as the position keeps it
+        "excluded_by": result["excluded_by"]}
     if "refusal" in result:
         fields["refusal"] = result["refusal"]
-    out.append(journal.credit_record(query, decided, ctx.bundle, journal.block("credit", at, mv, credited, **fields)))
+    lines = mv.of_kind("credit", "holding")  # the allocation, and what the whole holding gave up for it
+    out.append(journal.credit_record(query, decided, ctx.bundle, journal.block("credit", at, mv, lines, **fields),
+                                     holdings_lines_json(holdings)))
     return out
 
 
@@ -216,6 +227,7 @@ def _checked(ctx: LedgerContext, req: CreditRequest) -> tuple[Asset, int]:
         raise InputError("name at least one custody address", "addresses")
     if not (0 < req.quantity <= MAX_QUANTITY):
         raise InputError(f"must be greater than zero and at most {MAX_QUANTITY:,}", "quantity")
+    check_as_of(req.as_of, ctx.clock(), ctx.as_of_window_s)  # the present only: membership, price at as_of
     return asset, to_raw(req.quantity, asset.decimals, "quantity")
 
 
@@ -223,35 +235,50 @@ def _refusal(req: CreditRequest, asset: Asset, qty_raw: int, verification: Mappi
              decision: Mapping[str, Any], free: Mapping[str, int], at: str, result: dict[str, Any]) -> list[Incident]:
     """Set ``result["refusal"]`` if the credit must be refused; the incidents that go with it."""
     if verification["status"] != "verified":
-        result["refusal"] = {"rule": "custody.onchain-verification", "retryable": True,
-                             "reason": verification["reason"], "message": verification["message"]}
+        result["refusal"] = {"code": "custody_unverified", "reason": verification["reason"],
+                             "rule": "custody.onchain-verification", "retryable": True,
+                             "message": verification["message"]}
         return [Incident(str(uuid.uuid4()), at, failure_kind(verification["reason"]), "warning",
                          f"credit {req.idempotency_key}: custody of {asset.symbol} not verified: "
                          f"{verification['message']}", req.account, asset.symbol,
                          ",".join(req.addresses), dict(verification))]
     if not decision["eligible"]:
-        result["refusal"] = {"rule": decision["failed_rules"][0] if decision["failed_rules"] else "ineligible",
-                             "retryable": False, "message": "not eligible: " + ", ".join(decision["failed_rules"])}
+        first = decision["failed_rules"][0] if decision["failed_rules"] else "ineligible"
+        result["refusal"] = {"code": "not_eligible", "reason": first, "rule": first, "retryable": False,
+                             "message": "not eligible: " + ", ".join(decision["failed_rules"])}
         return []
     if qty_raw > sum(free.values()):
         msg = (f"{plain(req.quantity)} {asset.symbol} asked for, but only "
                f"{units_text(sum(free.values()), asset.decimals)} is verified and not yet credited "
                f"at {', '.join(free)} (the same coins are never counted twice)")
-        result["refusal"] = {"rule": "custody.already-credited", "retryable": False, "message": msg}
+        result["refusal"] = {"code": "already_credited", "reason": "custody.already-credited",
+                             "rule": "custody.already-credited", "retryable": False, "message": msg}
         return [Incident(str(uuid.uuid4()), at, "double_count_refused", "warning", msg, req.account,
                          asset.symbol, ",".join(free),
                          {"free": {a: str(v) for a, v in free.items()}, "asked": str(qty_raw)})]
     return []
 
 
-def _result(req: CreditRequest, account: Account, d: Mapping[str, Any], at: str) -> dict[str, Any]:
+def _excluded_by(ctx: LedgerContext, d: Mapping[str, Any]) -> list[str]:
+    """The limits that bound the decision (outcome ``applied``): what excluded the excess, if any."""
+    if not d.get("eligible") or Decimal(d.get("excluded_by_limits_usd") or "0") <= 0:
+        return []
+    ids = {lim.id for lim in ctx.bundle.limits}
+    return [r["rule"] for r in d.get("reasons", []) if r["rule"] in ids and r["outcome"] == "applied"]
+
+
+def _result(req: CreditRequest, account: Account, d: Mapping[str, Any], at: str, excluded_by: list[str]
+            ) -> dict[str, Any]:
+    """The credit's result. ``quantity_credited`` is what goes on the books (the whole deposit when it is
+    credited), ``quantity_counted`` what the limits count of it, ``excluded_by`` the limits that bound."""
     return {"operation": "credit", "idempotency_key": req.idempotency_key, "account": req.account,
             "participant": req.participant, "account_type": account.account_type, "asset": req.asset,
             "quantity_requested": plain(req.quantity),
-            "quantity_credited": plain(Decimal(d.get("counted_quantity") or "0")),
+            "quantity_credited": plain(req.quantity),
+            "quantity_counted": plain(Decimal(d.get("counted_quantity") or "0")),
             "collateral_value_usd": d.get("collateral_value_usd") or "0",
             "market_value_usd": d.get("market_value_usd"), "value_after_haircut_usd": d.get("value_after_haircut_usd"),
-            "excluded_by_limits_usd": d.get("excluded_by_limits_usd"),
+            "excluded_by_limits_usd": d.get("excluded_by_limits_usd"), "excluded_by": excluded_by,
             "haircut": (d.get("haircut") or {}).get("total"), "price_usd": d.get("price_usd"),
             "decision_id": d["decision_id"], "failed_rules": d.get("failed_rules", []),
             "bundle": d["policy"]["bundle"], "recorded_at": at,
@@ -260,9 +287,9 @@ def _result(req: CreditRequest, account: Account, d: Mapping[str, Any], at: str)
                          for e in d.get("evidence", [])]}
 
 
-def _query(req: CreditRequest, asset: Asset, price: PriceEvidence, holdings: Mapping[str, Decimal],
-           as_of: datetime) -> Query:
-    """The engine's query for the credit: the request, the price read now, the account's holdings."""
+def _query(req: CreditRequest, asset: Asset, price: PriceEvidence, as_of: datetime) -> Query:
+    """The engine's query for the credit: the request and the price read now (the holdings are the ledger's,
+    given to the engine beside it: no portfolio)."""
     custody: dict[str, Any] = {"addresses": list(req.addresses)}
     if req.custodian is not None:
         custody["custodian"] = req.custodian
@@ -272,35 +299,31 @@ def _query(req: CreditRequest, asset: Asset, price: PriceEvidence, holdings: Map
     evidence["price_updated_at"] = utc_text(price.updated_at, "microseconds")
     doc = {"id": req.idempotency_key, "account": req.account, "participant": req.participant, "asset": asset.symbol,
            "quantity": plain(req.quantity), "price_usd": plain(price.price_usd),
-           "as_of": utc_text(as_of, "microseconds"), "custody": custody, "evidence": evidence,
-           "portfolio": [{"asset": a, "collateral_value_usd": decimal_text(v)} for a, v in sorted(holdings.items())]}
+           "as_of": utc_text(as_of, "microseconds"), "custody": custody, "evidence": evidence}
     return parse_query(doc, "credit request")
 
 
 def _allocate(mv: Movement, req: CreditRequest, asset: Asset, d: Mapping[str, Any], free: Mapping[str, int],
-              ev: CustodyEvidence | None, query: Query, at: str) -> list[dict[str, Any]]:
-    """Credit the counted quantity, address by address in the order given, within what is free."""
-    counted = to_raw(Decimal(d["counted_quantity"]), asset.decimals, "counted quantity")
-    values = {k: Decimal(d[k] or "0") for k in ("market_value_usd", "value_after_haircut_usd", "collateral_value_usd")}
+              ev: CustodyEvidence | None, query: Query, at: str, excluded_by: list[str]) -> list[dict[str, Any]]:
+    """Put the whole quantity on the depositor's books, address by address in the order given, within what
+    is free: market value and value after haircut in proportion, the counted value likewise (the excess the
+    limits excluded is on the books at zero value, its line naming the limits)."""
     qty_total = to_raw(req.quantity, asset.decimals, "quantity")
+    values = {k: Decimal(d[k] or "0") for k in ("market_value_usd", "value_after_haircut_usd", "collateral_value_usd")}
     facts = {"query": query.raw, "custody_evidence": ev.to_json() if ev else None}
-    out, left = [], counted
+    reason = f"excluded by {', '.join(excluded_by)}" if excluded_by else None
+    out, left = [], qty_total
     shares: list[tuple[str, int]] = []
     for addr in [a for a in free if free[a] > 0]:
         take = min(left, free[addr])
         if take > 0:
             shares.append((addr, take))
             left -= take
-    if not shares:  # eligible but nothing counts (limits): record the decision, no position
-        return []
     assigned = {k: Decimal(0) for k in values}
     for i, (addr, take) in enumerate(shares):
         last = i == len(shares) - 1
-        part = {}
-        for k, v in values.items():
-            base = v if k == "collateral_value_usd" else v * counted / qty_total  # market/after-haircut of counted
-            base = cents(base)
-            part[k] = base - assigned[k] if last else cents(base * take / counted)
+        part = {k: v - assigned[k] if last else cents(v * take / qty_total) for k, v in values.items()}
+        for k in values:
             assigned[k] += part[k]
         old = mv.store.positions(account=req.account, asset=asset.symbol, address=addr, include_empty=True)
         prev = old[0] if old else None
@@ -315,7 +338,7 @@ def _allocate(mv: Movement, req: CreditRequest, asset: Asset, d: Mapping[str, An
         mv.add_entry(JournalEntry(str(uuid.uuid4()), at, "credit", req.account, req.participant, asset.symbol,
                                   addr, take, asset.decimals, part["market_value_usd"],
                                   part["value_after_haircut_usd"], part["collateral_value_usd"],
-                                  Decimal(d["price_usd"]), d["decision_id"], req.idempotency_key, None,
+                                  Decimal(d["price_usd"]), d["decision_id"], req.idempotency_key, reason,
                                   ev.to_json() if ev else None))
         out.append({"address": addr, "quantity": units_text(take, asset.decimals),
                     "collateral_value_usd": decimal_text(part["collateral_value_usd"])})

@@ -107,9 +107,11 @@ def block(operation: str, at: str, mv: Movement | None, lines: Sequence[JournalE
     return out
 
 
-def credit_record(query: Query, decision: Decision, bundle: Bundle, ledger: Mapping[str, Any]) -> Record:
-    """The ``credit`` leaf: the decision in format 3 (``log_body``) with the ``ledger`` block beside it."""
-    body = log_body(query, decision)
+def credit_record(query: Query, decision: Decision, bundle: Bundle, ledger: Mapping[str, Any],
+                  holdings: Mapping[str, Any] | None = None) -> Record:
+    """The ``credit`` leaf: the decision in format 3 (``log_body``, with the ledger's ``holdings`` it was
+    decided with) and the ``ledger`` block beside it."""
+    body = log_body(query, decision, dict(holdings) if holdings is not None else None)
     if isinstance(body, bytes):  # RawJSON: the query as encoded when parsed; the block goes in before the brace
         encoded = orjson.dumps(ledger, option=orjson.OPT_SORT_KEYS)
         return ("credit", decision.id, bundle, RawJSON(bytes(body[:-1]) + b',"ledger":' + encoded + b"}"))

@@ -82,7 +82,7 @@ class JournalEntry:
 
     entry_id: str
     at: str
-    kind: str  # credit | withdraw | shortfall | revalue
+    kind: str  # credit | withdraw | shortfall | revalue | holding (a deposit lowered the holding's earlier lines)
     account: str
     participant: str
     asset: str

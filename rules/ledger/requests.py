@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 
-from rules.errors import InputError
+from rules.errors import AsOfError, InputError
 from rules.ledger.amounts import plain
 from rules.values import utc_text
 
@@ -34,6 +34,25 @@ def check_key(key: str) -> str:
         raise InputError("an idempotency key is 1-80 characters: letters, digits and . _ : / - "
                          "(starting with a letter or digit)", "idempotency key")
     return key
+
+
+def check_as_of(as_of: datetime | None, now: datetime, window_s: float) -> None:
+    """A credit is decided at the present: ``as_of`` (None: now) must lie within ``window_s`` seconds of the
+    ledger's clock ``now``, else ``AsOfError`` (back-dated or dated ahead; nothing read or written)."""
+    if as_of is None:
+        return
+    off = (as_of - now).total_seconds()
+    if abs(off) > window_s:
+        raise AsOfError(f"{utc_text(as_of)} is {_span(abs(off))} {'before' if off < 0 else 'after'} the ledger's "
+                        f"clock ({utc_text(now)}); a credit is decided at the present, within {window_s:g} s "
+                        "([ledger] as_of_window_s): leave as_of out", "as_of")
+
+
+def _span(seconds: float) -> str:
+    for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * n:
+            return f"{seconds / n:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def fingerprint(doc: Mapping[str, Any]) -> str:

@@ -17,11 +17,23 @@ import json
 from decimal import Decimal
 from typing import Any, ContextManager, Iterator, Sequence
 
-from adapters.storage.sql import Database, open_database
-from rules.errors import StorageError
+from pathlib import Path
+
+from adapters.storage.sql import Database, is_postgres, open_database
+from rules.errors import InputError, StorageError
 from rules.ledger import schema
 from rules.ledger.records import Account, CustodyState, Incident, JournalEntry, Position, StoredRequest
 from rules.values import decimal_text
+
+
+def _require_existing(target: Any) -> None:
+    """A SQLite ledger must be a file that exists (opening a missing one would create it)."""
+    text = str(target)
+    if is_postgres(text):
+        return
+    path = Path(text[len("sqlite:///"):] if text.startswith("sqlite:///") else text)
+    if not path.is_file():
+        raise InputError(f"no ledger at {path}: nothing has been credited there yet", "ledger")
 
 
 def _d(text: Any) -> Decimal:
@@ -31,10 +43,19 @@ def _d(text: Any) -> Decimal:
 class LedgerStore:
     """The ledger's tables in one database (shared with the decision log)."""
 
-    def __init__(self, target: str | Any = None, *, database: Database | None = None, timeout_s: float = 60.0):
+    def __init__(self, target: str | Any = None, *, database: Database | None = None, timeout_s: float = 60.0,
+                 create: bool = True):
+        """``create=False`` (the read-only commands): a database without a ledger is an ``InputError``,
+        and nothing is made - no SQLite file, no table."""
+        if not create and database is None:
+            _require_existing(target)
         self.db = database or open_database(target, timeout_s=timeout_s)
         self._owns_db = database is None
         self.where = self.db.where
+        if not create and self.db.kind == "postgresql":
+            if self.db.execute("SELECT to_regclass('ledger_meta')").fetchone()[0] is None:
+                self.close()
+                raise InputError(f"no ledger at {self.where}: nothing has been credited there yet", "ledger")
         self._init()
 
     def _init(self) -> None:

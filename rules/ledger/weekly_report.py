@@ -1,12 +1,16 @@
-"""The weekly pilot report an FCM sends the regulator: customer digital-asset collateral held at the
-end of an ISO week, by asset, participant and account type (quantities; values before and after
-haircut; value counted as collateral after concentration limits), the week's ledger activity and
-its operational incidents (verification failures, node outages, shortfalls, deficits...).
+"""The weekly pilot report an FCM sends the regulator (Letter 26-05): the digital assets held in customer
+accounts at the end of an ISO week, by asset, per FCM and account type - the quantity on the books (every
+coin deposited, the excess limits excluded included) and its value at the week-end price (from the price
+file or feed, with its source and time), and, as the ledger last decided them (credit or revaluation), the
+value after haircut, the value excluded by concentration limits and the value counted as collateral - the
+custody reconciliation at the week's end (``rules.ledger.weekly_custody``), the week's ledger activity, its
+incident notices (``rules.ledger.notices``) and the ledger's automatic incidents. A week not over yet is
+reported as far as it has gone and marked ``partial``.
 
 Holdings are rebuilt from the ledger journal (every credit, withdrawal, shortfall reduction and
 revaluation is a signed delta), so any past week can be reported again and gives the same figures.
 Output: JSON (``weekly``), CSV (``holdings_csv``, ``incidents_csv``) and a PNG chart of holdings by
-asset over the pilot's weeks (``chart``, matplotlib).
+asset over the pilot's weeks (``chart``: ``rules.ledger.weekly_chart``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rules.errors import InputError
+from typing import Callable, Mapping, NamedTuple
+
+from rules.audit.log import DecisionLog
+from rules.errors import EvidenceError, InputError
+from rules.evidence import PriceEvidence
+from rules.ledger import notices as notice_book
+from rules.ledger.amounts import cents
 from rules.ledger.store import LedgerStore
+from rules.ledger.weekly_chart import chart
+from rules.ledger.weekly_custody import custody_at, reconcile
 from rules.values import decimal_text, now_utc, parse_utc_text, units_text, utc_text
+
+__all__ = ["chart", "holdings_csv", "incidents_csv", "parse_week", "weekly", "week_prices"]
 
 WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -66,14 +80,39 @@ def holdings_at(store: LedgerStore, until: datetime) -> list[dict[str, Any]]:
     return out
 
 
-def _group(holdings: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+class _Symbol(NamedTuple):
+    symbol: str
+
+
+def week_prices(prices: object, symbols: list[str], at: datetime) -> dict[str, PriceEvidence]:
+    """The price of each asset as of ``at`` (the week's end, or now for a partial week) from ``prices``
+    (``adapters.custody.PriceReader`` or anything with ``read(asset, now=)``); none is an ``InputError``
+    naming the asset (a report is not made with a value it could not price)."""
+    if not symbols:
+        return {}
+    if prices is None or not getattr(prices, "configured", True):
+        raise InputError("the weekly report values holdings at the week-end price: give --prices FILE or settings "
+                         "[prices] (file or feeds)", "prices")
+    out = {}
+    for sym in symbols:
+        try:
+            out[sym] = prices.read(_Symbol(sym), now=at)  # type: ignore[attr-defined]
+        except EvidenceError as e:
+            raise InputError(f"no price for {sym} as of {utc_text(at)}: {e.message}", "prices") from None
+    return out
+
+
+def _group(holdings: list[dict[str, Any]], keys: tuple[str, ...], prices: Mapping[str, Decimal]
+           ) -> list[dict[str, Any]]:
     groups: dict[tuple, dict[str, Any]] = {}
     for h in holdings:
         k = tuple(h[x] for x in keys)
         g = groups.setdefault(k, {**{x: h[x] for x in keys}, "decimals": h["decimals"], "quantity_raw": 0,
-                                  "market": Decimal(0), "after": Decimal(0), "counted": Decimal(0), "accounts": 0})
+                                  "now": Decimal(0), "market": Decimal(0), "after": Decimal(0),
+                                  "counted": Decimal(0), "accounts": set()})
         g["quantity_raw"] += h["quantity_raw"]
-        g["accounts"] += 1
+        g["accounts"].add(h["account"])
+        g["now"] += cents(Decimal(h["quantity_raw"]).scaleb(-h["decimals"]) * prices[h["asset"]])
         for f in ("market", "after", "counted"):
             g[f] += h[f]
     rows = []
@@ -82,7 +121,9 @@ def _group(holdings: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[s
         row = {x: g[x] for x in keys}
         if "asset" in keys:
             row["quantity"] = units_text(g["quantity_raw"], g["decimals"])
-        row.update({"accounts": g["accounts"], "market_value_usd": decimal_text(g["market"]),
+            row["price_usd"] = decimal_text(prices[row["asset"]])
+        row.update({"accounts": len(g["accounts"]), "market_value_usd": decimal_text(g["now"]),
+                    "decided_market_value_usd": decimal_text(g["market"]),
                     "haircut_usd": decimal_text(g["market"] - g["after"]),
                     "value_after_haircut_usd": decimal_text(g["after"]),
                     "excluded_by_limits_usd": decimal_text(g["after"] - g["counted"]),
@@ -91,32 +132,51 @@ def _group(holdings: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[s
     return rows
 
 
-def weekly(store: LedgerStore, week: str, *, first_week: str | None = None) -> dict[str, Any]:
+def weekly(store: LedgerStore, week: str, *, prices: object = None, first_week: str | None = None,
+           now: datetime | None = None, clock: Callable[[], datetime] = now_utc) -> dict[str, Any]:
+    """The report of ``week`` (``2026-W47``), valued at the week-end price from ``prices`` (see
+    ``week_prices``); ``now`` (default ``clock()``) decides whether the week is over (else: ``partial``,
+    as far as it has gone). A week that has not begun is an ``InputError``."""
     start, end = parse_week(week)
-    holdings = holdings_at(store, end)
+    now = now or clock()
+    if now <= start:
+        raise InputError(f"{week} has not begun ({utc_text(start)}); nothing to report yet", "week")
+    partial = now < end
+    until = now if partial else end
+    holdings = holdings_at(store, until)
+    log = DecisionLog(database=store.db)
+    states = custody_at(log, until)  # a log that does not read to the end: a StorageError, no report
+    evidence = week_prices(prices, sorted({h["asset"] for h in holdings} | {a for a, _ in states}), until)
+    price = {k: v.price_usd for k, v in evidence.items()}
+    cut_from, cut_to = utc_text(start, "microseconds"), utc_text(until, "microseconds")
     activity: dict[str, dict[str, Any]] = {}
-    for e in store.entries(until=utc_text(end, "microseconds")):
-        if e.at < utc_text(start, "microseconds"):
+    for e in store.entries(until=cut_to):
+        if e.at < cut_from:
             continue
         a = activity.setdefault(e.kind, {"entries": 0, "collateral_value_usd": Decimal(0)})
         a["entries"] += 1
         a["collateral_value_usd"] += e.collateral_value_usd
-    incidents = store.incidents(since=utc_text(start, "microseconds"), until=utc_text(end, "microseconds"))
+    incidents = [i for i in store.incidents(since=cut_from, until=cut_to) if i.kind not in notice_book.KINDS]
     by_kind: dict[str, int] = {}
     for i in incidents:
         by_kind[i.kind] = by_kind.get(i.kind, 0) + 1
-    totals = _group([{**h, "all": "all"} for h in holdings], ("all",))
+    totals = _group([{**h, "all": "all"} for h in holdings], ("all",), price)
     return {
-        "report": "weekly pilot report: customer digital-asset collateral",
+        "report": "weekly pilot report: digital assets held in customer accounts",
         "week": week, "from": utc_text(start, "microseconds"), "to": utc_text(end, "microseconds"),
-        "generated_at": utc_text(now_utc(), "microseconds"),
+        "partial": partial, "as_of": cut_to, "generated_at": utc_text(now, "microseconds"),
+        "prices": {k: {"price_usd": decimal_text(v.price_usd), "source": v.source,
+                       "updated_at": utc_text(v.updated_at, "microseconds")} for k, v in sorted(evidence.items())},
         "totals": {k: v for k, v in totals[0].items() if k != "all"} if totals else
-        {"accounts": 0, "market_value_usd": "0", "haircut_usd": "0", "value_after_haircut_usd": "0",
-         "excluded_by_limits_usd": "0", "collateral_value_usd": "0"},
-        "by_asset": _group(holdings, ("asset",)),
-        "by_participant_and_account_type": _group(holdings, ("participant", "account_type", "asset")),
+        {"accounts": 0, "market_value_usd": "0.00", "decided_market_value_usd": "0.00", "haircut_usd": "0.00",
+         "value_after_haircut_usd": "0.00", "excluded_by_limits_usd": "0.00", "collateral_value_usd": "0.00"},
+        "by_asset": _group(holdings, ("asset",), price),
+        "by_participant": _group(holdings, ("participant", "asset"), price),
+        "by_participant_and_account_type": _group(holdings, ("participant", "account_type", "asset"), price),
+        "custody": reconcile(store, states, until, price),
         "activity": {k: {"entries": v["entries"], "collateral_value_usd": decimal_text(v["collateral_value_usd"])}
                      for k, v in sorted(activity.items())},
+        "notices": notice_book.summary(notice_book.listed(store, log, start, until)),
         "incidents": {"count": len(incidents), "by_kind": dict(sorted(by_kind.items())),
                       "items": [{"at": i.at, "kind": i.kind, "severity": i.severity, "account": i.account,
                                  "asset": i.asset, "address": i.address, "message": i.message} for i in incidents]},
@@ -156,109 +216,46 @@ def series(store: LedgerStore, last_week: str, *, first_week: str | None = None)
     return out
 
 
-HOLDING_COLUMNS = ("week", "participant", "account_type", "asset", "quantity", "accounts", "market_value_usd",
-                   "haircut_usd", "value_after_haircut_usd", "excluded_by_limits_usd", "collateral_value_usd")
-INCIDENT_COLUMNS = ("week", "at", "kind", "severity", "account", "asset", "address", "message")
+HOLDING_COLUMNS = ("week", "partial", "participant", "account_type", "asset", "quantity", "accounts", "price_usd",
+                   "market_value_usd", "decided_market_value_usd", "haircut_usd", "value_after_haircut_usd",
+                   "excluded_by_limits_usd", "collateral_value_usd")
+INCIDENT_COLUMNS = ("week", "record", "kind", "significant", "severity", "start", "end", "at", "account", "asset",
+                    "address", "description")
 
 
 def holdings_csv(report: dict[str, Any]) -> str:
+    """One row per participant x account type x asset, then per participant x asset, per asset, the total."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=HOLDING_COLUMNS, lineterminator="\n")
     w.writeheader()
+    head = {"week": report["week"], "partial": "yes" if report.get("partial") else "no"}
     for r in report["by_participant_and_account_type"]:
-        w.writerow({"week": report["week"], **{k: r.get(k, "") for k in HOLDING_COLUMNS if k != "week"}})
+        w.writerow({**head, **{k: r.get(k, "") for k in HOLDING_COLUMNS if k not in head}})
+    for r in report["by_participant"]:
+        w.writerow({**head, "account_type": "ALL", **{k: r.get(k, "") for k in HOLDING_COLUMNS
+                                                       if k not in head and k != "account_type"}})
     for r in report["by_asset"]:
-        w.writerow({"week": report["week"], "participant": "ALL", "account_type": "ALL",
-                    **{k: r.get(k, "") for k in HOLDING_COLUMNS if k not in ("week", "participant", "account_type")}})
+        w.writerow({**head, "participant": "ALL", "account_type": "ALL",
+                    **{k: r.get(k, "") for k in HOLDING_COLUMNS if k not in head and k not in ("participant",
+                                                                                             "account_type")}})
     t = report["totals"]
-    w.writerow({"week": report["week"], "participant": "ALL", "account_type": "ALL", "asset": "ALL", "quantity": "",
-                **{k: t.get(k, "") for k in HOLDING_COLUMNS[5:]}})
+    w.writerow({**head, "participant": "ALL", "account_type": "ALL", "asset": "ALL", "quantity": "", "price_usd": "",
+                **{k: t.get(k, "") for k in HOLDING_COLUMNS[6:] if k != "price_usd"}})
     return buf.getvalue()
 
 
 def incidents_csv(report: dict[str, Any]) -> str:
+    """The week's incident notices (record ``notice``), then the ledger's automatic incidents (``ledger``)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=INCIDENT_COLUMNS, lineterminator="\n")
     w.writeheader()
+    for n in report["notices"]["items"]:
+        w.writerow({"week": report["week"], "record": "notice", "kind": n["kind"],
+                    "significant": "yes" if n["significant"] else "no", "severity": "", "start": n["start"],
+                    "end": n["end"] or "", "at": n["recorded_at"], "account": "", "asset": "", "address": "",
+                    "description": n["description"]})
     for i in report["incidents"]["items"]:
-        w.writerow({"week": report["week"], **{k: i.get(k) or "" for k in INCIDENT_COLUMNS if k != "week"}})
+        w.writerow({"week": report["week"], "record": "ledger", "kind": i["kind"], "significant": "",
+                    "severity": i["severity"], "start": "", "end": "", "at": i["at"], "account": i["account"] or "",
+                    "asset": i["asset"] or "", "address": i["address"] or "", "description": i["message"]})
     return buf.getvalue()
-
-
-def _usd(v: float, _pos: Any = None) -> str:
-    a = abs(v)
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if a >= div:
-            t = f"{v / div:.1f}".rstrip("0").rstrip(".")
-            return f"${t}{suffix}"
-    return f"${v:,.0f}"
-
-
-# Colour per asset (colour-blind safe, Okabe-Ito), stable across weeks and reports.
-COLOURS = {"BTC": "#E69F00", "ETH": "#0072B2", "USDC": "#009E73", "BUIDL": "#CC79A7", "OUSG": "#56B4E9"}
-SPARE = ["#D55E00", "#F0E442", "#999999", "#000000"]
-
-
-def chart(report: dict[str, Any], path: str | Path) -> Path:
-    """Stacked bars: value counted as collateral (after haircut and concentration limits) by asset at
-    each week's end; dashed line: market value before haircut; the reported week highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    weeks = [s["week"] for s in report["series"]]
-    assets = sorted({a for s in report["series"] for a in s["assets"]},
-                    key=lambda a: (list(COLOURS).index(a) if a in COLOURS else 99, a))
-    fig, ax = plt.subplots(figsize=(11, 6), dpi=120)
-    x = list(range(len(weeks)))
-    bottom = [0.0] * len(weeks)
-    spare = iter(SPARE)
-    for a in assets:
-        # float only for drawing: every figure in the report itself is an exact Decimal string
-        vals = [float(Decimal(s["assets"].get(a, {}).get("collateral_value_usd", "0"))) for s in report["series"]]
-        ax.bar(x, vals, bottom=bottom, color=COLOURS.get(a) or next(spare, "#777777"), label=f"{a}",
-               width=0.72, edgecolor="white", linewidth=0.6)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    market = [float(sum((Decimal(v["market_value_usd"]) for v in s["assets"].values()), Decimal(0)))
-              for s in report["series"]]
-    ax.plot(x, market, color="#333333", linestyle="--", marker="o", markersize=4, linewidth=1.5,
-            label="All assets, market value before haircut")
-    if weeks:
-        i = weeks.index(report["week"]) if report["week"] in weeks else len(weeks) - 1
-        ax.axvspan(i - 0.45, i + 0.45, color="#FFE9A8", alpha=0.5, zorder=0)
-        top = max(bottom[i], market[i])
-        ax.annotate(f"{report['week']}: {_usd(bottom[i])} counted\n{_usd(market[i])} market value", (i, top),
-                    xytext=(0, 10),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=9, fontweight="bold",
-                    parse_math=False)
-        ax.set_ylim(0, max(max(bottom + market, default=0) * 1.18, 1))
-    step = max(1, len(weeks) // 14)
-    ax.set_xticks(x[::step])
-    ax.set_xticklabels(weeks[::step], rotation=45, ha="right", fontsize=9)
-    ax.yaxis.set_major_formatter(FuncFormatter(_usd))
-    ax.set_xlabel("ISO week (holdings at the end of the week)")
-    ax.set_ylabel("Collateral value (USD)")
-    ax.set_title("Customer digital-asset collateral held, by asset\n"
-                 f"CFTC digital assets pilot - weekly report {report['week']}", fontsize=13)
-    ax.grid(axis="y", color="#DDDDDD", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.legend(loc="upper left", fontsize=9, frameon=False,
-              title="Bars: value counted as collateral (after haircut and limits)", title_fontsize=9, alignment="left")
-    inc = report["incidents"]["count"]
-    t = report["totals"]
-    fig.text(0.01, 0.01, f"Week {report['week']}: market value {_usd(float(Decimal(t['market_value_usd'])))}, haircuts "
-             f"{_usd(float(Decimal(t['haircut_usd'])))}, excluded by concentration limits "
-             f"{_usd(float(Decimal(t['excluded_by_limits_usd'])))}, counted "
-             f"{_usd(float(Decimal(t['collateral_value_usd'])))}; {inc} operational incident{'s' if inc != 1 else ''}"
-             + (" (" + ", ".join(f"{k} {v}" for k, v in report["incidents"]["by_kind"].items()) + ")" if inc else ""),
-             fontsize=8.5, color="#444444", parse_math=False)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

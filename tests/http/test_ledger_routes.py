@@ -6,6 +6,7 @@ above the verified balance, withdrawal, roles, a node that is down (502, nothing
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
@@ -241,3 +242,36 @@ def test_service_verify_reads_the_chain_off_the_worker_single_and_batch(tmp_path
     funded, empty = batch.json()["decisions"]
     assert next(e for e in funded["evidence"] if e["kind"] == "custody")["raw_balance"] == str(1_000_000 * UNIT)
     assert next(e for e in empty["evidence"] if e["kind"] == "custody")["raw_balance"] == "0"
+def test_eligibility_counts_the_ledger_and_incident_notices(client, chain):
+    """Once the service's database holds a ledger, /v1/eligibility decides with the ledger's holdings; a
+    portfolio sent is the caller's what-if, flagged so. Incident notices: recorded, listed, in the log."""
+    a = fund(chain, 300_000)
+    assert client.post("/v1/credits", json=credit_body(a, "300000", "ACC-E"), headers=headers(key="e-1")).status_code == 201
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    query = {"account": "ACC-E", "participant": "FCM-ALPHA", "asset": "USDC", "quantity": "1000", "price_usd": "0.9999",
+             "as_of": now, "custody": {"custodian": "coinbase-custody", "addresses": [a], "segregated": True,
+                                       "balance": "1000"},
+             "evidence": {**usdc_evidence(), "price_updated_at": now}}
+    r = client.post("/v1/eligibility", json=query, headers=headers())
+    assert r.status_code == 200, r.text
+    assert r.json()["holdings"]["source"] == "ledger", r.json()["failed_rules"]
+    what_if = client.post("/v1/eligibility", json={**query, "portfolio": [{"asset": "ETH",
+                                                                            "collateral_value_usd": "1"}]},
+                          headers=headers())
+    assert what_if.json()["holdings"]["source"] == "what-if (caller's portfolio)"
+
+    body = {"kind": "cybersecurity", "significant": True, "start": "2026-11-20T09:00:00Z",
+            "description": "operator credentials phished; tokens rotated"}
+    assert client.post("/v1/incidents", json=body, headers=headers("auditor")).status_code == 403
+    for bad in ({**body, "kind": "market_drop"}, {**body, "significant": "yes"}, {**body, "extra": 1},
+                {k: v for k, v in body.items() if k != "start"}, {**body, "end": "2026-11-20T08:00:00Z"}):
+        assert client.post("/v1/incidents", json=bad, headers=headers()).status_code == 422, bad
+    r = client.post("/v1/incidents", json=body, headers=headers("compliance"))
+    assert r.status_code == 201, r.text
+    notice = r.json()
+    assert notice["kind"] == "cybersecurity" and notice["end"] is None and notice["recorded_by"] == "compliance-1"
+    listed = client.get("/v1/incidents", params={"since": "2026-11-21T00:00:00Z"}, headers=headers("auditor")).json()
+    assert listed == {"incidents": [notice], "count": 1}  # still open: going on since
+    assert client.get("/v1/incidents", params={"since": "yesterday"}, headers=headers("auditor")).status_code == 422
+    d = client.get(f"/v1/decisions/{notice['incident_id']}", headers=headers("auditor"))
+    assert d.status_code in (404, 422)  # an incident entry is not a decision

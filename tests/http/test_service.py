@@ -266,14 +266,18 @@ ENDPOINTS = {  # operation -> (method, path, body)
     "margin_coverage": ("GET", "/v1/margin/coverage", None),
     "margin_calls": ("POST", "/v1/margin/calls", None),
     "margin_free": ("GET", "/v1/margin/free?account=ACC-1", None),
+    "record_incident": ("POST", "/v1/incidents", {"kind": "other", "significant": False,
+                                                  "start": "2026-11-20T09:00:00Z", "description": "a test notice"}),
+    "list_incidents": ("GET", "/v1/incidents", None),
 }
 # the outcome needs nodes or answers 201: tests/http/test_ledger_routes.py, test_margin_routes.py (real anvil)
 LEDGER_OPS = {"credit", "withdraw", "margin_import"}
 ROLE_TABLE = {  # exactly what each role may do (the documented table, written out again on purpose)
     "clearing": {"evaluate", "evaluate_batch", "get_policy", "credit", "withdraw", "get_receipt", "get_checkpoint",
-                 "margin_import", "margin_coverage", "margin_calls", "margin_free"},
-    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint", "margin_coverage"},
-    "compliance": {"reload_policy", "get_policy"},
+                 "margin_import", "margin_coverage", "margin_calls", "margin_free", "record_incident", "list_incidents"},
+    "auditor": {"get_decision", "verify_audit", "get_policy", "get_receipt", "get_checkpoint", "margin_coverage",
+                "list_incidents"},
+    "compliance": {"reload_policy", "get_policy", "record_incident", "list_incidents"},
 }
 
 
@@ -304,7 +308,7 @@ def test_role_matrix(client, op, who):
     elif who in ROLE_TABLE and op in ROLE_TABLE[who] and op in LEDGER_OPS:
         assert r.status_code not in (401, 403) and r.status_code < 500, r.text  # let in (no node here)
     elif who in ROLE_TABLE and op in ROLE_TABLE[who]:
-        assert r.status_code == 200, r.text
+        assert r.status_code == (201 if method == "POST" and op == "record_incident" else 200), r.text
     elif who in ROLE_TABLE:
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     else:

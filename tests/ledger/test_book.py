@@ -4,6 +4,7 @@ edges (a log of an earlier version, a leaf that does not read, the journal's tri
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -83,8 +84,9 @@ def test_iso_weeks():
 def test_empty_ledger_reports_zero(tmp_path):
     store = LedgerStore(tmp_path / "l.sqlite")
     r = weekly(store, "2026-W10")
-    assert r["totals"]["collateral_value_usd"] == "0" and r["by_asset"] == [] and r["incidents"]["count"] == 0
-    assert holdings_csv(r).splitlines()[0].split(",")[:4] == ["week", "participant", "account_type", "asset"]
+    assert r["totals"]["collateral_value_usd"] == "0.00" and r["by_asset"] == [] and r["incidents"]["count"] == 0
+    assert r["notices"]["count"] == 0 and r["partial"] is False and r["custody"]["by_asset"] == {}
+    assert holdings_csv(r).splitlines()[0].split(",")[:5] == ["week", "partial", "participant", "account_type", "asset"]
 
 
 def test_cli_bad_input_exits_3_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -102,6 +104,11 @@ def test_cli_bad_input_exits_3_and_writes_nothing(tmp_path, monkeypatch, capsys)
         assert main(base + extra) == 3
         err = capsys.readouterr()[1]
         assert "Traceback" not in err and err.startswith("dacp: error:")
+    assert main(base + ["--quantity", "1", "--idempotency-key", "k", "--as-of", "2026-08-31T12:00:00Z",
+                        "--ledger", str(tmp_path / "back.sqlite")]) == 9
+    err = capsys.readouterr()[1]
+    assert "before the ledger's clock" in err and "as_of_window_s" in err and "Traceback" not in err
+    assert not (tmp_path / "back.sqlite").exists()  # refused before anything was opened
     assert main(["report", "weekly", "--week", "2026-W99", "--ledger", str(tmp_path / "l.sqlite")]) == 3
     store = LedgerStore(tmp_path / "l.sqlite")
     assert store.positions() == [] and store.request_count() == 0
@@ -148,3 +155,44 @@ def test_the_journal_is_append_only_and_a_dropped_trigger_is_named_until_the_sto
     assert store.append_only_problems() == ["ledger_entries: its append-only trigger ledger_entries_no_delete is "
                                             "missing"]
     assert LedgerStore(tmp_path / "l.sqlite").append_only_problems() == []  # made again when a store opens
+
+
+@pytest.mark.parametrize("argv", [["ledger", "holdings"], ["ledger", "check"], ["ledger", "incidents"],
+                                  ["incident", "list"], ["report", "weekly", "--week", "2026-W47"]])
+def test_read_only_ledger_commands_create_nothing(tmp_path, monkeypatch, capsys, argv):
+    from rules.cli.run import main
+
+    monkeypatch.chdir(tmp_path)
+    for k in ("DACP_CONFIG", "DACP_LOG", "DACP_LEDGER_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DACP_APPROVALS_REQUIRED", "false")
+    monkeypatch.setenv("DACP_POLICIES", str(ROOT / "policies"))
+    assert main(argv) == 3
+    err = capsys.readouterr()[1]
+    assert "no ledger at var/dacp.sqlite" in err and "Traceback" not in err
+    assert not (tmp_path / "var").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_incident_record_and_list_through_the_cli(tmp_path, monkeypatch, capsys):
+    from rules.cli.run import main
+
+    monkeypatch.chdir(tmp_path)
+    for k in ("DACP_CONFIG", "DACP_LOG", "DACP_LEDGER_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DACP_APPROVALS_REQUIRED", "false")
+    monkeypatch.setenv("DACP_POLICIES", str(ROOT / "policies"))
+    base = ["incident", "record", "--kind", "system_disruption", "--significant", "--start", "2026-11-20T09:00:00Z"]
+    assert main(base + ["--end", "2026-11-20T08:00:00Z", "--description", "x"]) == 3  # ends before it starts
+    assert "ends" in capsys.readouterr()[1] and not (tmp_path / "var").exists()  # checked before anything is opened
+    assert main(base + ["--end", "2026-11-20T11:30:00Z", "--description", "Ethereum node down; credits paused"]) == 0
+    recorded = json.loads(capsys.readouterr()[0])
+    assert recorded["kind"] == "system_disruption" and recorded["significant"] is True
+    assert main(["incident", "list", "--format", "json", "--since", "2026-11-20T10:00:00Z"]) == 0
+    (listed,) = json.loads(capsys.readouterr()[0])
+    assert listed == recorded
+    assert main(["incident", "list", "--since", "2026-11-21T00:00:00Z"]) == 0
+    assert "system_disruption" not in capsys.readouterr()[0]
+    log = DecisionLog(tmp_path / "var" / "dacp.sqlite")
+    assert [e.kind for e in log.entries()] == ["incident"] and log.verify().ok
+    assert main(["ledger", "incidents"]) == 0  # the ledger's automatic incidents only
+    assert json.loads(capsys.readouterr()[0]) == []

@@ -87,7 +87,15 @@ def test_concentration_limits_use_the_accounts_ledger_holdings(ledger, chain):
     total = sum(p.collateral_value_usd for p in ledger.store.positions(account="ACC-1"))
     eth_value = sum(p.collateral_value_usd for p in ledger.store.positions(account="ACC-1", asset="ETH"))
     assert eth_value / total <= Decimal("0.40")
-    assert Decimal(r["quantity_credited"]) < 1000  # only the counted quantity is credited against custody
+    # every coin on the books: the whole 1000 ETH, the counted part at its value, the excess at zero value
+    assert r["quantity_credited"] == "1000" and Decimal(r["quantity_counted"]) < 1000
+    assert r["excluded_by"] == ["limit.eth-share"]
+    (pos,) = ledger.store.positions(account="ACC-1", asset="ETH")
+    assert pos.quantity == 1000 and pos.after_haircut_usd - pos.collateral_value_usd == Decimal(r["excluded_by_limits_usd"])
+    (line,) = [e for e in ledger.store.entries(kind="credit") if e.asset == "ETH"]
+    assert line.reason == "excluded by limit.eth-share"
+    assert entry.body["holdings"]["source"] == "ledger"  # the holdings it was decided with, kept for replay
+    assert ledger.check() == []
 
 
 def test_withdrawal_frees_the_coins_for_another_account(ledger, chain):
@@ -149,7 +157,7 @@ def test_revaluation_reports_before_after_and_deficits(ledger, chain, setup, tmp
     row = r["accounts"][0]
     assert Decimal(row["before_usd"]) == before and Decimal(row["after_usd"]) < before
     assert Decimal(row["deficit_usd"]) == before - Decimal(row["after_usd"])
-    assert [i.kind for i in ledger.store.incidents()] == ["deficit"]
+    assert ledger.store.incidents() == []  # a value deficit is a margin event, not an incident
     assert ledger.check() == [] and ledger.log.verify().ok
 
 
@@ -184,18 +192,46 @@ def test_weekly_report_json_csv_and_chart(ledger, chain, tmp_path):
     assert r["status"] == "credited", r
     r = ledger.credit(usdc_request("ACC-2", "900000", a, "wk-double", participant="FCM-BRAVO", at=ledger.clock()))
     assert r["refusal"]["rule"] == "custody.already-credited"
-    r = report.weekly(ledger.store, "2026-W43")
+    notice = ledger.record_incident(kind="system_disruption", significant=True, start=week0 + timedelta(weeks=2),
+                                    end=week0 + timedelta(weeks=2, hours=3), description="price feed down 3 hours")
+    from adapters.custody import PriceReader
+
+    def week_end(prices: dict[str, str]) -> PriceReader:  # a price file stamped five minutes before the week's end
+        path = write_prices(tmp_path / "week-end.yaml", prices, at=datetime(2026, 10, 25, 23, 55, tzinfo=timezone.utc))
+        return PriceReader({"file": str(path), "max_age_s": 3600})
+
+    later = week0 + timedelta(weeks=4)
+    r = report.weekly(ledger.store, "2026-W43", prices=week_end({"USDC": "0.9999", "ETH": "3100.25"}), now=later)
+    assert r["partial"] is False and r["prices"]["ETH"]["price_usd"] == "3100.25"
+    assert r["prices"]["ETH"]["source"].startswith("test desk (file ") and r["prices"]["ETH"]["updated_at"] == \
+        "2026-10-25T23:55:00.000000Z"
     assert [s["week"] for s in r["series"]] == ["2026-W41", "2026-W42", "2026-W43"]
     usdc = next(x for x in r["by_asset"] if x["asset"] == "USDC")
     assert usdc["quantity"] == "550000" and usdc["market_value_usd"] == "549945.00"
     assert usdc["value_after_haircut_usd"] == "538946.10"
+    assert r["custody"]["by_asset"]["USDC"]["custody_quantity"] == "900000"  # ACC-2's refused 900,000 not on the books
+    assert r["custody"]["by_asset"]["USDC"]["not_credited_quantity"] == "350000"
+    assert r["custody"]["by_asset"]["ETH"]["status"] == "balanced"
+    assert r["notices"]["count"] == 1 and r["notices"]["items"][0]["incident_id"] == notice.incident_id
+    assert "notice,system_disruption,yes" in report.incidents_csv(r)
+    repriced = report.weekly(ledger.store, "2026-W43", prices=week_end({"USDC": "0.9999", "ETH": "2000.00"}), now=later)
+    eth = next(x for x in repriced["by_asset"] if x["asset"] == "ETH")
+    assert eth["market_value_usd"] == "100000.00" and eth["price_usd"] == "2000.00"  # re-priced at the week's end
+    partial = report.weekly(ledger.store, "2026-W43", prices=PricesAt(lambda: ledger.clock(), {"USDC": "1", "ETH": "1"}),
+                            now=week0 + timedelta(weeks=2, days=2))
+    assert partial["partial"] is True and partial["as_of"] == "2026-10-21T12:00:00.000000Z"
+    with pytest.raises(InputError, match="has not begun"):
+        report.weekly(ledger.store, "2026-W50", prices=None, now=later)
+    with pytest.raises(InputError, match="week-end price"):
+        report.weekly(ledger.store, "2026-W43", prices=None, now=later)
     types = {(x["participant"], x["account_type"], x["asset"]) for x in r["by_participant_and_account_type"]}
     assert types == {("FCM-ALPHA", "customer-segregated", "USDC"), ("FCM-BRAVO", "cleared-swaps", "ETH")}
     assert r["incidents"]["by_kind"] == {"double_count_refused": 1}
-    assert report.weekly(ledger.store, "2026-W41")["by_asset"][0]["quantity"] == "100000"
+    w41 = PricesAt(lambda: datetime(2026, 10, 11, 23, tzinfo=timezone.utc), {"USDC": "0.9999"})
+    assert report.weekly(ledger.store, "2026-W41", prices=w41, now=later)["by_asset"][0]["quantity"] == "100000"
     text = report.holdings_csv(r)
-    assert text.splitlines()[0].startswith("week,participant,account_type,asset,quantity")
-    assert "2026-W43,ALL,ALL,ALL," in text
+    assert text.splitlines()[0].startswith("week,partial,participant,account_type,asset,quantity")
+    assert "2026-W43,no,ALL,ALL,ALL," in text and "2026-W43,no,FCM-BRAVO,ALL,ETH,50," in text
     png = report.chart(r, tmp_path / "weekly.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 

@@ -96,7 +96,7 @@ class PricesAt:
     def __init__(self, clock: Any, prices: dict[str, str]):
         self.clock, self.prices = clock, prices
 
-    def read(self, asset: Any) -> Any:
+    def read(self, asset: Any, now: Any = None) -> Any:
         from rules.evidence import PriceEvidence
 
         return PriceEvidence(asset.symbol, Decimal(self.prices[asset.symbol]), "test desk",
