@@ -18,8 +18,7 @@ from adapters.storage.sql import is_postgres, normalise_target
 from rules.evidence import CustodyEvidence, PriceEvidence, custody_from_json, price_from_json
 from rules.engine.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError
-from rules.audit.log import DecisionLog, Entry, VerifyResult
-from rules.audit.checkpoint import Signer, Verifier
+from rules.audit.log import DecisionLog, Entry
 from rules.audit.explain import explain_decision
 from rules.collector import gc_paused
 from rules.audit.entry_format import log_body, public_decision
@@ -30,6 +29,8 @@ from rules.lifecycle.approvals.status import require_approved
 from rules.settings import Settings
 
 if TYPE_CHECKING:
+    from rules.audit.checkpoint import Signer, Verifier
+    from rules.audit.verify import VerifyResult
     from rules.ledger.store import LedgerStore
 
 Evidence = CustodyEvidence | PriceEvidence
@@ -227,6 +228,8 @@ def decision_log_exists(settings: Settings) -> bool:
 
 def audit_signer(settings: Settings) -> Signer:
     """The operator's checkpoint signing key (settings ``[audit] signing_key_file``)."""
+    from rules.audit.checkpoint import Signer  # here: cryptography loads only to sign or check a checkpoint
+
     path = settings.audit.signing_key_file
     if path is None:
         raise InputError("signing a checkpoint needs the operator's key: settings [audit] signing_key_file "
@@ -244,6 +247,8 @@ def audit_signer(settings: Settings) -> Signer:
 def audit_verifiers(settings: Settings, keys: Sequence[str] = ()) -> list[Verifier]:
     """The verifier keys checkpoints are checked with: ``keys`` given (text or files), settings ``[audit]
     public_keys``, and the public half of the configured signing key."""
+    from rules.audit.checkpoint import Verifier  # here: cryptography loads only to sign or check a checkpoint
+
     out: list[Verifier] = []
     for text in [*keys, *settings.audit.public_keys]:
         where = "key"
