@@ -20,8 +20,7 @@ from rules.evidence import (CustodyEvidence, Holdings, PriceEvidence, custody_fr
                             holdings_lines_json, price_from_json)
 from rules.engine.decide import Decision, Engine
 from rules.errors import EvidenceError, InputError, StorageError
-from rules.audit.log import DecisionLog, Entry, VerifyResult
-from rules.audit.checkpoint import Signer, Verifier
+from rules.audit.log import DecisionLog, Entry
 from rules.audit.explain import explain_decision
 from rules.collector import gc_paused
 from rules.audit.entry_format import log_body, public_decision
@@ -32,6 +31,8 @@ from rules.lifecycle.approvals.status import require_approved
 from rules.settings import Settings
 
 if TYPE_CHECKING:
+    from rules.audit.checkpoint import Signer, Verifier
+    from rules.audit.verify import VerifyResult
     from rules.ledger.store import LedgerStore
     from rules.margin.book import MarginBook
     from rules.margin.coverage import Coverage
@@ -305,6 +306,8 @@ def decision_log_exists(settings: Settings) -> bool:
 
 def audit_signer(settings: Settings) -> Signer:
     """The operator's checkpoint signing key (settings ``[audit] signing_key_file``)."""
+    from rules.audit.checkpoint import Signer  # here: cryptography loads only to sign or check a checkpoint
+
     path = settings.audit.signing_key_file
     if path is None:
         raise InputError("signing a checkpoint needs the operator's key: settings [audit] signing_key_file "
@@ -322,6 +325,8 @@ def audit_signer(settings: Settings) -> Signer:
 def audit_verifiers(settings: Settings, keys: Sequence[str] = ()) -> list[Verifier]:
     """The verifier keys checkpoints are checked with: ``keys`` given (text or files), settings ``[audit]
     public_keys``, and the public half of the configured signing key."""
+    from rules.audit.checkpoint import Verifier  # here: cryptography loads only to sign or check a checkpoint
+
     out: list[Verifier] = []
     for text in [*keys, *settings.audit.public_keys]:
         where = "key"

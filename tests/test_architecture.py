@@ -53,7 +53,7 @@ def modules() -> dict[str, Path]:
 
 
 def room(module: str) -> str:
-    if module in BASE:
+    if module in BASE or module.startswith("rules.settings."):  # the settings package: its parts are base too
         return "base"
     if module.startswith("adapters.storage"):
         return "storage"

@@ -26,20 +26,23 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from adapters.storage.sql import Database, open_database
 from rules.audit import entries as fmt
 from rules.audit import merkle
-from rules.audit.checkpoint import Checkpoint, Signer, Verifier, open_checkpoint, sign_checkpoint
 from rules.audit.entries import Entry, RawJSON
-from rules.audit.receipt import Receipt, make_receipt
 from rules.audit.store import TreeStore
-from rules.audit.verify import VerifyResult, verify_tree
 from rules.errors import InputError, StorageError, TamperedError
 from rules.policy.loader import load_bundle_from_sources
 from rules.policy.model import Bundle
 from rules.values import now_utc, utc_text
+
+if TYPE_CHECKING:  # checkpoints, receipts and verification are imported where used: they load cryptography,
+    # which appending and reading entries never need (start-up time, issue 18)
+    from rules.audit.checkpoint import Signer, Verifier
+    from rules.audit.receipt import Receipt
+    from rules.audit.verify import VerifyResult
 
 LOG_LOCK = "dacp.decision_log"
 SCHEMA_LOCK = "dacp.schema"
@@ -47,6 +50,14 @@ TREE_FORMAT = "1"
 Record = tuple[str, str, "Bundle | None", Any]  # (kind, entry_id, bundle, body)
 
 __all__ = ["DecisionLog", "Entry", "RawJSON", "VerifyResult", "LegacyLogError"]
+
+
+def __getattr__(name: str) -> Any:
+    """``VerifyResult``, re-exported from ``rules.audit.verify``, imported when first asked for."""
+    if name == "VerifyResult":
+        from rules.audit.verify import VerifyResult
+        return VerifyResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LegacyLogError(StorageError):
@@ -191,6 +202,8 @@ class DecisionLog:
 
     def checkpoint(self, signer: Signer) -> str:
         """Sign the current tree head (origin, size, root) and keep the note; returns the note text."""
+        from rules.audit.checkpoint import Checkpoint, sign_checkpoint
+
         with self.db.transaction([LOG_LOCK]):
             size = self.tree.size()
             root = self.tree.root(size)
@@ -275,6 +288,8 @@ class DecisionLog:
 
     def prove(self, entry_id: str) -> Receipt:
         """A receipt of the entry under the newest stored checkpoint (``dacp audit checkpoint`` makes one)."""
+        from rules.audit.receipt import make_receipt
+
         index, data, nodes = self._verified_leaf(entry_id)
         latest = self.tree.latest_checkpoint()
         if latest is None or latest[0] <= index:
@@ -286,6 +301,9 @@ class DecisionLog:
     def verify(self, checkpoint: str | None = None, verifiers: Sequence[Verifier] = ()) -> VerifyResult:
         """Stream the whole tree: every leaf against its hash, the tree against every stored checkpoint and
         ``checkpoint`` (a signed note, opened with ``verifiers``), and every entry's bundle."""
+        from rules.audit.checkpoint import open_checkpoint
+        from rules.audit.verify import VerifyResult, verify_tree
+
         external = None
         if checkpoint is not None:
             if not verifiers:

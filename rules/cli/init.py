@@ -74,6 +74,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         SETTINGS_FILE.write_text(toml, encoding="utf-8")
         print(f"wrote {SETTINGS_FILE} ([approvals] demo_keys_in_policy_dir = true: the starter's approvers are "
               "DEMO keys)")
+    print(f"DEMO keys: the starter is approved by alice, bob and carol (DEMO people), whose private keys are "
+          f"published (examples/keys/ of the dacp repository), so these approvals prove nothing. Before real use: "
+          f"your own approvers file where policy authors cannot write ([approvals] approvers, approvers_sha256), "
+          f"no demo switch, and the bundle approved again (dacp policy submit/approve; docs/policy-lifecycle.md)")
     print(f"next: dacp validate{'' if target == Path('policies') else ' ' + str(target)}; dacp test; "
           "dacp evaluate QUERY.json")
     return 0

@@ -12,7 +12,14 @@ files or the code that checks them do, so the result is kept:
   payload is unpickled); the unpickled object is a ``Bundle`` whose ``hash`` is the bundle hash computed from
   the files just read, and whose stored sources are exactly those files (the same hash with other
   whitespace or comments would give other line numbers).
+* **the bundle hash of exact file texts**: ``sources-<sha256 of the names and texts>-<code digest>.ref`` holds the
+  hash of the bundle built from them, so that a hot start neither parses YAML nor imports PyYAML
+  (``cached_bundle_of``). Only an index: the entry it names must still pass every check above, its stored
+  sources equal to these texts (and a bundle's hash is a function of its texts under one code digest).
 * **a schema's meta-schema check** by the sha256 of the schema's text: ``schema-<name>-<sha256>.checked``.
+* **a verified approval** (``rules.lifecycle.approvals.status``): ``approval-<key>.ok``, the key a sha256 over
+  everything the verdict read - the bundle hash, the approval settings, the approvers file's bytes and every
+  signature file's bytes - so that any change to them is a miss and the signatures are checked again.
 
 The *code digest* is sha256 over the source of the modules that check and build a bundle (``rules/policy/``,
 ``rules/values.py``) and the schemas, with the Python version: a changed checker or model never reads an
@@ -136,6 +143,48 @@ def store_bundle(bundle: Bundle) -> None:
     header = json.dumps({"format": FORMAT, "bundle": bundle.hash, "code": code_digest(),
                          "sha256": hashlib.sha256(payload).hexdigest()}).encode()
     _write(_bundle_path(d, bundle.hash), header + b"\n" + payload)
+    _write(_sources_path(d, bundle.sources), bundle.hash.encode("ascii"))
+
+
+def _sources_path(d: Path, sources: Mapping[str, str]) -> Path:
+    h = hashlib.sha256()
+    for name in sorted(sources):
+        h.update(name.encode("utf-8") + b"\0" + sources[name].encode("utf-8") + b"\0\0")
+    return d / f"sources-{h.hexdigest()}-{code_digest()[:16]}.ref"
+
+
+def cached_bundle_of(sources: Mapping[str, str]) -> Bundle | None:
+    """The checked bundle of exactly these file texts, without parsing them (see the module's docstring)."""
+    d = cache_dir()
+    if d is None:
+        return None
+    try:
+        ref = _sources_path(d, sources).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(ref) != 64 or not all(c in "0123456789abcdef" for c in ref):
+        return None
+    return cached_bundle(ref, sources)
+
+
+def marked(kind: str, key: str) -> bool:
+    """Whether ``key`` (a sha256 in hex) was marked done for ``kind`` (``mark``)."""
+    d = cache_dir()
+    if d is None:
+        return False
+    path = d / f"{kind}-{key}.ok"
+    try:
+        return path.read_text(encoding="ascii") == path.name
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def mark(kind: str, key: str) -> None:
+    """Record that ``key`` was done for ``kind`` (a verified approval: rules.lifecycle.approvals.status)."""
+    d = cache_dir()
+    if d is not None:
+        path = d / f"{kind}-{key}.ok"
+        _write(path, path.name.encode("ascii"))
 
 
 def _schema_path(d: Path, name: str, text: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from rules.errors import PolicyError, Problem
 from rules.policy.bundle_hash import bundle_hash
-from rules.policy.cache import cached_bundle, store_bundle
+from rules.policy.cache import cached_bundle, cached_bundle_of, store_bundle
 from rules.policy.cross_checks import CrossChecks
 from rules.policy.facts import FACTS
 from rules.policy.model import (AddOn, Asset, Bucket, Bundle, Criterion, Custodian, HaircutSchedule, HaircutSource, Limit,
@@ -76,7 +76,11 @@ def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "") -> Bu
 
     The files are read strictly and hashed first; a bundle checked before under that hash, from these very
     texts, comes from the cache (``rules.policy.cache``, which verifies its entries) and the schema and
-    cross-checks are not run again. A bundle checked here is kept there."""
+    cross-checks are not run again; exactly these texts checked before are not even parsed. A bundle checked
+    here is kept there."""
+    known = cached_bundle_of(sources)
+    if known is not None:
+        return known
     parsed = {name: load_yaml_text(sources[name], name) for name in sorted(sources)}  # name -> (doc, problems)
     if all(doc is not None and not found and isinstance(doc.data, dict) for doc, found in parsed.values()):
         cached = cached_bundle(bundle_hash({n: doc.data for n, (doc, _) in parsed.items()}), sources)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +69,8 @@ def describe(error: ValidationError) -> str:
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in inst if k not in schema.get("properties", {})] if isinstance(inst, dict) else []
         msgs = []
+        import difflib  # here: only a message about an unknown key needs it (start-up time)
+
         for k in extras:
             close = difflib.get_close_matches(k, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -18,12 +18,14 @@ import re
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from rules.errors import Problem
 from rules.values import MAX_NUMBER_TEXT
+
+if TYPE_CHECKING:  # PyYAML is imported by load_yaml_text, when a text is parsed: a cold start that parses no
+    # YAML (bundle cache hot, a JSON query) never loads it (issue 18)
+    import yaml
 
 Path = tuple[str | int, ...]
 
@@ -88,9 +90,9 @@ class _Converter:
         if node.tag not in _CORE_TAGS:
             self.problem(node, f"the tag {node.tag!r} is not allowed in policy files (only plain values, lists and mappings)")
             return None
-        if isinstance(node, yaml.MappingNode):
+        if node.id == "mapping":  # yaml.MappingNode (PyYAML's node classes name their kind in ``id``)
             return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if node.id == "sequence":  # yaml.SequenceNode
             return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
         return self._scalar(node)
 
@@ -101,7 +103,7 @@ class _Converter:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 self.problem(key_node, "merge keys ('<<') are not allowed; write the values out")
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
+            if key_node.id != "scalar":  # not a yaml.ScalarNode
                 self.problem(key_node, "a key must be a plain word, not a list or mapping")
                 continue
             key = key_node.value
@@ -146,8 +148,6 @@ class _Converter:
         return text  # timestamps and everything else stay text
 
 
-# LibYAML's C parser when PyYAML was built with it (about 10x faster on large bundles); same nodes and marks.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _COMPOSE_LOCK = threading.Lock()
 MAX_DEPTH = 64  # far deeper than any policy or query; keeps parsers off the C stack's edge
 
@@ -189,9 +189,13 @@ def load_yaml_text(text: str, file: str) -> tuple[SourceDoc | None, list[Problem
     """Parse one YAML document. Returns the document (None on a syntax error) and the problems found."""
     if too_deep(text):
         return None, [Problem(file, None, None, f"the document is nested too deeply (more than {MAX_DEPTH} levels)")]
+    import yaml
+
+    # LibYAML's C parser when PyYAML was built with it (about 10x faster on large bundles); same nodes and marks.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         with _COMPOSE_LOCK:  # LibYAML's composer is not safe to run from several threads at once
-            nodes = list(yaml.compose_all(text, Loader=_LOADER))
+            nodes = list(yaml.compose_all(text, Loader=loader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None

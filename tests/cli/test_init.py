@@ -44,6 +44,7 @@ def test_the_starter_is_the_shipped_bundle_with_its_tests_and_demo_approvals():
 def test_init_then_validate_test_and_evaluate_from_anywhere(empty, capsys):
     code, out, _ = run(capsys, "init")
     assert code == 0 and "wrote the starter bundle to policies" in out and "wrote dacp.toml" in out
+    assert "DEMO keys: " in out and "prove nothing" in out and "[approvals] approvers, approvers_sha256" in out
     assert "demo_keys_in_policy_dir = true" in (empty / "dacp.toml").read_text()
     code, out, _ = run(capsys, "validate")
     assert code == 0 and "policies: valid" in out

@@ -167,3 +167,28 @@ def test_a_schema_is_checked_against_its_meta_schema_once_per_text(cache_dir, mo
     marker.write_text("forged")  # a marker must name itself
     assert not cache.schema_checked("query", text)
     schema_check.schema.cache_clear()
+
+
+def test_exact_texts_checked_before_are_not_even_parsed(cache_dir, bundle_dir, monkeypatch):
+    b = load_bundle(bundle_dir)
+    (ref,) = cache_dir.glob("sources-*.ref")
+    assert ref.read_text() == b.hash
+    monkeypatch.setattr(loader, "load_yaml_text", lambda *_a: (_ for _ in ()).throw(AssertionError("parsed")))
+    assert load_bundle(bundle_dir) == b
+
+
+def test_the_texts_index_only_points_at_an_entry_that_must_hold_these_texts(cache_dir, bundle_dir, monkeypatch):
+    """The index names a hash; the entry under it must still pass every check, its sources these very texts."""
+    b = load_bundle(bundle_dir)
+    (ref,) = cache_dir.glob("sources-*.ref")
+    (bundle_dir / "limits.yaml").write_text((bundle_dir / "limits.yaml").read_text() + "# other text\n")
+    other = load_bundle(bundle_dir)  # the same hash from other text: its own entry, its own index
+    refs = sorted(cache_dir.glob("sources-*.ref"))
+    assert len(refs) == 2 and all(r.read_text() == b.hash for r in refs)
+    for bad in ("f" * 64, "not a hash", ""):
+        for r in refs:
+            r.write_text(bad)
+        assert cache.cached_bundle_of(other.sources) is None
+    entry(cache_dir).unlink()
+    ref.write_text(b.hash)  # an index whose entry is gone: a miss, the bundle checked again
+    assert load_bundle(bundle_dir) == other

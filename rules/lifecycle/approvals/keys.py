@@ -7,11 +7,13 @@ import hashlib
 import os
 import re
 from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from rules.errors import ApprovalError, InputError
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used (start-up time: an approval already checked
+    # for this very bundle and approvers file needs none, rules.lifecycle.approvals.status)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROLES = ("author", "approver", "publisher")
 APPROVER_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # lower-case letters, digits, '.', '_' and '-'
@@ -43,6 +45,8 @@ def parse_public_key(text: object, where: str) -> bytes:
 
 def verify(raw: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` by the key ``raw`` is valid for ``message``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
     except Exception:  # cryptography raises InvalidSignature; anything else is a bad signature too
@@ -52,11 +56,16 @@ def verify(raw: bytes, signature: bytes, message: bytes) -> bool:
 
 def raw_public(key: Ed25519PrivateKey) -> bytes:
     """The raw public key of a private key."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def generate_key(path: Path) -> bytes:
     """Write a new Ed25519 private key (PKCS#8 PEM, mode 0600); return its raw public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     if path.exists():
         raise InputError("the file exists; a key is never overwritten", str(path))
     if not path.parent.is_dir():
@@ -72,6 +81,9 @@ def generate_key(path: Path) -> bytes:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An unencrypted PEM Ed25519 private key from ``path``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -12,14 +12,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rules.errors import ApprovalError, InputError
 from rules.lifecycle.approvals.approvers import Approvers
 from rules.lifecycle.approvals.keys import ROLES, key_id, parse_public_key, public_key_text, raw_public, verify
 from rules.values import now_utc, utc_text
+
+if TYPE_CHECKING:  # a key is cryptography's; checking a signature imports it (keys.verify)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 FORMAT = "dacp-policy-signature/1"
 FILE_ROLE = {"author": "author", "approver": "approval", "publisher": "publication"}

@@ -3,13 +3,16 @@ of an unapproved bundle (``require_approved``, called by ``rules.app.Dacp.bundle
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rules.errors import ApprovalError
 from rules.lifecycle.approvals.approvers import load_approvers
-from rules.lifecycle.approvals.settings import approval_settings
+from rules.lifecycle.approvals.settings import ApprovalSettings, approval_settings
 from rules.lifecycle.approvals.signatures import Signature, check_signature_file
+from rules.policy.cache import mark, marked
 from rules.policy.model import Bundle
 from rules.settings import Settings
 
@@ -129,8 +132,38 @@ def require_approved(bundle: Bundle, settings: Settings) -> None:
     if untrusted:  # checked first: signatures checked against a root the authors could write prove nothing
         raise ApprovalError(f"policy bundle {bundle.hash} ({settings.policies}) is not approved for use:\n  "
                             f"{untrusted}\n  (docs/policy-lifecycle.md)")
+    key = verdict_key(bundle.hash, cfg)
+    if key is not None and marked("approval", key):
+        return  # these very files were verified active before (start-up time: no YAML, no Ed25519)
     st = assess(bundle.hash, settings)
     if not st.active:
         raise ApprovalError(f"policy bundle {bundle.hash} ({settings.policies}) is not approved for use:\n  "
                             + "\n  ".join(st.problems())
                             + "\n  (see `dacp policy status`; docs/policy-lifecycle.md)")
+    if key is not None and verdict_key(bundle.hash, cfg) == key:  # nothing changed while it was assessed
+        mark("approval", key)
+
+
+_CODE = sorted(Path(__file__).resolve().parent.glob("*.py"))
+
+
+def verdict_key(bundle_hash: str, cfg: ApprovalSettings) -> str | None:
+    """sha256 over everything an approval verdict reads: this code, the bundle hash, the approval settings, the
+    approvers file's bytes and the name and bytes of every entry of the bundle's signatures directory. The
+    verdict "active" is kept in the cache under it (``rules.policy.cache.mark``): a changed key, approver,
+    signature, setting or checker is another key, checked afresh. None (nothing kept) when a file is unreadable."""
+    h = hashlib.sha256(b"dacp-approval-verdict/1\0")
+    try:
+        for path in _CODE:
+            h.update(path.read_bytes() + b"\0")
+        h.update(repr((bundle_hash, cfg.required, str(cfg.approvers.resolve()), str(cfg.signatures.resolve()),
+                       cfg.quorum, cfg.approvers_sha256, cfg.require_publication, str(cfg.policies.resolve()),
+                       cfg.demo_keys_in_policy_dir)).encode("utf-8") + b"\0")
+        h.update(hashlib.sha256(cfg.approvers.read_bytes()).digest())
+        folder = cfg.signatures / bundle_hash
+        for p in sorted(folder.iterdir()) if folder.is_dir() else ():
+            h.update(p.name.encode("utf-8") + b"\0" + (hashlib.sha256(p.read_bytes()).digest() if p.is_file()
+                                                       else b"not a file"))
+    except (OSError, ValueError):
+        return None
+    return h.hexdigest()
