@@ -127,10 +127,24 @@ class Criterion:
 
 @dataclass(frozen=True)
 class HaircutSource:
+    """One haircut source of a schedule (Letter 26-05): a DCO that accepts the asset (``kind`` dco: its
+    name, schedule and the schedule's date) or the FCM's own risk policy (``kind`` own), used only where
+    no DCO accepts the asset."""
+
     id: str
     haircut: Decimal
     source: str | None
     src: Src
+    kind: str = "own"  # dco | own
+    dco: str | None = None
+    schedule: str | None = None
+    as_of: date | None = None
+
+    def label(self) -> str:
+        """How the decision names it: "Bitnomial schedule of 2026-01", "FCM risk policy"."""
+        if self.kind == "dco":
+            return f"{self.dco} schedule of {self.as_of:%Y-%m}" if self.as_of else f"{self.dco} schedule"
+        return self.source or "the FCM's own risk policy"
 
 
 @dataclass(frozen=True)
@@ -161,8 +175,12 @@ class HaircutSchedule:
     sources: tuple[HaircutSource, ...] = ()
     bucket_fact: str | None = None
     buckets: tuple[Bucket, ...] = ()
-    floor: Decimal | None = None
+    floor: Decimal | None = None  # the FCM's stricter own overlay (``stricter_own: {floor}``): base >= floor
     add_ons: tuple[AddOn, ...] = ()
+
+    @property
+    def dco_sources(self) -> tuple[HaircutSource, ...]:
+        return tuple(s for s in self.sources if s.kind == "dco")
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def test_policy_tests_fail_when_a_change_weakens_the_haircut_below_the_evidence(
     weak = tmp_path / "weak"
     shutil.copytree(POLICIES, weak, ignore=shutil.ignore_patterns("tests", "approvals"))
     hc = weak / "haircuts.yaml"
-    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.10").replace("haircut: 0.15, source", "haircut: 0.10, source"))
+    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.10").replace("        haircut: 0.15\n", "        haircut: 0.10\n"))
     bad = run_tests(Engine.for_bundle(load_bundle(weak), "python"), tests)
     assert bad.failed == 1
     (res,) = bad.results

@@ -44,7 +44,7 @@ def changed_bundle(tmp_path: Path) -> Path:
     new = tmp_path / "new"
     shutil.copytree(POLICIES, new, ignore=shutil.ignore_patterns("tests", "approvals"))
     hc = new / "haircuts.yaml"
-    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.30").replace("haircut: 0.20, source", "haircut: 0.28, source"))
+    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.30").replace("        haircut: 0.20\n", "        haircut: 0.28\n"))
     lim = new / "limits.yaml"
     lim.write_text(lim.read_text().replace("max_value_usd: 100000000", "max_value_usd: 50000000") + """
   - id: limit.usdc-share

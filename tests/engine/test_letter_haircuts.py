@@ -1,0 +1,105 @@
+"""Letter 26-05's haircut rule, built into the language (issue 16, point 1).
+
+Where a DCO accepts the asset, the highest accepting DCO's haircut; otherwise the FCM's own, never below the
+programme's ``minimum_own_haircut``; a stricter FCM overlay (``stricter_own``) labelled so. Exactly one
+component is decisive and the decision says why in words. Each case is held to both evaluators and the
+reference by ``check_cases``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.engine.evaluators.reference import decide_reference
+from rules.engine.query import parse_query
+from rules.errors import PolicyError
+from rules.policy.loader import load_bundle_from_sources
+from tests.engine.test_reference import README_QUERY, Case, check_cases
+from tests.support.bundles import shipped_sources
+
+ETH_QUERY = {**README_QUERY, "asset": "ETH", "quantity": "10", "price_usd": "3000.00",
+             "custody": {"custodian": "anchorage", "addresses": ["0x" + "11" * 20], "segregated": True,
+                         "finality": "finalized", "balance": "10"}}
+
+ETH_DCO = """      - id: haircut.eth.bitnomial
+        kind: dco
+        dco: Bitnomial
+        schedule: Bitnomial DCO collateral schedule
+        as_of: 2026-01-02
+        haircut: 0.20
+"""
+
+
+def _decisive(d: dict) -> list[str]:
+    return [c["rule"] for c in d["haircut"]["components"] if c.get("decisive")]
+
+
+def _eth_own(haircut: str) -> dict[str, str]:
+    s = shipped_sources()
+    own = f"      - {{id: haircut.eth.own, kind: own, haircut: {haircut}, source: FCM risk policy}}\n"
+    s["haircuts.yaml"] = s["haircuts.yaml"].replace(ETH_DCO, own, 1)
+    return s
+
+
+def test_btc_the_stricter_own_overlay_alone_decides():
+    """Measured: BTC was 20% decided_by haircut.btc.floor with Bitnomial's 15% and the floor both decisive."""
+    from tests.engine.test_reference import shipped
+    d = decide_reference(shipped(), parse_query(README_QUERY))
+    h = d["haircut"]
+    assert (h["total"], h["decided_by"]) == ("0.2", "haircut.btc.stricter_own")
+    assert _decisive(d) == ["haircut.btc.stricter_own"]
+    assert [c["kind"] for c in h["components"][:2]] == ["dco", "stricter_own"]
+    assert h["components"][0]["dco"] == "Bitnomial" and h["components"][0]["decisive"] is False
+    assert "stricter own" in h["why"] and "Bitnomial schedule of 2026-01" in h["why"]
+    check_cases(shipped(), [Case(README_QUERY, parse_query(README_QUERY))])
+
+
+def test_the_highest_of_two_accepting_dcos_decides_and_says_so():
+    s = shipped_sources()
+    two = ETH_DCO + ETH_DCO.replace("haircut.eth.bitnomial", "haircut.eth.other").replace(
+        "dco: Bitnomial", "dco: Other DCO").replace("haircut: 0.20", "haircut: 0.22")
+    s["haircuts.yaml"] = s["haircuts.yaml"].replace(ETH_DCO, two, 1).replace(
+        "      floor: 0.25\n", "      floor: 0.21\n", 1)
+    bundle = load_bundle_from_sources(s)
+    d = decide_reference(bundle, parse_query(ETH_QUERY))
+    assert (d["haircut"]["base"], d["haircut"]["decided_by"]) == ("0.22", "haircut.eth.other")
+    assert d["haircut"]["why"] == "Other DCO schedule of 2026-01: highest of 2 accepting DCOs"
+    assert _decisive(d) == ["haircut.eth.other"]
+    check_cases(bundle, [Case(ETH_QUERY, parse_query(ETH_QUERY))])
+
+
+def test_an_own_haircut_below_the_programme_minimum_is_refused():
+    """Measured: a bundle giving ETH a 10% own haircut and no DCO source validated and decided at 0.10."""
+    with pytest.raises(PolicyError) as e:
+        load_bundle_from_sources(_eth_own("0.10"))
+    (p,) = [p for p in e.value.problems if "minimum_own_haircut" in p.message]
+    assert p.file == "haircuts.yaml" and p.line is not None and "at least 20%" in p.message and "10%" in p.message
+
+
+def test_an_own_haircut_at_the_minimum_decides_where_no_dco_accepts():
+    s = _eth_own("0.20")
+    s["haircuts.yaml"] = s["haircuts.yaml"].replace("    stricter_own:\n      rationale: FCM risk policy, stricter "
+                                                    "than the letter - 25% for ETH's higher volatility.\n"
+                                                    "      floor: 0.25\n", "", 1)
+    bundle = load_bundle_from_sources(s)
+    d = decide_reference(bundle, parse_query(ETH_QUERY))
+    assert (d["haircut"]["base"], d["haircut"]["decided_by"]) == ("0.2", "haircut.eth.own")
+    assert d["haircut"]["why"] == "FCM risk policy: the FCM's own haircut, no DCO accepts ETH"
+    check_cases(bundle, [Case(ETH_QUERY, parse_query(ETH_QUERY))])
+
+
+def test_an_own_source_beside_a_dco_is_refused():
+    s = shipped_sources()
+    own = "      - {id: haircut.eth.own, kind: own, haircut: 0.30, source: FCM risk policy}\n"
+    s["haircuts.yaml"] = s["haircuts.yaml"].replace(ETH_DCO, ETH_DCO + own, 1)
+    with pytest.raises(PolicyError) as e:
+        load_bundle_from_sources(s)
+    assert any("stricter_own" in p.message and p.rule_id == "haircut.eth.own" for p in e.value.problems)
+
+
+def test_a_dco_source_needs_its_name_schedule_and_date():
+    s = shipped_sources()
+    s["haircuts.yaml"] = s["haircuts.yaml"].replace("        dco: Bitnomial\n", "", 1)
+    with pytest.raises(PolicyError) as e:
+        load_bundle_from_sources(s)
+    assert any("dco" in p.message for p in e.value.problems)
