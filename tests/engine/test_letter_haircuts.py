@@ -103,3 +103,36 @@ def test_a_dco_source_needs_its_name_schedule_and_date():
     with pytest.raises(PolicyError) as e:
         load_bundle_from_sources(s)
     assert any("dco" in p.message for p in e.value.problems)
+
+
+WHY_BTC = "the FCM's stricter own haircut 20%, above 15% (Bitnomial schedule of 2026-01: highest of 1 accepting DCO)"
+
+
+def test_every_door_says_why(tmp_path, capsys):
+    """CLI JSON and table, HTTP (the decision and its explanation) and ``dacp explain`` all carry the words."""
+    import json
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from rules.cli.run import main
+    from rules.http.app import create_app
+    from tests.http.test_service import BTC, CONFIG, NO_APPROVALS, auth
+    from rules.settings import Settings
+    from tests.support import ROOT
+
+    pol = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", pol, ignore=shutil.ignore_patterns("tests"))
+    q = tmp_path / "q.json"
+    q.write_text(json.dumps(BTC))
+    base = ["--policies", str(pol), "--log", str(tmp_path / "log.sqlite")]
+    assert main(["evaluate", *base, str(q), "--no-log"]) == 0
+    assert json.loads(capsys.readouterr().out)["haircut"]["why"] == WHY_BTC
+    assert main(["evaluate", *base, str(q), "--no-log", "--format", "table"]) == 0
+    assert WHY_BTC in capsys.readouterr().out
+    settings = Settings(policies=pol, log=tmp_path / "http.sqlite", sections=NO_APPROVALS)
+    with TestClient(create_app(settings, CONFIG)) as c:
+        d = c.post("/v1/eligibility", json=BTC, headers=auth("clearing")).json()
+        assert d["haircut"]["why"] == WHY_BTC
+        body = c.get(f"/v1/decisions/{d['decision_id']}", headers=auth("auditor")).json()
+        assert f"haircut decided by: {WHY_BTC}" in body["explanation"]
