@@ -81,7 +81,7 @@ def haircut_plan(bundle: Bundle, asset: Asset, day: date, st: Statics,
     else:
         if sched.sources:
             base, decided_by, components, why = by_sources(sched, asset.symbol)
-            base, decided_by, why = _floor(sched, base, decided_by, components, why)
+            base, decided_by, why = with_stricter_own(sched, base, decided_by, components, why)
             fixed = tuple(FixedBase(base, decided_by, tuple(components), why,
                                     st.item(sched.id, "applied", {s.id: plain(s.haircut) for s in sched.sources},
                                             {"base": plain(base), "decided_by": decided_by})))
@@ -122,7 +122,7 @@ def _source_component(s, decisive: bool) -> dict[str, Any]:
     return {"rule": s.id, "kind": "own", "haircut": plain(s.haircut), "source": s.source, "decisive": decisive}
 
 
-def _floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list, why: str
+def with_stricter_own(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list, why: str
            ) -> tuple[Decimal, str, str]:
     """The FCM's stricter own overlay (``stricter_own``), when it is above ``base``, decides instead (and is
     a component either way); exactly one component stays decisive."""
@@ -183,7 +183,7 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
         components = [{"rule": sched.id, "kind": "bucket", "haircut": plain(bucket.haircut), "fact": sched.bucket_fact,
                        "observed": value, "up_to": bucket.up_to, "decisive": True}]
         why = bucket_words(sched, value, bucket.up_to)
-        base, decided_by, why = _floor(sched, base, decided_by, components, why)
+        base, decided_by, why = with_stricter_own(sched, base, decided_by, components, why)
         trace.append(st.item(sched.id, "applied", {sched.bucket_fact: value}, {"base": plain(base),
                                                                               "decided_by": decided_by}))
     total = total_without = base

@@ -78,9 +78,10 @@ def test_an_own_haircut_below_the_programme_minimum_is_refused():
 
 def test_an_own_haircut_at_the_minimum_decides_where_no_dco_accepts():
     s = _eth_own("0.20")
-    s["haircuts.yaml"] = s["haircuts.yaml"].replace("    stricter_own:\n      rationale: FCM risk policy, stricter "
-                                                    "than the letter - 25% for ETH's higher volatility.\n"
-                                                    "      floor: 0.25\n", "", 1)
+    eth = s["haircuts.yaml"].index("  - id: haircut.eth\n")
+    start = s["haircuts.yaml"].index("    stricter_own:\n", eth)
+    end = s["haircuts.yaml"].index("      floor: 0.25\n", start) + len("      floor: 0.25\n")
+    s["haircuts.yaml"] = s["haircuts.yaml"][:start] + s["haircuts.yaml"][end:]
     bundle = load_bundle_from_sources(s)
     d = decide_reference(bundle, parse_query(ETH_QUERY))
     assert (d["haircut"]["base"], d["haircut"]["decided_by"]) == ("0.2", "haircut.eth.own")
