@@ -139,8 +139,13 @@ class CrossChecks(HaircutBuild):
                              "(check for a typo, or write it all in lower case)")
             if a.get("restrictions") and contract is None:
                 self.problem(doc, path + ("restrictions",), "restrictions are read from a token contract; this asset has none")
+            valuation = a.get("valuation") or {}
+            if valuation and a["class"] != "payment_stablecoin":
+                self.problem(doc, path + ("valuation",), "valuation.above_par is for payment stablecoins (the par "
+                             f"cap applies to them only); {sym} is a {a['class']}")
             assets[sym] = Asset(sym, a["name"], a["class"], chain, network, a["decimals"], self.src(doc, path),
-                                contract, a.get("issuer"), dict(a.get("restrictions") or {}))
+                                contract, a.get("issuer"), dict(a.get("restrictions") or {}),
+                                bool(valuation.get("above_par", False)))
         return assets
 
     def haircut_coverage(self, assets: Mapping[str, Asset], haircuts: list[HaircutSchedule], doc: SourceDoc) -> None:

@@ -87,6 +87,15 @@ class Asset:
     contract: str | None = None
     issuer: str | None = None
     restrictions: Mapping[str, str] = field(default_factory=dict)
+    # Payment stablecoins are valued at no more than par (1 USD) unless the registry says ``valuation:
+    # {above_par: true}`` (issue 16): a price above par never adds collateral value.
+    value_above_par: bool = False
+
+    def value_price(self, price: Decimal) -> Decimal:
+        """The price a position is valued at: the observed price, capped at par for a payment stablecoin."""
+        if self.klass == "payment_stablecoin" and not self.value_above_par and price > 1:
+            return Decimal(1)
+        return price
 
 
 @dataclass(frozen=True)
