@@ -51,3 +51,45 @@ def test_the_par_cap_is_for_stablecoins_only():
         load_bundle_from_sources(s)
     (p,) = [p for p in e.value.problems if "valuation" in p.message]
     assert p.file == "assets.yaml" and p.line is not None and "payment stablecoins" in p.message
+
+
+BUIDL = json.loads((ROOT / "examples" / "queries" / "buidl-eligible.json").read_text())
+
+
+def _buidl(price: str, nav: str | None = "1.00") -> dict:
+    fund = {**BUIDL["evidence"]["fund"], "nav_usd": nav}
+    if nav is None:
+        del fund["nav_usd"]
+    return {**BUIDL, "price_usd": price, "evidence": {**BUIDL["evidence"], "fund": fund}}
+
+
+@pytest.mark.parametrize("price,nav,bps,eligible", [("0.90", "1.00", 1000, False), ("5.00", "1.00", 40000, False),
+                                                    ("1.0050", "1.00", 50, True), ("1.00", "1.00", 0, True),
+                                                    ("1.00", None, None, False)])
+def test_a_fund_token_is_priced_against_its_nav(price, nav, bps, eligible):
+    """Measured before: BUIDL at 0.90 or 5.00 (NAV 1.00) was accepted."""
+    q = _buidl(price, nav)
+    d = decide_reference(shipped(), parse_query(q))
+    (r,) = [r for r in d["reasons"] if r["rule"] == "fund.price-within-nav-band"]
+    assert r["outcome"] == ("pass" if eligible else "fail") and d["eligible"] is eligible
+    assert r["observed"] == ("missing" if bps is None else bps)
+    check_cases(shipped(), [Case(q, parse_query(q))])
+
+
+def test_the_peg_band_has_its_two_sides_apart():
+    """A bundle with a 25 bp premium limit beside the 50 bp discount limit: 1.0030 is refused, 0.9970 is not."""
+    s = shipped_sources()
+    s["eligibility.yaml"] = s["eligibility.yaml"].replace("check: {fact: stablecoin.peg_premium_bps, at_most: 50}",
+                                                          "check: {fact: stablecoin.peg_premium_bps, at_most: 25}", 1)
+    bundle = load_bundle_from_sources(s)
+    above, below = _at("1.0030"), _at("0.9970")
+    da, db = decide_reference(bundle, parse_query(above)), decide_reference(bundle, parse_query(below))
+    assert da["failed_rules"] == ["stablecoin.peg-premium-within-band"] and db["eligible"] is True
+    check_cases(bundle, [Case(above, parse_query(above)), Case(below, parse_query(below))])
+
+
+def test_a_nav_that_is_not_a_positive_decimal_is_bad_input():
+    from rules.errors import InputError
+    for bad in ("0", "-1", "1e3", 1):
+        with pytest.raises(InputError, match="nav_usd"):
+            parse_query(_buidl("1.00", bad))

@@ -35,6 +35,7 @@ FACT_TYPES = {
     "custody.address_frozen": "bool", "custody.holder_allowed": "bool", "custody.balance_covers_quantity": "bool",
     "custody.confirmations": "int", "stablecoin.issuer": "str", "stablecoin.issuer_matches_registry": "bool",
     "stablecoin.reserve_attestation_age_days": "int", "stablecoin.peg_deviation_bps": "int",
+    "stablecoin.peg_discount_bps": "int", "stablecoin.peg_premium_bps": "int", "fund.price_nav_deviation_bps": "int",
     "fund.nav_age_days": "int", "fund.holder_allowlisted": "bool", "fund.redemption_days": "int",
     "fund.wam_days": "int", "price.age_minutes": "int",
 }
