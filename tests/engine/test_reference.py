@@ -562,12 +562,12 @@ def test_a_failed_bucket_schedule_keeps_its_add_ons_in_the_trace(evaluator, reus
 
 
 def closed_bucket_bundle() -> Bundle:
-    """The shipped bundle with the funds' last bucket closed at 1,460 days (schema: "leave out on the
+    """The shipped bundle with the funds' last bucket closed at 10,000 days (schema: "leave out on the
     last bucket" - but the loader accepts it)."""
     sources = shipped_sources()
     text = sources["haircuts.yaml"]
-    assert "        - {haircut: 0.03}\n" in text
-    sources["haircuts.yaml"] = text.replace("        - {haircut: 0.03}\n", "        - {up_to: 1460, haircut: 0.03}\n")
+    assert "        - {haircut: 0.06}\n" in text
+    sources["haircuts.yaml"] = text.replace("        - {haircut: 0.06}\n", "        - {up_to: 10000, haircut: 0.06}\n")
     return load_bundle_from_sources(sources)
 
 
@@ -575,7 +575,7 @@ def closed_bucket_bundle() -> Bundle:
 def test_a_value_above_a_closed_bucket_table_fails_closed(evaluator, reuse):
     bundle = closed_bucket_bundle()
     doc = json.loads(json.dumps(FUND_WITHOUT_WAM))
-    doc["evidence"]["fund"]["wam_days"] = 2000
+    doc["evidence"]["fund"]["wam_days"] = 20000
     query = parse_query(doc)
     ref = decide_reference(bundle, query)
     assert ref["eligible"] is False and "haircut.tokenized-funds" in ref["failed_rules"]
