@@ -106,7 +106,10 @@ def by_sources(sched: HaircutSchedule, symbol: str) -> tuple[Decimal, str, list,
     """Letter 26-05: the highest accepting DCO's haircut when any DCO accepts the asset (of equal highest
     the first written), otherwise the FCM's own; (base, decided by, components, why in words)."""
     dcos = sched.dco_sources
-    if dcos:
+    if any(s.kind == "source" for s in sched.sources):  # the language before issue 16: the highest source
+        top = max(sched.sources, key=lambda s: s.haircut)
+        why = f"{top.label()}: highest of {len(sched.sources)} source{'s' if len(sched.sources) > 1 else ''}"
+    elif dcos:
         top = max(dcos, key=lambda s: s.haircut)
         why = f"{top.label()}: highest of {len(dcos)} accepting DCO{'s' if len(dcos) > 1 else ''}"
     else:
@@ -119,14 +122,19 @@ def _source_component(s, decisive: bool) -> dict[str, Any]:
     if s.kind == "dco":
         return {"rule": s.id, "kind": "dco", "haircut": plain(s.haircut), "dco": s.dco, "schedule": s.schedule,
                 "as_of": s.as_of.isoformat() if s.as_of else None, "decisive": decisive}
-    return {"rule": s.id, "kind": "own", "haircut": plain(s.haircut), "source": s.source, "decisive": decisive}
+    return {"rule": s.id, "kind": s.kind, "haircut": plain(s.haircut), "source": s.source, "decisive": decisive}
 
 
 def with_stricter_own(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list, why: str
            ) -> tuple[Decimal, str, str]:
     """The FCM's stricter own overlay (``stricter_own``), when it is above ``base``, decides instead (and is
     a component either way); exactly one component stays decisive."""
-    if sched.floor is not None:
+    if sched.floor is not None and sched.legacy_floor:  # before issue 16: a floor, labelled as it was
+        decides = sched.floor > base
+        components.append({"rule": sched.id, "kind": "floor", "haircut": plain(sched.floor), "decisive": decides})
+        if decides:
+            return sched.floor, f"{sched.id}.floor", f"the floor {pct(sched.floor)}, above {pct(base)} ({why})"
+    elif sched.floor is not None:
         decides = sched.floor > base
         components.append({"rule": f"{sched.id}.stricter_own", "kind": "stricter_own", "haircut": plain(sched.floor),
                            "decisive": decides})

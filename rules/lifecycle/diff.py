@@ -87,7 +87,7 @@ class Change:
 def _schedule_fields(h: HaircutSchedule) -> list[tuple[str, str]]:
     f = [("applies to", h.applies.describe()), ("in force", _dated(h.dated))]
     for s in h.sources:
-        what = f"dco {s.dco}: {s.schedule} of {s.as_of}" if s.kind == "dco" else f"own: {s.source}"
+        what = f"dco {s.dco}: {s.schedule} of {s.as_of}" if s.kind == "dco" else f"{s.kind}: {s.source}"
         f.append((f"source {s.id}", f"{_pct(s.haircut)} ({what})"))
     if h.bucket_fact:
         f.append(("buckets by", h.bucket_fact))

@@ -52,6 +52,7 @@ def analyse(bundle: Bundle) -> list[Finding]:
     out += totals(bundle)
     out += facts_produced(bundle)
     out += phases_contiguous(bundle)
+    out += legacy_language(bundle)
     return sorted(out, key=lambda f: (f.src.file, f.src.line or 0, f.message))
 
 
@@ -158,6 +159,22 @@ def phases_contiguous(bundle: Bundle) -> list[Finding]:
                                                    or phases[-1].ends < bundle.dated.effective_to):
         out.append(Finding(phases[-1].src, "phase-gap", f"the last phase {phases[-1].id} ends on {phases[-1].ends}; "
                            "no phase after it", phases[-1].id))
+    return out
+
+
+def legacy_language(bundle: Bundle) -> list[Finding]:
+    """The haircut language before issue 16 - a source of no kind, ``floor`` - is read so that stored bundles
+    replay as they decided; a bundle written now states Letter 26-05's cases (``kind: dco|own``,
+    ``stricter_own``)."""
+    out = []
+    for h in bundle.haircuts:
+        for s in h.sources:
+            if s.kind == "source":
+                out.append(Finding(s.src, "legacy-language", f"{s.id} has no kind: say dco (with its dco, schedule and "
+                                   "as_of) or own", s.id))
+        if h.legacy_floor:
+            out.append(Finding(h.src, "legacy-language", f"{h.id}: floor is the language before issue 16; write "
+                               "stricter_own: {floor, rationale}", h.id))
     return out
 
 

@@ -63,7 +63,7 @@ class HaircutBuild:
                 self.claim_id(s["id"], doc, spath + ("id",))
                 as_of = self.day(doc, spath + ("as_of",), s.get("as_of"), s["id"])
                 sources.append(HaircutSource(s["id"], _num(s["haircut"]), s.get("source") or s.get("schedule"), self.src(doc, spath),
-                                             s.get("kind", "own"), s.get("dco"), s.get("schedule"), as_of))
+                                             s.get("kind", "source"), s.get("dco"), s.get("schedule"), as_of))
             dcos = [s for s in sources if s.kind == "dco"]
             owns = [(j, s) for j, s in enumerate(sources) if s.kind == "own"]
             if dcos and owns:
@@ -106,10 +106,13 @@ class HaircutBuild:
                 when = self.check(doc, apath + ("when",), a["when"], a["id"]) if "when" in a else None
                 add_ons.append(AddOn(a["id"], a["description"], a["rationale"], _num(a["haircut"]), self.src(doc, apath),
                                      when, _num(a.get("when_share_above"))))
-            floor = _num((h.get("stricter_own") or {}).get("floor"))
+            if "floor" in h and "stricter_own" in h:
+                self.problem(doc, path + ("floor",), "give the FCM's overlay once: stricter_own (floor is the "
+                             "language before issue 16)", rid)
+            floor = _num((h.get("stricter_own") or {}).get("floor", h.get("floor")))
             out.append(HaircutSchedule(rid, h["description"], h["rationale"], applies,
                                        self.dated(doc, path, h, rid), self.src(doc, path), tuple(sources), bucket_fact,
-                                       tuple(buckets), floor, tuple(add_ons)))
+                                       tuple(buckets), floor, tuple(add_ons), "floor" in h and "stricter_own" not in h))
         return out
 
 

@@ -144,7 +144,7 @@ class HaircutSource:
     haircut: Decimal
     source: str | None
     src: Src
-    kind: str = "own"  # dco | own
+    kind: str = "own"  # dco | own | source (the language before issue 16: a source of no kind)
     dco: str | None = None
     schedule: str | None = None
     as_of: date | None = None
@@ -186,6 +186,7 @@ class HaircutSchedule:
     buckets: tuple[Bucket, ...] = ()
     floor: Decimal | None = None  # the FCM's stricter own overlay (``stricter_own: {floor}``): base >= floor
     add_ons: tuple[AddOn, ...] = ()
+    legacy_floor: bool = False  # ``floor`` as written before issue 16: decided and labelled as it was then
 
     @property
     def dco_sources(self) -> tuple[HaircutSource, ...]:

@@ -137,3 +137,19 @@ def test_every_door_says_why(tmp_path, capsys):
         assert d["haircut"]["why"] == WHY_BTC
         body = c.get(f"/v1/decisions/{d['decision_id']}", headers=auth("auditor")).json()
         assert f"haircut decided by: {WHY_BTC}" in body["explanation"]
+
+
+def test_a_bundle_in_the_language_before_issue_16_decides_as_it_did():
+    """Stored bundles (decision logs) replay as they decided: sources of no kind and ``floor`` keep their
+    meaning and labels (decided_by haircut.btc.floor), and static analysis names them for a new bundle."""
+    from rules.policy.analysis import analyse
+    from tests.support import ROOT
+
+    s = shipped_sources()  # tests/data/haircuts-before-issue-16.yaml: policies/haircuts.yaml as it was then
+    s["haircuts.yaml"] = (ROOT / "tests" / "data" / "haircuts-before-issue-16.yaml").read_text()
+    bundle = load_bundle_from_sources(s)
+    d = decide_reference(bundle, parse_query(README_QUERY))
+    assert (d["haircut"]["total"], d["haircut"]["decided_by"]) == ("0.2", "haircut.btc.floor")
+    assert [c["kind"] for c in d["haircut"]["components"][:2]] == ["source", "floor"]
+    check_cases(bundle, [Case(README_QUERY, parse_query(README_QUERY))])
+    assert {f.check for f in analyse(bundle)} == {"legacy-language"}

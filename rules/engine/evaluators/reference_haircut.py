@@ -89,6 +89,12 @@ def _with_floor(sched: HaircutSchedule, base: Decimal, decided_by: str, componen
     When it raises the base it alone is decisive, labelled the FCM's stricter own haircut."""
     if sched.floor is None:
         return base, decided_by, why
+    if sched.legacy_floor:  # README before issue 16: "max(base, floor)", the floor labelled as a floor
+        decisive = sched.floor > base
+        components.append({"rule": sched.id, "kind": "floor", "haircut": text(sched.floor), "decisive": decisive})
+        if not decisive:
+            return base, decided_by, why
+        return sched.floor, f"{sched.id}.floor", f"the floor {_pct(sched.floor)}, above {_pct(base)} ({why})"
     decisive = sched.floor > base
     if decisive:
         for c in components:
@@ -111,7 +117,14 @@ def _by_sources(sched: HaircutSchedule, symbol: str) -> tuple[Decimal, str, list
     """README (Letter 26-05): the highest accepting DCO's haircut when any DCO accepts the asset (of equal
     highest, the first written decides); otherwise the FCM's own (its one own source)."""
     dcos = [s for s in sched.sources if s.kind == "dco"]
-    if dcos:
+    if any(s.kind == "source" for s in sched.sources):  # before issue 16: the highest source, first of equal
+        top = sched.sources[0]
+        for s in sched.sources:
+            if s.haircut > top.haircut:
+                top = s
+        n = len(sched.sources)
+        why = f"{_label(top)}: highest of {n} source" + ("s" if n != 1 else "")
+    elif dcos:
         top = dcos[0]
         for s in dcos:
             if s.haircut > top.haircut:
@@ -127,7 +140,7 @@ def _by_sources(sched: HaircutSchedule, symbol: str) -> tuple[Decimal, str, list
                                "schedule": s.schedule, "as_of": s.as_of.isoformat() if s.as_of else None,
                                "decisive": s is top})
         else:
-            components.append({"rule": s.id, "kind": "own", "haircut": text(s.haircut), "source": s.source,
+            components.append({"rule": s.id, "kind": s.kind, "haircut": text(s.haircut), "source": s.source,
                                "decisive": s is top})
     base, decided_by, why = _with_floor(sched, top.haircut, top.id, components, why)
     return base, decided_by, components, {s.id: text(s.haircut) for s in sched.sources}, why
