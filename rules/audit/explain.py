@@ -35,6 +35,8 @@ def explain_decision(d: dict[str, Any], recorded_at: str | None = None, seq: int
         h = d["haircut"]
         lines.append(f"  market value {d['market_value_usd']} USD; haircut {h['total']} "
                      f"(base {h['base']} decided by {h['decided_by']}); after haircut {d['value_after_haircut_usd']} USD")
+        if h.get("why"):
+            lines.append(f"  haircut decided by: {h['why']}")
         if d.get("excluded_by_limits_usd") not in (None, "0", "0.00"):
             lines.append(f"  concentration limits exclude {d['excluded_by_limits_usd']} USD; counted quantity "
                          f"{d['counted_quantity']}")

@@ -7,13 +7,16 @@ every command that decides refuses one.
 from __future__ import annotations
 
 import argparse
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from rules.app import Dacp
 from rules.cli.common import AddCommon, Handler, print_json, settings_from_args
+from rules.errors import PolicyError
 from rules.lifecycle.policy_tests import run_tests
+from rules.policy.analysis import analyse
 from rules.policy.model import AddOn, HaircutSchedule, Limit
 from rules.values import decimal_text
 
@@ -21,6 +24,8 @@ from rules.values import decimal_text
 def add_validate(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     p = sub.add_parser("validate", help="check a policy bundle against the schema and its cross-references")
     p.add_argument("directory", nargs="?", type=Path, help="bundle directory (default: the configured policies)")
+    p.add_argument("--strict", action="store_true",
+                   help="static analysis findings (schedule gaps, bucket order, totals, facts, phases) are errors (CI)")
     add_common(p)
     return {"validate": cmd_validate}
 
@@ -49,9 +54,14 @@ def add_bundle(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
 def cmd_validate(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
     bundle = Dacp(s, require_approval=False).bundle
+    findings = analyse(bundle)
+    if findings and args.strict:
+        raise PolicyError([f.problem() for f in findings])
+    for f in findings:
+        print(f"warning: {f.render()}", file=sys.stderr)
     n = len(bundle.rule_ids())
     print(f"{s.policies}: valid - bundle {bundle.name} {bundle.version}, {n} rules, {len(bundle.assets)} assets, "
-          f"sha256 {bundle.hash}")
+          f"sha256 {bundle.hash}" + (f"; {len(findings)} finding(s) (--strict makes them errors)" if findings else ""))
     return 0
 
 

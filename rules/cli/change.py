@@ -43,7 +43,7 @@ def add_diff(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
 def add_backtest(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     p = sub.add_parser("backtest", help="how often the policy haircut was exceeded by real price losses")
     p.add_argument("--asset", required=True, help="asset symbol; its haircut comes from the bundle")
-    p.add_argument("--prices", type=Path, required=True, help="CSV of daily closes: date, close_usd")
+    p.add_argument("--prices", type=Path, required=True, help="CSV of daily closes: date, asset, close_usd")
     p.add_argument("--horizon", required=True, help="liquidation horizon in days, e.g. 2d")
     p.add_argument("--since", help="first window start (YYYY-MM-DD)")
     p.add_argument("--until", help="last window end (YYYY-MM-DD)")
@@ -136,6 +136,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         haircut = bt.policy_haircut(load_bundle(s.policies), args.asset, as_of)
     series = bt.load_prices(args.prices)
+    series.check_asset(args.asset)
     result = bt.run_backtest(series, haircut, horizon, since, until, confidence)
     if chart is not None:
         bt.plot(result, series, chart)

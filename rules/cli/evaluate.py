@@ -151,11 +151,12 @@ def print_jsonl(dacp: Dacp, queries: list[Query], out: BinaryIO, progress: Any =
 
 def _table(decisions: list[dict[str, Any]]) -> None:
     rows: list[Sequence[Any]] = [("query", "asset", "quantity", "eligible", "haircut", "collateral USD",
-                                  "failed rules", "decision id")]
+                                  "failed rules", "decision id", "haircut decided by")]
     for d in decisions:
+        h = d.get("haircut") or {}
         rows.append((d.get("query_id") or "-", d["asset"], d["quantity"], "yes" if d["eligible"] else "NO",
-                     (d.get("haircut") or {}).get("total", "-"), d["collateral_value_usd"],
-                     ", ".join(d["failed_rules"]) or "-", d["decision_id"]))
+                     h.get("total", "-"), d["collateral_value_usd"],
+                     ", ".join(d["failed_rules"]) or "-", d["decision_id"], h.get("why", "-")))
     print_table(rows)
     if decisions:
         print(f"policy bundle {decisions[0]['policy']['name']} {decisions[0]['policy']['version']} "

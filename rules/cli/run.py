@@ -1,7 +1,7 @@
 """``dacp``: the command-line door onto rules.app.
 
 Each command group lives in its own module (``rules.cli.init``, ``bundle``, ``evaluate``, ``audit``, ``ledger``,
-``serve``, ``policy``, ``change``), whose ``add_*``/``register`` functions add its parsers and name its handlers;
+``serve``, ``policy``, ``change``, ``export``), whose ``add_*``/``register`` functions add its parsers and name its handlers;
 this module builds the parser from them and runs the chosen command. Shared options and helpers:
 ``rules.cli.common``.
 
@@ -110,6 +110,11 @@ def _backtest() -> tuple[Adder, ...]:
     return (change.add_backtest,)
 
 
+def _export() -> tuple[Adder, ...]:
+    from rules.cli import export
+    return (export.add_export,)
+
+
 # In the order ``dacp --help`` lists them: the commands a group registers, and the group.
 COMMANDS: tuple[tuple[tuple[str, ...], Callable[[], tuple[Adder, ...]]], ...] = (
     (("init",), _init), (("validate",), _validate), (("evaluate",), _evaluate), (("verify",), _verify),
@@ -118,6 +123,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], Callable[[], tuple[Adder, ...]]], ...] = 
     (("incident",), _incident),
     (("serve", "service-token"), _serve), (("margin",), _margin),
     (("diff",), _diff), (("policy",), _policy), (("backtest",), _backtest),
+    (("export",), _export),
 )
 
 

@@ -217,14 +217,15 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
             own_fixed += h.value_usd
         else:
             own_qty += h.quantity
-    market_value = quantity * price
-    own_market = own_qty * price
+    value_price = asset.value_price(price)  # a payment stablecoin above par is valued at par
+    market_value = quantity * value_price
+    own_market = own_qty * value_price
     haircut, total, total_without = apply_haircut(plan.haircut, trace, failed, facts, outcomes, market_value,
                                                   own_fixed, own_market, others)
     eligible = not failed
     if haircut:
         after_haircut = market_value * (ONE - total)
-        unit_value = price * (ONE - total)
+        unit_value = value_price * (ONE - total)
         whole_without = own_fixed + own_market * (ONE - total_without)
         whole_with = own_fixed + (own_market + market_value) * (ONE - total)
     else:
@@ -242,8 +243,11 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
         counted_qty, excluded, collateral = footing(after_haircut, after_text, c_without, c_with, quantity,
                                                     plan.quantum)
     haircut_usd = None if haircut is None else cents(Decimal(market_text) - Decimal(after_text))
-    return _head(engine, query, decision_id, price, eligible, market_text, haircut, after_text,
-                 counted_qty, excluded, collateral, failed, verification, evidence, held, haircut_usd), trace
+    head = _head(engine, query, decision_id, price, eligible, market_text, haircut, after_text,
+                 counted_qty, excluded, collateral, failed, verification, evidence, held, haircut_usd)
+    if value_price != price:
+        head["valued_at_usd"] = plain(value_price)
+    return head, trace
 
 
 def footing(after: Decimal, after_text: str, c_without: Decimal, c_with: Decimal, quantity: Decimal,

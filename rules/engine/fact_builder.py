@@ -30,6 +30,8 @@ K_PEG = _key("stablecoin.peg_deviation_bps")
 K_ISSUER, K_ISSUER_OK, K_ATTESTATION_AGE = (_key(n) for n in (
     "stablecoin.issuer", "stablecoin.issuer_matches_registry", "stablecoin.reserve_attestation_age_days"))
 K_NAV_AGE, K_ALLOWLISTED = _key("fund.nav_age_days"), _key("fund.holder_allowlisted")
+K_DISCOUNT, K_PREMIUM = _key("stablecoin.peg_discount_bps"), _key("stablecoin.peg_premium_bps")
+K_NAV_DEV = _key("fund.price_nav_deviation_bps")
 CUSTODY_FIELDS = tuple((f, _key("custody." + f)) for f in (
     "custodian", "segregated", "confirmations", "finality", "token_paused", "address_frozen", "holder_allowed"))
 FUND_FIELDS = tuple((f, _key("fund." + f)) for f in ("holder_allowlisted", "redemption_days", "wam_days"))
@@ -40,6 +42,11 @@ MINUTE = timedelta(minutes=1)
 def peg_deviation_bps(price: Decimal) -> int:
     """|price - 1| in basis points, rounded up (conservative)."""
     return int((abs(price - 1) * 10000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def bps_up(d: Decimal) -> int:
+    """A non-negative fraction in basis points, rounded up (conservative)."""
+    return int((d * 10000).to_integral_value(rounding=ROUND_CEILING))
 
 
 def base_facts(bundle: Bundle, asset: Asset, day: date) -> dict[str, Any]:
@@ -78,6 +85,8 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
     klass = asset.klass
     if klass == "payment_stablecoin":
         facts[K_PEG] = peg_deviation_bps(price)
+        facts[K_DISCOUNT] = bps_up(max(Decimal(0), 1 - price))
+        facts[K_PREMIUM] = bps_up(max(Decimal(0), price - 1))
         sc = qev.get("stablecoin", {})
         if "issuer" in sc:
             facts[K_ISSUER] = sc["issuer"]
@@ -88,6 +97,8 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
         fund = qev.get("fund", {})
         if "nav_date" in fund:
             facts[K_NAV_AGE] = (query.day - fund["nav_date"]).days
+        if "nav_usd" in fund:  # the query checked it is > 0
+            facts[K_NAV_DEV] = bps_up(abs(price / fund["nav_usd"] - 1))
         for field, key in FUND_FIELDS:
             if field in fund:
                 facts[key] = fund[field]

@@ -30,6 +30,7 @@ class FixedBase(NamedTuple):
     base: Decimal
     decided_by: str
     components: tuple[dict[str, Any], ...]  # shared with the plan: Decision.to_json copies them
+    why: str  # the decision's words for what decided
     entry: Item  # the schedule's trace entry
 
 
@@ -79,11 +80,9 @@ def haircut_plan(bundle: Bundle, asset: Asset, day: date, st: Statics,
                           {"policy": {"file": asset.src.file, "line": asset.src.line}})
     else:
         if sched.sources:
-            top = max(sched.sources, key=lambda s: s.haircut)
-            components = [{"rule": s.id, "kind": "source", "haircut": plain(s.haircut), "source": s.source,
-                           "decisive": s is top} for s in sched.sources]
-            base, decided_by = _floor(sched, top.haircut, top.id, components)
-            fixed = tuple(FixedBase(base, decided_by, tuple(components),
+            base, decided_by, components, why = by_sources(sched, asset.symbol)
+            base, decided_by, why = with_stricter_own(sched, base, decided_by, components, why)
+            fixed = tuple(FixedBase(base, decided_by, tuple(components), why,
                                     st.item(sched.id, "applied", {s.id: plain(s.haircut) for s in sched.sources},
                                             {"base": plain(base), "decided_by": decided_by})))
         for a in sched.add_ons:
@@ -98,14 +97,60 @@ def haircut_plan(bundle: Bundle, asset: Asset, day: date, st: Statics,
     return HaircutPlan(asset.symbol, st, sched, tuple(others), fixed, tuple(add_ons), missing)
 
 
-def _floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list) -> tuple[Decimal, str]:
-    """The schedule's floor, when it is above ``base``, decides instead (and is a component either way)."""
-    if sched.floor is not None:
-        floor_decides = sched.floor > base
-        components.append({"rule": sched.id, "kind": "floor", "haircut": plain(sched.floor), "decisive": floor_decides})
-        if floor_decides:
-            return sched.floor, f"{sched.id}.floor"
-    return base, decided_by
+def pct(d: Decimal) -> str:
+    """0.2 -> '20%', 0.005 -> '0.5%'."""
+    return f"{(d * 100).normalize():f}%"
+
+
+def by_sources(sched: HaircutSchedule, symbol: str) -> tuple[Decimal, str, list, str]:
+    """Letter 26-05: the highest accepting DCO's haircut when any DCO accepts the asset (of equal highest
+    the first written), otherwise the FCM's own; (base, decided by, components, why in words)."""
+    dcos = sched.dco_sources
+    if any(s.kind == "source" for s in sched.sources):  # the language before issue 16: the highest source
+        top = max(sched.sources, key=lambda s: s.haircut)
+        why = f"{top.label()}: highest of {len(sched.sources)} source{'s' if len(sched.sources) > 1 else ''}"
+    elif dcos:
+        top = max(dcos, key=lambda s: s.haircut)
+        why = f"{top.label()}: highest of {len(dcos)} accepting DCO{'s' if len(dcos) > 1 else ''}"
+    else:
+        top = sched.sources[0]
+        why = f"{top.label()}: the FCM's own haircut, no DCO accepts {symbol}"
+    return top.haircut, top.id, [_source_component(s, s is top) for s in sched.sources], why
+
+
+def _source_component(s, decisive: bool) -> dict[str, Any]:
+    if s.kind == "dco":
+        return {"rule": s.id, "kind": "dco", "haircut": plain(s.haircut), "dco": s.dco, "schedule": s.schedule,
+                "as_of": s.as_of.isoformat() if s.as_of else None, "decisive": decisive}
+    return {"rule": s.id, "kind": s.kind, "haircut": plain(s.haircut), "source": s.source, "decisive": decisive}
+
+
+def with_stricter_own(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list, why: str
+           ) -> tuple[Decimal, str, str]:
+    """The FCM's stricter own overlay (``stricter_own``), when it is above ``base``, decides instead (and is
+    a component either way); exactly one component stays decisive."""
+    if sched.floor is not None and sched.legacy_floor:  # before issue 16: a floor, labelled as it was
+        decides = sched.floor > base
+        components.append({"rule": sched.id, "kind": "floor", "haircut": plain(sched.floor), "decisive": decides})
+        if decides:
+            return sched.floor, f"{sched.id}.floor", f"the floor {pct(sched.floor)}, above {pct(base)} ({why})"
+    elif sched.floor is not None:
+        decides = sched.floor > base
+        components.append({"rule": f"{sched.id}.stricter_own", "kind": "stricter_own", "haircut": plain(sched.floor),
+                           "decisive": decides})
+        if decides:
+            for c in components[:-1]:
+                if c["decisive"]:
+                    c["decisive"] = False
+            return (sched.floor, f"{sched.id}.stricter_own",
+                    f"the FCM's stricter own haircut {pct(sched.floor)}, above {pct(base)} "
+                    f"({why})")
+    return base, decided_by, why
+
+
+def bucket_words(sched: HaircutSchedule, value: int, up_to: int | None) -> str:
+    bound = f"<= {up_to}" if up_to is not None else f"> {sched.buckets[-2].up_to if len(sched.buckets) > 1 else 0}"
+    return f"the FCM's own schedule by {sched.bucket_fact}: {value} {bound}"
 
 
 def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, Any], outcomes: dict[int, str],
@@ -126,7 +171,7 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
         failed.append(SCHEDULE[0])
         return None, ZERO, ZERO
     if hp.fixed_base is not None:
-        base, decided_by, fixed_components, entry = hp.fixed_base
+        base, decided_by, fixed_components, why, entry = hp.fixed_base
         components = list(fixed_components)  # shared with the plan: Decision.to_json copies them
         trace.append(entry)
     else:
@@ -145,7 +190,8 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
             else f"{sched.id}[{sched.bucket_fact}>{sched.buckets[-2].up_to if len(sched.buckets) > 1 else 0}]"
         components = [{"rule": sched.id, "kind": "bucket", "haircut": plain(bucket.haircut), "fact": sched.bucket_fact,
                        "observed": value, "up_to": bucket.up_to, "decisive": True}]
-        base, decided_by = _floor(sched, base, decided_by, components)
+        why = bucket_words(sched, value, bucket.up_to)
+        base, decided_by, why = with_stricter_own(sched, base, decided_by, components, why)
         trace.append(st.item(sched.id, "applied", {sched.bucket_fact: value}, {"base": plain(base),
                                                                               "decided_by": decided_by}))
     total = total_without = base
@@ -169,5 +215,5 @@ def apply_haircut(hp: HaircutPlan, trace: list, failed: list, facts: dict[str, A
                 total_without += haircut
             components.append(shown[hit])
             trace.append(item)
-    return {"total": plain(min(total, ONE)), "base": plain(base), "decided_by": decided_by, "schedule": sched.id,
-            "components": components}, min(total, ONE), min(total_without, ONE)
+    return {"total": plain(min(total, ONE)), "base": plain(base), "decided_by": decided_by, "why": why,
+            "schedule": sched.id, "components": components}, min(total, ONE), min(total_without, ONE)

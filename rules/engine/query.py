@@ -174,6 +174,8 @@ def parse_query(doc: Any, where: str = "query") -> Query:
             if d > as_of.date():
                 raise InputError(f"{key} is after as_of", f"{where}.evidence.{section}.{key}")
             sec[key] = d
+        if section == "fund" and "nav_usd" in sec:
+            sec["nav_usd"] = _decimal(sec["nav_usd"], f"{where}.evidence.fund.nav_usd", maximum=MAX_PRICE)
         if sec:
             ev_checked[section] = sec
     custody = dict(doc.get("custody") or {})

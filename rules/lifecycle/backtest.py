@@ -34,6 +34,7 @@ from rules.lifecycle.backtest_chart import plot
 from rules.lifecycle.loss_windows import (DEFAULT_CONFIDENCES, BacktestResult, Window, conf_words, days, iso_day,
                                           loss_windows, pct, quantile)
 from rules.lifecycle.price_series import PriceSeries, load_prices, parse_prices
+from rules.engine.haircut import by_sources, with_stricter_own
 from rules.policy.model import Bundle, HaircutSchedule
 from rules.values import decimal_text, now_utc
 
@@ -80,12 +81,13 @@ class PolicyHaircut:
     haircut: Decimal
     schedule: str | None
     explanation: str
-    components: tuple[tuple[str, Decimal], ...] = ()  # (label, haircut) of each source and the floor
+    components: tuple[tuple[str, Decimal], ...] = ()  # (label, haircut) of each source and the stricter own overlay
 
 
 def policy_haircut(bundle: Bundle, asset: str, day: date | None = None) -> PolicyHaircut:
     """The haircut the bundle gives ``asset`` on ``day`` (default: today, UTC) before add-ons:
-    max(highest source, floor) - what a position that triggers no add-on (for example no concentration)
+    the letter's base (the highest accepting DCO's, else the FCM's own) raised to the FCM's stricter own
+    overlay where there is one, worded as the decision words it - what a position that triggers no add-on (for example no concentration)
     gets. Bucketed schedules depend on a fact (maturity) and have no single haircut: give one explicitly."""
     a = bundle.assets.get(asset)
     if a is None:
@@ -98,16 +100,12 @@ def policy_haircut(bundle: Bundle, asset: str, day: date | None = None) -> Polic
     if not sched.sources:
         raise InputError(f"the haircut of {asset} ({sched.id}) depends on {sched.bucket_fact} (buckets), so it has no "
                          "single figure; give the haircut to test with --haircut", asset)
-    top = max(sched.sources, key=lambda s: s.haircut)
+    base, decided_by, components, why = by_sources(sched, asset)
+    base, decided_by, why = with_stricter_own(sched, base, decided_by, components, why)
     comps = [(s.id, s.haircut) for s in sched.sources]
-    base, words = top.haircut, f"highest source {pct(top.haircut)} ({top.id})"
     if sched.floor is not None:
-        comps.append((f"{sched.id} floor", sched.floor))
-        if sched.floor > base:
-            words = f"floor {pct(sched.floor)} (above the {words})"
-            base = sched.floor
-        else:
-            words += f", not below the floor {pct(sched.floor)}"
+        comps.append((f"{sched.id}.stricter_own", sched.floor))
+    words = why
     add = f"; add-ons not included ({', '.join(x.id for x in sched.add_ons)})" if sched.add_ons else ""
     return PolicyHaircut(asset, base, sched.id, f"{sched.id} ({sched.src}): {words}{add}", tuple(comps))
 

@@ -87,12 +87,13 @@ class Change:
 def _schedule_fields(h: HaircutSchedule) -> list[tuple[str, str]]:
     f = [("applies to", h.applies.describe()), ("in force", _dated(h.dated))]
     for s in h.sources:
-        f.append((f"source {s.id}", f"{_pct(s.haircut)}" + (f" ({s.source})" if s.source else "")))
+        what = f"dco {s.dco}: {s.schedule} of {s.as_of}" if s.kind == "dco" else f"{s.kind}: {s.source}"
+        f.append((f"source {s.id}", f"{_pct(s.haircut)} ({what})"))
     if h.bucket_fact:
         f.append(("buckets by", h.bucket_fact))
         for b in h.buckets:
             f.append((f"bucket {'<= ' + str(b.up_to) if b.up_to is not None else 'above'}", _pct(b.haircut) or ""))
-    f.append(("floor", _pct(h.floor) or "none"))
+    f.append(("stricter_own", _pct(h.floor) or "none"))
     f.append(("add-ons", ", ".join(a.id for a in h.add_ons) or "none"))
     return f
 

@@ -175,6 +175,7 @@ def _backtest(engine: Engine, doc: SourceDoc, i: int, b: dict[str, Any], cache: 
         path = (Path(doc.file).parent / b["prices"]).resolve()
         if path not in cache:
             cache[path] = bt.load_prices(path)
+        cache[path].check_asset(b["asset"])
         result = bt.run_backtest(cache[path], bt.policy_haircut(engine.bundle, b["asset"], bt.parse_day(b.get("as_of"), "as_of")),
                                  bt.parse_horizon(b["horizon"]), bt.parse_day(b.get("since"), "since"),
                                  bt.parse_day(b.get("until"), "until"))

@@ -22,13 +22,25 @@ class PriceSeries:
     source: str
     dates: tuple[date, ...]
     closes: tuple[Decimal, ...]
+    asset: str | None = None  # the file's ``asset`` column (one symbol on every row); None: the file names none
+
+    def check_asset(self, asset: str) -> None:
+        """Refuse a series of another asset, or one that names none (fail closed: a backtest of ETH against
+        Bitcoin's prices would say COVERS about the wrong market)."""
+        if self.asset is None:
+            raise InputError(f"the price file names no asset; a backtest of {asset} needs a file whose 'asset' "
+                             f"column says {asset} on every row", self.source)
+        if self.asset != asset.upper():
+            raise InputError(f"the price file is a series of {self.asset}, not {asset}: refusing to backtest "
+                             f"{asset} against another asset's prices", self.source)
 
     def close_on(self) -> dict[date, Decimal]:
         return dict(zip(self.dates, self.closes))
 
 
 def load_prices(path: str | Path) -> PriceSeries:
-    """Read a CSV of daily closes: a header with ``date`` and ``close_usd`` (or ``close``), one row per UTC day.
+    """Read a CSV of daily closes: a header with ``date``, ``close_usd`` (or ``close``) and ``asset`` (the
+    symbol, the same on every row: the file names its asset), one row per UTC day.
 
     Every problem is an ``InputError`` naming the file and line: a missing column, a bad date, a price that
     is not a positive decimal, a date repeated or out of order."""
@@ -57,17 +69,27 @@ def parse_prices(text: str, where: str) -> PriceSeries:
     if col is None:
         raise InputError(f"line 1: no 'close_usd' column (columns: {', '.join(header)})", where)
     di, ci = header.index("date"), header.index(col)
+    ai = header.index("asset") if "asset" in header else None
+    asset: str | None = None
     dates: list[date] = []
     closes: list[Decimal] = []
     for n, row in enumerate(reader, 2):
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) <= max(di, ci):
+        if len(row) <= max(di, ci, ai or 0):
             raise InputError(f"line {n}: expected {len(header)} columns, found {len(row)}", where)
         try:
             day = date.fromisoformat(row[di].strip())
         except ValueError:
             raise InputError(f"line {n}: {row[di]!r} is not a date (YYYY-MM-DD)", where) from None
+        if ai is not None:
+            sym = row[ai].strip().upper()
+            if not sym:
+                raise InputError(f"line {n}: the asset column is empty", where)
+            if asset is not None and sym != asset:
+                raise InputError(f"line {n}: asset {sym}, but the file's earlier rows are {asset}: one asset a file",
+                                 where)
+            asset = sym
         raw = row[ci].strip()
         try:
             price = Decimal(raw)
@@ -82,4 +104,4 @@ def parse_prices(text: str, where: str) -> PriceSeries:
         closes.append(price)
     if len(dates) < 2:
         raise InputError("the price file needs at least two days of closes", where)
-    return PriceSeries(where, tuple(dates), tuple(closes))
+    return PriceSeries(where, tuple(dates), tuple(closes), asset)

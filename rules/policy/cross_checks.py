@@ -15,9 +15,10 @@ from datetime import date
 from typing import Any, Mapping
 
 from rules.errors import Problem
-from rules.policy.facts import FACTS
 from decimal import Decimal
 
+from rules.policy.facts import FACTS
+from rules.policy.haircut_build import HaircutBuild
 from rules.policy.model import AppliesTo, Asset, Check, Dated, HaircutSchedule, Src
 from rules.policy.reserved import ENGINE_RULES
 from rules.policy.yaml_reader import SourceDoc
@@ -27,8 +28,9 @@ _TYPE = {"int": "a whole number", "bool": "true or false", "str": "a word"}
 _LISTS = {"participants": "participant", "custodians": "custody.custodian", "phase_assets": "asset"}  # in_list: fact
 
 
-class CrossChecks:
-    """Problems found so far, and the rule ids claimed (with where)."""
+class CrossChecks(HaircutBuild):
+    """Problems found so far, and the rule ids claimed (with where). Haircut schedules are built by
+    ``HaircutBuild`` (``rules.policy.haircut_build``)."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
@@ -137,8 +139,13 @@ class CrossChecks:
                              "(check for a typo, or write it all in lower case)")
             if a.get("restrictions") and contract is None:
                 self.problem(doc, path + ("restrictions",), "restrictions are read from a token contract; this asset has none")
+            valuation = a.get("valuation") or {}
+            if valuation and a["class"] != "payment_stablecoin":
+                self.problem(doc, path + ("valuation",), "valuation.above_par is for payment stablecoins (the par "
+                             f"cap applies to them only); {sym} is a {a['class']}")
             assets[sym] = Asset(sym, a["name"], a["class"], chain, network, a["decimals"], self.src(doc, path),
-                                contract, a.get("issuer"), dict(a.get("restrictions") or {}))
+                                contract, a.get("issuer"), dict(a.get("restrictions") or {}),
+                                bool(valuation.get("above_par", False)))
         return assets
 
     def haircut_coverage(self, assets: Mapping[str, Asset], haircuts: list[HaircutSchedule], doc: SourceDoc) -> None:

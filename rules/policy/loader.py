@@ -241,48 +241,7 @@ class _Builder(CrossChecks):
                                  self.dated(doc, path, c, rid), self.src(doc, path)))
         return out
 
-    def build_haircuts(self, doc: SourceDoc, assets: Mapping[str, Asset]) -> list[HaircutSchedule]:
-        out = []
-        for i, h in enumerate(doc.data["haircuts"]):
-            path = ("haircuts", i)
-            rid = h["id"]
-            self.claim_id(rid, doc, path + ("id",))
-            if ("sources" in h) == ("buckets" in h):
-                self.problem(doc, path, "a haircut schedule needs exactly one of 'sources' or 'buckets'", rid)
-            sources = []
-            for j, s in enumerate(h.get("sources", [])):
-                self.claim_id(s["id"], doc, path + ("sources", j, "id"))
-                sources.append(HaircutSource(s["id"], num(s["haircut"]), s.get("source"), self.src(doc, path + ("sources", j))))
-            bucket_fact, buckets = None, []
-            if "buckets" in h:
-                bucket_fact = h["buckets"]["fact"]
-                if FACTS[bucket_fact].type != "int":
-                    self.problem(doc, path + ("buckets", "fact"), f"buckets need a whole-number fact; {bucket_fact!r} is not", rid)
-                table = h["buckets"]["table"]
-                prev = -1
-                for j, row in enumerate(table):
-                    up_to = row.get("up_to")
-                    if up_to is None and j != len(table) - 1:
-                        self.problem(doc, path + ("buckets", "table", j), "only the last bucket may leave out 'up_to'", rid)
-                    if up_to is not None and up_to <= prev:
-                        self.problem(doc, path + ("buckets", "table", j, "up_to"),
-                                     "buckets must be in increasing order of 'up_to'", rid)
-                    prev = up_to if up_to is not None else prev
-                    buckets.append(Bucket(up_to, num(row["haircut"])))
-            add_ons = []
-            for j, a in enumerate(h.get("add_ons", [])):
-                apath = path + ("add_ons", j)
-                self.claim_id(a["id"], doc, apath + ("id",))
-                if ("when" in a) == ("when_share_above" in a):
-                    self.problem(doc, apath, "an add-on needs exactly one condition: 'when' or 'when_share_above'", a["id"])
-                when = self.check(doc, apath + ("when",), a["when"], a["id"]) if "when" in a else None
-                add_ons.append(AddOn(a["id"], a["description"], a["rationale"], num(a["haircut"]), self.src(doc, apath),
-                                     when, num(a.get("when_share_above"))))
-            out.append(HaircutSchedule(rid, h["description"], h["rationale"],
-                                       self.applies(doc, path + ("applies_to",), h["applies_to"], assets, rid),
-                                       self.dated(doc, path, h, rid), self.src(doc, path), tuple(sources), bucket_fact,
-                                       tuple(buckets), num(h.get("floor")), tuple(add_ons)))
-        return out
+    # build_haircuts: rules.policy.haircut_build.HaircutBuild (a mixin of CrossChecks)
 
     def build_limits(self, doc: SourceDoc, assets: Mapping[str, Asset]) -> list[Limit]:
         out = []

@@ -87,6 +87,15 @@ class Asset:
     contract: str | None = None
     issuer: str | None = None
     restrictions: Mapping[str, str] = field(default_factory=dict)
+    # Payment stablecoins are valued at no more than par (1 USD) unless the registry says ``valuation:
+    # {above_par: true}`` (issue 16): a price above par never adds collateral value.
+    value_above_par: bool = False
+
+    def value_price(self, price: Decimal) -> Decimal:
+        """The price a position is valued at: the observed price, capped at par for a payment stablecoin."""
+        if self.klass == "payment_stablecoin" and not self.value_above_par and price > 1:
+            return Decimal(1)
+        return price
 
 
 @dataclass(frozen=True)
@@ -127,10 +136,24 @@ class Criterion:
 
 @dataclass(frozen=True)
 class HaircutSource:
+    """One haircut source of a schedule (Letter 26-05): a DCO that accepts the asset (``kind`` dco: its
+    name, schedule and the schedule's date) or the FCM's own risk policy (``kind`` own), used only where
+    no DCO accepts the asset."""
+
     id: str
     haircut: Decimal
     source: str | None
     src: Src
+    kind: str = "own"  # dco | own | source (the language before issue 16: a source of no kind)
+    dco: str | None = None
+    schedule: str | None = None
+    as_of: date | None = None
+
+    def label(self) -> str:
+        """How the decision names it: "Bitnomial schedule of 2026-01", "FCM risk policy"."""
+        if self.kind == "dco":
+            return f"{self.dco} schedule of {self.as_of:%Y-%m}" if self.as_of else f"{self.dco} schedule"
+        return self.source or "the FCM's own risk policy"
 
 
 @dataclass(frozen=True)
@@ -161,8 +184,13 @@ class HaircutSchedule:
     sources: tuple[HaircutSource, ...] = ()
     bucket_fact: str | None = None
     buckets: tuple[Bucket, ...] = ()
-    floor: Decimal | None = None
+    floor: Decimal | None = None  # the FCM's stricter own overlay (``stricter_own: {floor}``): base >= floor
     add_ons: tuple[AddOn, ...] = ()
+    legacy_floor: bool = False  # ``floor`` as written before issue 16: decided and labelled as it was then
+
+    @property
+    def dco_sources(self) -> tuple[HaircutSource, ...]:
+        return tuple(s for s in self.sources if s.kind == "dco")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from tests.support import ROOT
 
 DATA = ROOT / "tests" / "data"
 GOLDEN = DATA / "golden-decisions.jsonl.gz"
-BUNDLE_HASH = "8022457ed0ef49992e51fd5c3e34c3d9a65eac435d9fff447032f51a12def7c7"
+BUNDLE_HASH = "edb35b73299169621f022d65eca87148a110a99f810f7b1322a3b65abccef291"
 
 
 @lru_cache(maxsize=1)

@@ -422,14 +422,18 @@ README_QUERY = {"account": "ACC-1001", "participant": "FCM-ALPHA", "asset": "BTC
 
 
 def test_the_readme_query_by_hand():
-    """12.5 BTC at 91,250 = 1,140,625.00. Haircut: Bitnomial 15% < floor 20%, so 20% (the floor decides);
+    """12.5 BTC at 91,250 = 1,140,625.00. Haircut: Bitnomial 15% < the FCM's stricter own 20%, so 20% (the
+    overlay decides, alone);
     BTC would be 912,500 / 3,412,500 = 26.7% of the account, not above 40%: no add-on. Limits (T =
     2,500,000, A = 0): BTC 50%: x <= (0.5 * 2,500,000 - 0) / 0.5 = 2,500,000; BTC+ETH 70%: 5,833,333.33;
     the 100M cap: none binds. Collateral 912,500.00, the whole quantity counted."""
     d = decide_reference(shipped(), parse_query(README_QUERY))
     assert (d["eligible"], d["market_value_usd"], d["value_after_haircut_usd"], d["collateral_value_usd"]) == \
         (True, "1140625.00", "912500.00", "912500.00")
-    assert d["haircut"]["total"] == "0.2" and d["haircut"]["decided_by"] == "haircut.btc.floor"
+    assert d["haircut"]["total"] == "0.2" and d["haircut"]["decided_by"] == "haircut.btc.stricter_own"
+    assert d["haircut"]["why"] == ("the FCM's stricter own haircut 20%, above 15% (Bitnomial schedule of 2026-01: "
+                                   "highest of 1 accepting DCO)")
+    assert [c["rule"] for c in d["haircut"]["components"] if c.get("decisive")] == ["haircut.btc.stricter_own"]
     assert d["counted_quantity"] == "12.50000000" and d["excluded_by_limits_usd"] == "0.00"
     by = {r["rule"]: r for r in d["reasons"]}
     assert by["haircut.btc.concentration"]["observed"] == "0.2673"  # 912500 / 3412500 = 0.26739...
@@ -518,13 +522,15 @@ def test_the_concentration_add_on_threshold_by_hand():
 
 
 def test_a_floor_equal_to_the_highest_source_by_hand():
-    """A floor equal to the highest source raises nothing: the source decides (the floor is not decisive)."""
+    """A stricter_own overlay equal to the highest DCO raises nothing: the DCO decides (the overlay is not
+    decisive)."""
     sources = shipped_sources()
     sources["haircuts.yaml"] = sources["haircuts.yaml"].replace("    floor: 0.20\n", "    floor: 0.15\n", 1)
     bundle = load_bundle_from_sources(sources)
     d = decide_reference(bundle, parse_query(README_QUERY))
     assert d["haircut"]["decided_by"] == "haircut.btc.bitnomial" and d["haircut"]["base"] == "0.15"
-    assert [c["decisive"] for c in d["haircut"]["components"] if c["kind"] in ("source", "floor")] == [True, False]
+    assert [c["decisive"] for c in d["haircut"]["components"] if c["kind"] in ("dco", "stricter_own")] == [True, False]
+    assert d["haircut"]["why"] == "Bitnomial schedule of 2026-01: highest of 1 accepting DCO"
     check_cases(bundle, [Case(README_QUERY, parse_query(README_QUERY))])
 
 
@@ -556,12 +562,12 @@ def test_a_failed_bucket_schedule_keeps_its_add_ons_in_the_trace(evaluator, reus
 
 
 def closed_bucket_bundle() -> Bundle:
-    """The shipped bundle with the funds' last bucket closed at 1,460 days (schema: "leave out on the
+    """The shipped bundle with the funds' last bucket closed at 10,000 days (schema: "leave out on the
     last bucket" - but the loader accepts it)."""
     sources = shipped_sources()
     text = sources["haircuts.yaml"]
-    assert "        - {haircut: 0.03}\n" in text
-    sources["haircuts.yaml"] = text.replace("        - {haircut: 0.03}\n", "        - {up_to: 1460, haircut: 0.03}\n")
+    assert "        - {haircut: 0.06}\n" in text
+    sources["haircuts.yaml"] = text.replace("        - {haircut: 0.06}\n", "        - {up_to: 10000, haircut: 0.06}\n")
     return load_bundle_from_sources(sources)
 
 
@@ -569,7 +575,7 @@ def closed_bucket_bundle() -> Bundle:
 def test_a_value_above_a_closed_bucket_table_fails_closed(evaluator, reuse):
     bundle = closed_bucket_bundle()
     doc = json.loads(json.dumps(FUND_WITHOUT_WAM))
-    doc["evidence"]["fund"]["wam_days"] = 2000
+    doc["evidence"]["fund"]["wam_days"] = 20000
     query = parse_query(doc)
     ref = decide_reference(bundle, query)
     assert ref["eligible"] is False and "haircut.tokenized-funds" in ref["failed_rules"]

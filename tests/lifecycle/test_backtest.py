@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rules.errors import InputError
 from rules.lifecycle import backtest as bt
 from rules.cli.run import main
 from rules.engine.decide import Engine
@@ -89,7 +90,8 @@ def test_loss_definition_windows_breaches_and_gaps():
 def test_the_shipped_btc_haircut_and_its_backtest(series):
     ph = bt.policy_haircut(load_bundle(POLICIES), "BTC", date(2026, 1, 1))
     assert ph.haircut == Decimal("0.2") and ph.schedule == "haircut.btc"
-    assert "floor 20.0%" in ph.explanation and "haircut.btc.bitnomial" in ph.explanation
+    assert "the FCM's stricter own haircut 20%, above 15% (Bitnomial schedule of 2026-01" in ph.explanation
+    assert [c[0] for c in ph.components] == ["haircut.btc.bitnomial", "haircut.btc.stricter_own"]
     r = bt.run_backtest(series, ph, 2, since=date(2018, 1, 1))
     assert (len(r.windows), len(r.breaches), len(r.episodes)) == (2822, 6, 5)
     assert (r.worst.start, r.worst.end, bt.pct(r.worst.loss)) == (date(2020, 3, 10), date(2020, 3, 12), "38.5%")
@@ -156,6 +158,7 @@ def test_cli_backtest_prints_the_figures_and_writes_a_png(tmp_path, capsys, monk
     (["--confidence", "1.5"], "below 1"), (["--haircut", "2"], "fraction"), (["--asset", "DOGE"], "unknown asset"),
     (["--prices", "nope.csv"], "no such price file"), (["--chart", "x.svg"], "PNG"),
     (["--since", "2030-01-01"], "no 2-day window"), (["--until", "2018-01-01", "--since", "2019-01-01"], "after"),
+    (["--asset", "ETH"], "the price file is a series of BTC, not ETH"),
 ])
 def test_cli_backtest_bad_input_writes_nothing(tmp_path, capsys, monkeypatch, argv, words):
     monkeypatch.chdir(tmp_path)
@@ -166,6 +169,41 @@ def test_cli_backtest_bad_input_writes_nothing(tmp_path, capsys, monkeypatch, ar
     code, out, err = run(capsys, "backtest", *[x for kv in args.items() for x in kv])
     assert code == 3 and out == "" and words in err
     assert list(tmp_path.iterdir()) == []
+
+
+ETH_PRICES = ROOT / "data" / "prices" / "eth_usd_daily.csv"
+
+
+def test_the_eth_file_names_its_asset_and_source_and_eth_is_backtested():
+    """Measured: ``--asset ETH --prices <BTC file>`` tested ETH against Bitcoin's prices and printed COVERS."""
+    eth = bt.load_prices(ETH_PRICES)
+    assert (eth.asset, eth.dates[0], eth.dates[-1], len(eth.dates)) == ("ETH", date(2015, 8, 7), date(2026, 1, 5), 3804)
+    assert bt.load_prices(PRICES).asset == "BTC"
+    note = (PRICES.parent / "README.md").read_text()
+    assert "markurusov1/defischolar_research" in note and "aa42b76" in note
+    r = bt.run_backtest(eth, bt.policy_haircut(load_bundle(POLICIES), "ETH", date(2026, 1, 1)), 2,
+                        since=date(2018, 1, 1))
+    assert (r.haircut, len(r.windows), len(r.breaches)) == (Decimal("0.25"), 2925, 5) and r.covers
+    assert bt.pct(bt.quantile([w.loss for w in r.windows], Decimal("0.99"))) == "16.2%"
+
+
+@pytest.mark.parametrize("text,words", [
+    ("date,close_usd\n2024-01-01,1\n2024-01-02,2\n", "names no asset"),
+    ("date,asset,close_usd\n2024-01-01,BTC,1\n2024-01-02,BTC,2\n", "a series of BTC, not ETH"),
+])
+def test_a_series_of_another_asset_or_of_none_is_refused(text, words):
+    s = bt.parse_prices(text, "p.csv")
+    with pytest.raises(InputError, match=words):
+        s.check_asset("ETH")
+
+
+@pytest.mark.parametrize("text,words", [
+    ("date,asset,close_usd\n2024-01-01,ETH,1\n2024-01-02,BTC,2\n", "line 3: asset BTC"),
+    ("date,asset,close_usd\n2024-01-01,,1\n", "line 2: the asset column is empty"),
+])
+def test_one_asset_a_file(text, words):
+    with pytest.raises(InputError, match=words):
+        bt.parse_prices(text, "p.csv")
 
 
 def backtests_file(tmp: Path) -> Path:
@@ -190,7 +228,7 @@ def test_policy_tests_fail_when_a_change_weakens_the_haircut_below_the_evidence(
     weak = tmp_path / "weak"
     shutil.copytree(POLICIES, weak, ignore=shutil.ignore_patterns("tests", "approvals"))
     hc = weak / "haircuts.yaml"
-    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.10").replace("haircut: 0.15, source", "haircut: 0.10, source"))
+    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.10").replace("        haircut: 0.15\n", "        haircut: 0.10\n"))
     bad = run_tests(Engine.for_bundle(load_bundle(weak), "python"), tests)
     assert bad.failed == 1
     (res,) = bad.results

@@ -39,12 +39,12 @@ def env(tmp_path, monkeypatch):
 
 
 def changed_bundle(tmp_path: Path) -> Path:
-    """The shipped bundle with: BTC floor 20% -> 30%, the Bitnomial ETH source 20% -> 28%, the BTC account cap
+    """The shipped bundle with: BTC stricter_own floor 20% -> 30%, the Bitnomial ETH source 20% -> 28%, the BTC account cap
     lowered, the confirmations criterion removed, a new limit added, a participant's admission ended."""
     new = tmp_path / "new"
     shutil.copytree(POLICIES, new, ignore=shutil.ignore_patterns("tests", "approvals"))
     hc = new / "haircuts.yaml"
-    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.30").replace("haircut: 0.20, source", "haircut: 0.28, source"))
+    hc.write_text(hc.read_text().replace("floor: 0.20", "floor: 0.30").replace("        haircut: 0.20\n", "        haircut: 0.28\n"))
     lim = new / "limits.yaml"
     lim.write_text(lim.read_text().replace("max_value_usd: 100000000", "max_value_usd: 50000000") + """
   - id: limit.usdc-share
@@ -69,10 +69,10 @@ def test_rule_level_differences_in_plain_words_with_file_and_line(tmp_path):
     old, new = load_bundle(POLICIES), load_bundle(changed_bundle(tmp_path))
     changes = {c.item.key: c for c in diff_bundles(old, new)}
     btc = changes["haircut.btc"]
-    assert btc.kind == "changed" and ("floor", "20%", "30%") in btc.fields
+    assert btc.kind == "changed" and ("stricter_own", "20%", "30%") in btc.fields
     assert str(btc.item.src) == "haircuts.yaml:11"
-    assert ("source haircut.eth.bitnomial", "20% (Bitnomial DCO collateral schedule)",
-            "28% (Bitnomial DCO collateral schedule)") in changes["haircut.eth"].fields
+    assert ("source haircut.eth.bitnomial", "20% (dco Bitnomial: Bitnomial DCO collateral schedule of 2026-01-02)",
+            "28% (dco Bitnomial: Bitnomial DCO collateral schedule of 2026-01-02)") in changes["haircut.eth"].fields
     assert ("max value", "100,000,000.00 USD", "50,000,000.00 USD") in changes["limit.btc-fcm-cap"].fields
     assert changes["custody.btc-confirmations"].kind == "removed"
     assert str(changes["custody.btc-confirmations"].item.src).startswith("eligibility.yaml:")
@@ -91,14 +91,14 @@ def test_cli_table_json_and_exit_code(env, capsys):
     new = changed_bundle(env)
     code, out, _ = run(capsys, "diff", str(POLICIES), str(new))
     assert code == 0
-    assert "CHANGED  haircut.btc  [haircut schedule, haircuts.yaml:11]" in out and "floor: 20% -> 30%" in out
+    assert "CHANGED  haircut.btc  [haircut schedule, haircuts.yaml:11]" in out and "stricter_own: 20% -> 30%" in out
     assert "REMOVED  custody.btc-confirmations" in out and "ADDED    limit.usdc-share" in out
     code, out, _ = run(capsys, "diff", str(POLICIES), str(new), "--json", "--exit-code")
     assert code == 1
     doc = json.loads(out)
     btc = next(c for c in doc["changes"] if c["id"] == "haircut.btc")
     assert btc["policy"] == {"file": "haircuts.yaml", "line": 11}
-    assert {"field": "floor", "old": "20%", "new": "30%"} in btc["fields"]
+    assert {"field": "stricter_own", "old": "20%", "new": "30%"} in btc["fields"]
 
 
 def test_a_stored_bundle_hash_from_the_decision_log(env, capsys):
@@ -108,7 +108,7 @@ def test_a_stored_bundle_hash_from_the_decision_log(env, capsys):
         log.store_bundle(old)
     code, out, err = run(capsys, "diff", old.hash, str(new))
     assert code == 0, err
-    assert "stored bundle" in out and "floor: 20% -> 30%" in out
+    assert "stored bundle" in out and "stricter_own: 20% -> 30%" in out
     code, _, err = run(capsys, "diff", "ab" * 32, str(new))
     assert code == 5 and "is not stored" in err
     code, _, err = run(capsys, "diff", "nothing-here", str(new))
@@ -141,7 +141,7 @@ def test_portfolio_impact_per_holding_asset_and_account(env):
     q = holdings[0].query
     assert Decimal(btc.after["collateral_value_usd"]) == (q.quantity * q.price_usd * Decimal("0.7")).quantize(Decimal("0.01"))
     assert usdc.changes == []
-    assert eth.changes == ["haircut", "collateral_value_usd"]  # the 28% source now decides over the 25% floor
+    assert eth.changes == ["haircut", "collateral_value_usd"]  # the 28% source now decides over the 25% stricter own
     acc1 = imp.per_account["ACC-1"]
     assert acc1.requirement == Decimal("1850000.00")
     assert acc1.before == Decimal(btc.before["collateral_value_usd"]) + Decimal(usdc.before["collateral_value_usd"])

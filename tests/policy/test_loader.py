@@ -74,7 +74,7 @@ def test_tests_folder_is_not_part_of_bundle(tmp_path):
 # -- YAML level problems, through the loader -----------------------------------------------------
 def test_duplicate_key_in_policy_names_both_lines(tmp_path):
     d = copy_bundle(tmp_path)
-    edit(d, "haircuts.yaml", "    floor: 0.20\n", "    floor: 0.20\n    floor: 0.25\n")
+    edit(d, "haircuts.yaml", "      floor: 0.20\n", "      floor: 0.20\n      floor: 0.25\n")
     (p,) = problems_of(d)
     first = line_of(d, "haircuts.yaml", "floor: 0.20")
     assert (p.file, p.line) == ("haircuts.yaml", first + 1)
@@ -350,14 +350,14 @@ def test_hash_stable_under_whitespace_comments_and_key_order(tmp_path):
     edit(d, "limits.yaml",
          "    scope: asset\n    applies_to: {assets: [BTC]}\n    max_share: 0.50\n",
          "    max_share: 0.50\n    applies_to:\n      assets:\n        - BTC\n    scope: asset\n")
-    edit(d, "haircuts.yaml", "{id: haircut.btc.bitnomial, haircut: 0.15, source: Bitnomial DCO collateral schedule}",
-         "{source: Bitnomial DCO collateral schedule,   haircut: 0.15, id: haircut.btc.bitnomial}")
+    edit(d, "haircuts.yaml", "{id: haircut.usdc.fcm-policy, kind: own, haircut: 0.02, source: FCM risk policy (capital charge parity)}",
+         "{source: FCM risk policy (capital charge parity),   haircut: 0.02, kind: own, id: haircut.usdc.fcm-policy}")
     assert (d / "limits.yaml").read_text() != (POLICIES / "limits.yaml").read_text()
     assert load_bundle(d).hash == shipped().hash
 
 
 @pytest.mark.parametrize("file,old,new", [
-    ("haircuts.yaml", "haircut: 0.20, source", "haircut: 0.2, source"),
+    ("haircuts.yaml", "haircut: 0.02, source", "haircut: 0.020, source"),
     ("haircuts.yaml", "floor: 0.20", "floor: 0.200"),
     ("limits.yaml", "max_share: 0.50", "max_share: 5e-1"),
     ("haircuts.yaml", "{up_to: 90, haircut: 0.00}", "{up_to: 90, haircut: 0}"),
@@ -370,7 +370,7 @@ def test_same_number_same_hash(tmp_path, file, old, new):
 
 
 @pytest.mark.parametrize("file,old,new", [
-    ("haircuts.yaml", "haircut: 0.20, source", "haircut: 0.21, source"),
+    ("haircuts.yaml", "haircut: 0.02, source", "haircut: 0.021, source"),
     ("haircuts.yaml", "floor: 0.20", "floor: 0.2000001"),
     ("eligibility.yaml", "at_least: 6", "at_least: 7"),
     ("eligibility.yaml", "must be at most 60 minutes old", "must be at most 60 minutes old."),

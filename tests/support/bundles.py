@@ -35,6 +35,7 @@ FACT_TYPES = {
     "custody.address_frozen": "bool", "custody.holder_allowed": "bool", "custody.balance_covers_quantity": "bool",
     "custody.confirmations": "int", "stablecoin.issuer": "str", "stablecoin.issuer_matches_registry": "bool",
     "stablecoin.reserve_attestation_age_days": "int", "stablecoin.peg_deviation_bps": "int",
+    "stablecoin.peg_discount_bps": "int", "stablecoin.peg_premium_bps": "int", "fund.price_nav_deviation_bps": "int",
     "fund.nav_age_days": "int", "fund.holder_allowlisted": "bool", "fund.redemption_days": "int",
     "fund.wam_days": "int", "price.age_minutes": "int",
 }
@@ -201,24 +202,37 @@ def _schedules(docs):
     return _docs_by_kind(docs, "haircuts")["haircuts"]
 
 
+def _dco(k, haircut) -> dict:
+    return {"id": f"gen.dco-{k}", "kind": "dco", "dco": f"Generated DCO {k}", "schedule": "Generated schedule",
+            "as_of": "2026-01-02", "haircut": haircut}
+
+
 def m_haircut_figures(draw, docs, k) -> str:
+    """Source figures and kinds (DCO sources, or the FCM's one own source: the letter's two cases), more
+    DCOs, and the FCM's stricter own overlay kept, dropped, set or tied with the letter's base."""
     h = draw(st.sampled_from(_schedules(docs)))
     done = []
     if "sources" in h:
         for s in h["sources"]:
             s["haircut"] = draw(fractions)
-        if draw(st.booleans()):
-            h["sources"].append({"id": f"{h['id']}.gen-source-{k}", "haircut": draw(fractions),
-                                 "source": "Generated DCO"})
-        done.append(f"sources {[str(s['haircut']) for s in h['sources']]}")
+        kind = draw(st.sampled_from(["keep", "dco", "own"]))
+        if kind == "own":  # no DCO accepts it: the FCM's own, one source
+            s = h["sources"][0]
+            h["sources"] = [{"id": s["id"], "kind": "own", "haircut": s["haircut"], "source": "Generated FCM policy"}]
+        elif kind == "dco" or (h["sources"][0]["kind"] == "dco" and draw(st.booleans())):
+            if h["sources"][0]["kind"] == "own":
+                h["sources"] = []
+            h["sources"].append(_dco(f"{k}-{len(h['sources'])}", draw(fractions)))
+            h["sources"][-1]["id"] = f"{h['id']}.gen-source-{k}"
+        done.append(f"sources {[(s['kind'], str(s['haircut'])) for s in h['sources']]}")
     what = draw(st.sampled_from(["keep", "drop", "set", "tie"]))
     if what == "drop":
-        h.pop("floor", None)
+        h.pop("stricter_own", None)
     elif what == "set" or (what == "tie" and "sources" not in h):
-        h["floor"] = draw(fractions)
-    elif what == "tie":  # the floor equal to the highest source
-        h["floor"] = max(s["haircut"] for s in h["sources"])
-    done.append(f"floor {h.get('floor')}")
+        h["stricter_own"] = {"floor": draw(fractions), "rationale": "Generated for the tests."}
+    elif what == "tie":  # the overlay equal to the highest source
+        h["stricter_own"] = {"floor": max(s["haircut"] for s in h["sources"]), "rationale": "Generated."}
+    done.append(f"stricter_own {h.get('stricter_own', {}).get('floor')}")
     return f"{h['id']}: " + ", ".join(done)
 
 
@@ -374,4 +388,6 @@ def bundles(draw, min_mutations: int = 2, max_mutations: int = 6) -> tuple[dict[
     for k in range(draw(st.integers(min_mutations, max_mutations))):
         mutation = draw(st.sampled_from(MUTATIONS))
         done.append(mutation(draw, docs, k))
+    # The programme's minimum own haircut would refuse most drawn figures; the tests by hand hold it.
+    _docs_by_kind(docs, "programme")["programme"].pop("minimum_own_haircut", None)
     return render(docs), done

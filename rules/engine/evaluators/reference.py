@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import date, timezone
 from fractions import Fraction
+from decimal import Decimal
 from math import floor
 from typing import Any, Sequence
 
@@ -155,6 +156,9 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
                      holdings=holdings or Holdings(WHAT_IF))
     facts = facts_of(bundle, asset, query, evidence)
     price, _ = price_used(query, asset, evidence)
+    # README "Valuation": a payment stablecoin is valued at no more than par unless the registry says
+    # valuation.above_par; the decision shows the price it was valued at beside the observed one.
+    valued = Decimal(1) if asset.klass == "payment_stablecoin" and not asset.value_above_par and price > 1 else price
     trace += phase_entries(bundle, day)
     for c in bundle.criteria:
         outcome = criterion_outcome(c, facts, bundle, asset, day)
@@ -174,8 +178,8 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
     others = sum((Fraction(h.value_usd) for h in holdings.account if h.asset != asset.symbol), Fraction(0))
     held_qty = sum((Fraction(h.quantity) for h in mine if h.quantity is not None), Fraction(0))
     held = Held_(sum((Fraction(h.value_usd) for h in mine if h.quantity is None), Fraction(0)), held_qty,
-                 held_qty * Fraction(price))
-    market = Fraction(query.quantity) * Fraction(price)
+                 held_qty * Fraction(valued))
+    market = Fraction(query.quantity) * Fraction(valued)
     hc, total, total_before, hc_trace, hc_failed = haircut(bundle, asset, day, facts,
                                                            lambda ch: holds(ch, facts, bundle, asset, day),
                                                            market, held, others)
@@ -184,7 +188,7 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
     # No haircut (no schedule, no bucket): nothing is worth anything as collateral (fail closed).
     keep, keep_before = (1 - Fraction(total), 1 - Fraction(total_before)) if hc is not None else (0, 0)
     after = market * keep
-    unit = Fraction(price) * keep
+    unit = Fraction(valued) * keep
     fixed_qty = held.fixed / unit if held.fixed and unit else Fraction(0)
     whole = (held.fixed + held.market * keep_before, held.fixed + (held.market + market) * keep,
              held.quantity + fixed_qty, held.quantity + fixed_qty + Fraction(query.quantity))
@@ -208,6 +212,8 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
              "collateral_value_usd": cents(counted) if eligible else "0",
              "holdings": {"source": holdings.source, "counted_before_usd": cents(c_before),
                           "counted_after_usd": cents(c_after)}}
+    if valued != price:
+        money["valued_at_usd"] = text(valued)
     return _head(bundle, query, decision_id, price, eligible, trace, failed, verification, evidence, money, holdings)
 
 

@@ -88,7 +88,9 @@ def stablecoin_facts(asset: Asset, query: Query, price: Decimal) -> dict[str, An
     * reserve_attestation_age_days: calendar days from the attestation date to the query date."""
     if asset.klass not in STABLECOIN_CLASSES:
         return {}
-    out: dict[str, Any] = {"stablecoin.peg_deviation_bps": math.ceil(abs(Fraction(price) - 1) * 10000)}
+    out: dict[str, Any] = {"stablecoin.peg_deviation_bps": math.ceil(abs(Fraction(price) - 1) * 10000),
+                           "stablecoin.peg_discount_bps": math.ceil(max(Fraction(0), 1 - Fraction(price)) * 10000),
+                           "stablecoin.peg_premium_bps": math.ceil(max(Fraction(0), Fraction(price) - 1) * 10000)}
     sc = query.evidence.get("stablecoin") or {}
     if "issuer" in sc:
         out["stablecoin.issuer"] = sc["issuer"]
@@ -98,7 +100,7 @@ def stablecoin_facts(asset: Asset, query: Query, price: Decimal) -> dict[str, An
     return out
 
 
-def fund_facts(asset: Asset, query: Query) -> dict[str, Any]:
+def fund_facts(asset: Asset, query: Query, price: Any) -> dict[str, Any]:
     """fund.*, only for tokenized Treasury / money-market fund shares: from evidence.fund; nav_age_days
     in calendar days to the query date. A custodian's ``holder_allowed: false`` makes
     fund.holder_allowlisted false whatever the transfer agent said (the engine does this: a holder that
@@ -109,6 +111,8 @@ def fund_facts(asset: Asset, query: Query) -> dict[str, Any]:
     out = {f"fund.{name}": fund[name] for name in FUND_CLAIMS if name in fund}
     if "nav_date" in fund:
         out["fund.nav_age_days"] = (query_day(query) - fund["nav_date"]).days
+    if "nav_usd" in fund:  # price_nav_deviation_bps: |price / NAV - 1| in basis points, rounded up
+        out["fund.price_nav_deviation_bps"] = math.ceil(abs(Fraction(price) / Fraction(fund["nav_usd"]) - 1) * 10000)
     if (query.custody or {}).get("holder_allowed") is False:
         out["fund.holder_allowlisted"] = False
     return out
@@ -151,7 +155,7 @@ def facts_of(bundle: Bundle, asset: Asset, query: Query, evidence: Sequence[Any]
     facts.update(custody_claims(query))
     facts.update(price_age(query, updated))
     facts.update(stablecoin_facts(asset, query, price))
-    facts.update(fund_facts(asset, query))
+    facts.update(fund_facts(asset, query, price))
     for ev in evidence:  # last: on-chain evidence is stronger than every claim of the query
         if isinstance(ev, CustodyEvidence) and ev.asset == asset.symbol:
             onchain_custody(facts, ev, query)

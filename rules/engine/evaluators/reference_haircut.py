@@ -79,26 +79,71 @@ def schedule_for(bundle: Bundle, asset: Asset, day: date) -> HaircutSchedule | N
     return mine[0] if mine else None
 
 
-def _with_floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list) -> tuple[Decimal, str]:
-    """README: "max(base, floor)". On a tie the floor did not raise anything: what decided stays."""
+def _pct(d: Decimal) -> str:
+    return f"{(d * 100).normalize():f}%"
+
+
+def _with_floor(sched: HaircutSchedule, base: Decimal, decided_by: str, components: list, why: str
+                ) -> tuple[Decimal, str, str]:
+    """README: "max(base, stricter_own)". On a tie the overlay did not raise anything: what decided stays.
+    When it raises the base it alone is decisive, labelled the FCM's stricter own haircut."""
     if sched.floor is None:
-        return base, decided_by
+        return base, decided_by, why
+    if sched.legacy_floor:  # README before issue 16: "max(base, floor)", the floor labelled as a floor
+        decisive = sched.floor > base
+        components.append({"rule": sched.id, "kind": "floor", "haircut": text(sched.floor), "decisive": decisive})
+        if not decisive:
+            return base, decided_by, why
+        return sched.floor, f"{sched.id}.floor", f"the floor {_pct(sched.floor)}, above {_pct(base)} ({why})"
     decisive = sched.floor > base
-    components.append({"rule": sched.id, "kind": "floor", "haircut": text(sched.floor), "decisive": decisive})
-    return (sched.floor, f"{sched.id}.floor") if decisive else (base, decided_by)
+    if decisive:
+        for c in components:
+            c["decisive"] = False
+    components.append({"rule": f"{sched.id}.stricter_own", "kind": "stricter_own", "haircut": text(sched.floor),
+                       "decisive": decisive})
+    if not decisive:
+        return base, decided_by, why
+    return (sched.floor, f"{sched.id}.stricter_own",
+            f"the FCM's stricter own haircut {_pct(sched.floor)}, above {_pct(base)} ({why})")
 
 
-def _by_sources(sched: HaircutSchedule) -> tuple[Decimal, str, list, dict]:
-    """README: "sources (the highest applies ... and the decision says which decided)"; of equal
-    highest, the first written decides."""
-    top = sched.sources[0]
+def _label(s: Any) -> str:
+    if s.kind == "dco":
+        return f"{s.dco} schedule of {s.as_of.year:04d}-{s.as_of.month:02d}" if s.as_of else f"{s.dco} schedule"
+    return s.source or "the FCM's own risk policy"
+
+
+def _by_sources(sched: HaircutSchedule, symbol: str) -> tuple[Decimal, str, list, dict, str]:
+    """README (Letter 26-05): the highest accepting DCO's haircut when any DCO accepts the asset (of equal
+    highest, the first written decides); otherwise the FCM's own (its one own source)."""
+    dcos = [s for s in sched.sources if s.kind == "dco"]
+    if any(s.kind == "source" for s in sched.sources):  # before issue 16: the highest source, first of equal
+        top = sched.sources[0]
+        for s in sched.sources:
+            if s.haircut > top.haircut:
+                top = s
+        n = len(sched.sources)
+        why = f"{_label(top)}: highest of {n} source" + ("s" if n != 1 else "")
+    elif dcos:
+        top = dcos[0]
+        for s in dcos:
+            if s.haircut > top.haircut:
+                top = s
+        why = f"{_label(top)}: highest of {len(dcos)} accepting DCO" + ("s" if len(dcos) != 1 else "")
+    else:
+        top = sched.sources[0]
+        why = f"{_label(top)}: the FCM's own haircut, no DCO accepts {symbol}"
+    components = []
     for s in sched.sources:
-        if s.haircut > top.haircut:
-            top = s
-    components = [{"rule": s.id, "kind": "source", "haircut": text(s.haircut), "source": s.source,
-                   "decisive": s is top} for s in sched.sources]
-    base, decided_by = _with_floor(sched, top.haircut, top.id, components)
-    return base, decided_by, components, {s.id: text(s.haircut) for s in sched.sources}
+        if s.kind == "dco":
+            components.append({"rule": s.id, "kind": "dco", "haircut": text(s.haircut), "dco": s.dco,
+                               "schedule": s.schedule, "as_of": s.as_of.isoformat() if s.as_of else None,
+                               "decisive": s is top})
+        else:
+            components.append({"rule": s.id, "kind": s.kind, "haircut": text(s.haircut), "source": s.source,
+                               "decisive": s is top})
+    base, decided_by, why = _with_floor(sched, top.haircut, top.id, components, why)
+    return base, decided_by, components, {s.id: text(s.haircut) for s in sched.sources}, why
 
 
 def _by_buckets(sched: HaircutSchedule, facts: Mapping[str, Any]) -> tuple[Any, ...] | str:
@@ -120,8 +165,10 @@ def _by_buckets(sched: HaircutSchedule, facts: Mapping[str, Any]) -> tuple[Any, 
         decided_by = f"{sched.id}[{fact}>{sched.buckets[i - 1].up_to if i else 0}]"
     components = [{"rule": sched.id, "kind": "bucket", "haircut": text(bucket.haircut), "fact": fact,
                    "observed": value, "up_to": bucket.up_to, "decisive": True}]
-    base, decided_by = _with_floor(sched, bucket.haircut, decided_by, components)
-    return base, decided_by, components, {fact: value}
+    bound = f"<= {bucket.up_to}" if bucket.up_to is not None else f"> {sched.buckets[i - 1].up_to if i else 0}"
+    why = f"the FCM's own schedule by {fact}: {value} {bound}"
+    base, decided_by, why = _with_floor(sched, bucket.haircut, decided_by, components, why)
+    return base, decided_by, components, {fact: value}, why
 
 
 def add_on_applies(a: AddOn, facts: Mapping[str, Any], holds: Callable[[Check], bool], own: Fraction, total: Fraction
@@ -159,13 +206,13 @@ def haircut(bundle: Bundle, asset: Asset, day: date, facts: Mapping[str, Any], h
     if sched is None:  # the engine's own rule: every asset needs a schedule in force (fail closed)
         trace.append(entry("haircut.schedule", "fail", SCHEDULE_DESCRIPTION, asset.symbol, None, asset.src))
         return None, Decimal(0), Decimal(0), trace, ["haircut.schedule"]
-    found = _by_sources(sched) if sched.sources else _by_buckets(sched, facts)
+    found = _by_sources(sched, asset.symbol) if sched.sources else _by_buckets(sched, facts)
     if isinstance(found, str):  # no base haircut: the schedule fails; its add-ons are not applicable
         observed = {sched.bucket_fact: facts.get(sched.bucket_fact, "missing")}
         trace.append(entry(sched.id, "fail", sched.description, observed, found, sched.src))
         trace += not_applicable_schedule(sched)[1:]
         return None, Decimal(0), Decimal(0), trace, [sched.id]
-    base, decided_by, components, observed = found
+    base, decided_by, components, observed, why = found
     trace.append(entry(sched.id, "applied", sched.description, observed, {"base": text(base), "decided_by": decided_by},
                        sched.src))
     kept = 1 - Fraction(base)
@@ -184,8 +231,8 @@ def haircut(bundle: Bundle, asset: Asset, day: date, facts: Mapping[str, Any], h
         shown = threshold_of(a.when) if a.when is not None else {"op": "share_above", "value": text(a.when_share_above)}
         trace.append(entry(a.id, "applied" if hit else "not_applicable", a.description, seen, shown, a.src))
     total_haircut, total_before = min(total_haircut, Decimal(1)), min(total_before, Decimal(1))
-    return ({"total": text(total_haircut), "base": text(base), "decided_by": decided_by, "schedule": sched.id,
-             "components": components}, total_haircut, total_before, trace, [])
+    return ({"total": text(total_haircut), "base": text(base), "decided_by": decided_by, "why": why,
+             "schedule": sched.id, "components": components}, total_haircut, total_before, trace, [])
 
 
 class Held:
