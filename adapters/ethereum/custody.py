@@ -275,7 +275,7 @@ def _parse_restrictions(restrictions: Mapping[str, str] | None, token: str | Non
         if not isinstance(fn, str) or not _IDENTIFIER.match(fn):
             raise InputError(f"{kind}: {fn!r} is not a Solidity function name", "restrictions")
         if views.get(fn) != tuple(RESTRICTION_KINDS[kind][0]):
-            raise InputError(f"{kind}: {fn!r} is not a {kind} view this adapter reads ({RESTRICTION_ABI_PATH.name}: "
+            raise InputError(f"{kind}: {fn!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind} view this adapter reads ({RESTRICTION_ABI_PATH.name}: "
                              f"{', '.join(sorted(views))})", "restrictions")
         checks[kind] = fn
     return checks

@@ -26,7 +26,7 @@ CALENDARS: dict[str, str] = {
 }
 DEFAULT_CALENDAR = "XSIF"
 _DAY = timedelta(days=1)
-MAX_SPAN_DAYS = 36_600  # a hundred years: beyond, a date is a typo, and counting it would only cost time
+MAX_SPAN_DAYS = 3_660  # ten years: beyond, holidays are not looked up (each year of them costs time to build)
 
 
 @lru_cache(maxsize=8)
@@ -40,16 +40,24 @@ def is_business_day(calendar: str, day: date) -> bool:
     return day.weekday() < 5 and day not in _holidays(calendar)
 
 
+def weekdays_between(start: date, end: date) -> int:
+    """Weekdays in (start, end], start <= end, in constant time."""
+    span = (end - start).days
+    weeks, rest = divmod(span, 7)
+    first = start.weekday()
+    return weeks * 5 + sum(1 for k in range(1, rest + 1) if (first + k) % 7 < 5)
+
+
 @lru_cache(maxsize=4096)
 def business_days_between(calendar: str, start: date, end: date) -> int:
-    """Business days in (start, end]; negative (those in (end, start]) when start is after end. Spans over
-    ``MAX_SPAN_DAYS`` count at five business days a week, holidays ignored (a conservative upper bound
-    for an age: the only use of such a span is to fail an at_most check)."""
+    """Business days in (start, end]; negative (those in (end, start]) when start is after end. A span over
+    ``MAX_SPAN_DAYS`` counts its weekdays, holidays left out: at least the true count, so an age stays
+    conservative (the only use of such a span is to fail an at_most check), and a far-off date typed by
+    mistake costs no holiday tables."""
     if start > end:
         return -business_days_between(calendar, end, start)
-    span = (end - start).days
-    if span > MAX_SPAN_DAYS:
-        return span * 5 // 7
+    if (end - start).days > MAX_SPAN_DAYS:
+        return weekdays_between(start, end)
     n, d = 0, start + _DAY
     while d <= end:
         if is_business_day(calendar, d):

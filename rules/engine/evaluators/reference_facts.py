@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from rules.engine.query import Query
 from rules.evidence import CustodyEvidence, PriceEvidence
-from rules.policy.calendar import is_business_day
+from rules.policy.calendar import MAX_SPAN_DAYS, is_business_day
 from rules.policy.model import Asset, Bundle, Phase
 
 # The fact catalogue names the asset classes whose facts exist (README table: "stablecoin.*" from
@@ -95,8 +95,11 @@ def business_days(bundle: Bundle, start: date, end: date) -> int:
     every day after ``start`` up to ``end`` that is a weekday and no holiday of the calendar, one by one."""
     if start > end:
         return -business_days(bundle, end, start)
-    return sum(1 for n in range(1, (end - start).days + 1)
-               if is_business_day(bundle.calendar, start + timedelta(days=n)))
+    span = (end - start).days
+    days = (start + timedelta(days=n) for n in range(1, span + 1))
+    if span > MAX_SPAN_DAYS:  # rules.policy.calendar: beyond ten years, weekdays (holidays not looked up)
+        return sum(1 for d in days if d.weekday() < 5)
+    return sum(1 for d in days if is_business_day(bundle.calendar, d))
 
 
 def stablecoin_facts(bundle: Bundle, asset: Asset, query: Query, price: Decimal) -> dict[str, Any]:
