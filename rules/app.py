@@ -71,6 +71,17 @@ def diff_decisions(a: dict[str, Any], b: dict[str, Any], path: str = "", recorde
     return out
 
 
+def unknown_restrictions(asset: Any, custody: Any) -> dict[str, str]:
+    """The token restrictions verification could not read, each with why (its checks fail closed): the
+    ones the policy keeps off-chain, and the views that reverted or are missing from the contract."""
+    out = {kind: f"off-chain: {why}" for kind, why in getattr(asset, "off_chain", {}).items()}
+    reads = custody.details.get("restriction_reads") or {} if custody.chain == "ethereum" else {}
+    for kind, read in reads.items():
+        if read.get("unreadable"):
+            out[kind] = read["unreadable"]
+    return out
+
+
 class Dacp:
     """The engine with its settings: bundle, evaluator and decision log."""
 
@@ -214,12 +225,14 @@ class Dacp:
         if asset is None:
             return {"status": "failed", "reason": "unknown_asset", "message": f"{q.asset} is not in the registry"}
         try:
-            evidence.append(self.verifier.verify(asset, q.custody.get("addresses", [])))
+            custody = self.verifier.verify(asset, q.custody.get("addresses", []))
+            evidence.append(custody)
             if self.prices is not None and self.prices.configured:
                 evidence.append(self.prices.read(asset))
         except EvidenceError as e:
             return {"status": "failed", "reason": e.reason, "message": e.message}
-        return {"status": "verified"}
+        unknown = unknown_restrictions(asset, custody)
+        return {"status": "verified", "restrictions_unknown": unknown} if unknown else {"status": "verified"}
 
     def _records(self, queries: Sequence[Query], decisions: Sequence[Decision],
                  held: Sequence[Holdings | None] | None = None) -> list[tuple]:

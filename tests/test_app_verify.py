@@ -246,3 +246,78 @@ def _iso_now() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# -- issue 16: token restrictions by class, fail-closed, never the query's claim ----------------------
+def _edit_assets(workdir: Path, old: str, new: str) -> None:
+    p = workdir / "policies" / "assets.yaml"
+    text = p.read_text()
+    assert old in text, old
+    p.write_text(text.replace(old, new, 1))
+
+
+def test_a_blacklist_view_the_contract_lacks_fails_closed_whatever_the_query_claims(workdir, chain, capsys):
+    """Measured: with a registry naming a blacklist function the contract lacks, the query's claim
+    address_frozen: false stood and the decision was eligible. isFrozen is a view the adapter reads (Paxos'
+    tokens have it), so the bundle validates; the deployed FiatToken lacks it: unknown, so refused, with why."""
+    _, _, (a, b) = chain
+    _edit_assets(workdir, "    issuer: Circle Internet Financial\n",
+                 "    issuer: Circle Internet Financial\n    restrictions: {blacklist: isFrozen}\n")
+    q = query("usdc-eligible.json", workdir, custody={"addresses": [a, b], "address_frozen": False})
+    d = decide(capsys, str(q))
+    assert d["eligible"] is False and d["failed_rules"] == ["custody.address-not-frozen"]
+    assert reason(d, "custody.address-not-frozen")["observed"] == "missing"
+    why = d["verification"]["restrictions_unknown"]["blacklist"]
+    assert "isFrozen(address)" in why and "fails closed" in why
+    assert d["evidence"][0]["details"]["restriction_reads"]["blacklist"]["unreadable"] == why
+
+
+def test_a_second_stablecoin_frozen_on_chain_is_refused_though_the_query_says_not(workdir, chain, capsys):
+    """A PYUSD entry takes its class's restrictions (paused, isBlacklisted): the chain says frozen."""
+    node, _, _ = chain
+    w3 = node.w3
+    pyusd = deploy(w3, "TestFiatToken", "PayPal USD", "PYUSD")
+    holder = new_address(w3)
+    transact(w3, pyusd.functions.mint(holder, 500_000 * 10**6))
+    transact(w3, pyusd.functions.blacklist(holder))
+    anvil_mine(w3, 70)
+    _edit_assets(workdir, "\n  - symbol: BUIDL", f"""
+  - symbol: PYUSD
+    name: PayPal USD (Paxos)
+    class: payment_stablecoin
+    chain: ethereum
+    network: 1
+    contract: "{pyusd.address}"
+    decimals: 6
+    issuer: Paxos Trust Company
+""" + "\n  - symbol: BUIDL")
+    q = query("usdc-eligible.json", workdir, asset="PYUSD", quantity="500000",
+              custody={"addresses": [holder], "address_frozen": False, "token_paused": False},
+              evidence={"stablecoin": {"issuer": "Paxos Trust Company", "reserve_attestation_date": "2026-10-31"}})
+    d = decide(capsys, str(q))
+    assert d["eligible"] is False and d["failed_rules"] == ["custody.address-not-frozen"]
+    assert reason(d, "custody.address-not-frozen")["observed"] is True
+    assert reason(d, "custody.token-not-paused")["outcome"] == "pass"
+
+
+def test_a_fund_allowlist_kept_off_chain_is_not_taken_from_the_query_under_verify(workdir, chain, capsys):
+    """BUIDL's allow-list lives in its transfer agent's registry (off_chain in the shipped registry): under
+    --verify the transfer agent's claim in the query does not stand; declared as the token's isAllowed
+    view, the chain answers."""
+    node, _, _ = chain
+    w3 = node.w3
+    fund = deploy(w3, "FundToken", "BlackRock USD Institutional Digital Liquidity Fund", "BUIDL")
+    holder = new_address(w3)
+    transact(w3, fund.functions.setAllowed(holder, True))
+    transact(w3, fund.functions.mint(holder, 2_000_000 * 10**6))
+    anvil_mine(w3, 70)
+    _edit_assets(workdir, "0x7712c34205737192402172409a8F7ccef8aA2AEc", fund.address)
+    q = query("buidl-eligible.json", workdir, custody={"addresses": [holder]})
+    d = decide(capsys, str(q))
+    assert d["eligible"] is False and d["failed_rules"] == ["fund.holder-allowlisted"]
+    assert d["verification"]["restrictions_unknown"]["allowlist"].startswith("off-chain: ")
+    _edit_assets(workdir, f'    contract: "{fund.address}"\n',
+                 f'    contract: "{fund.address}"\n    restrictions: {{allowlist: isAllowed}}\n')
+    d = decide(capsys, str(q))
+    assert d["eligible"] is True, d["failed_rules"]
+    assert reason(d, "fund.holder-allowlisted")["observed"] is True

@@ -12,8 +12,10 @@ at that number is read again: if it changed, the whole verification is retried (
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
@@ -43,6 +45,15 @@ RESTRICTION_KINDS: dict[str, tuple[list[str], str]] = {
     "allowlist": (["address"], "not_allowed_addresses"),
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+# The restriction views this adapter reads (name -> argument types; each returns bool). The policy loader
+# checks a bundle's restriction names against the same file, so a name validation accepts is one read here.
+RESTRICTION_ABI_PATH = Path(__file__).resolve().parents[2] / "rules" / "schema" / "restriction_views.abi.json"
+
+
+def restriction_views() -> dict[str, tuple[str, ...]]:
+    entries = json.loads(RESTRICTION_ABI_PATH.read_text(encoding="utf-8"))
+    return {e["name"]: tuple(i["type"] for i in e["inputs"]) for e in entries
+            if e.get("type") == "function" and [o["type"] for o in e.get("outputs", [])] == ["bool"]}
 
 
 class EthereumCustodyReader:
@@ -252,12 +263,16 @@ class EthereumCustodyReader:
                 value = _decode_bool(call_view(self.rpc, token, f"{fn}()", [], [], n, budget))
                 out[key] = value
                 reads[kind] = {"function": f"{fn}()", "value": value}
+                if value is None:
+                    reads[kind]["unreadable"] = _unreadable(f"{fn}()", token, n)
                 continue
             by_address = {
                 a: _decode_bool(call_view(self.rpc, token, f"{fn}(address)", ["address"], [a], n, budget))
                 for a in holders
             }
             reads[kind] = {"function": f"{fn}(address)", "by_address": by_address}
+            if None in by_address.values():
+                reads[kind]["unreadable"] = _unreadable(f"{fn}(address)", token, n)
             flagged = True if kind == "blacklist" else False  # value that marks an address as restricted
             out[key] = None if None in by_address.values() else [a for a, v in by_address.items() if v is flagged]
         if reads:
@@ -273,13 +288,22 @@ def _parse_restrictions(restrictions: Mapping[str, str] | None, token: str | Non
     if not isinstance(restrictions, Mapping):
         raise InputError("must be a mapping of restriction kind to view-function name", "restrictions")
     checks: dict[str, str] = {}
+    views = restriction_views()
     for kind, fn in restrictions.items():
         if kind not in RESTRICTION_KINDS:
             raise InputError(f"unknown kind {kind!r}; expected one of {sorted(RESTRICTION_KINDS)}", "restrictions")
         if not isinstance(fn, str) or not _IDENTIFIER.match(fn):
             raise InputError(f"{kind}: {fn!r} is not a Solidity function name", "restrictions")
+        if views.get(fn) != tuple(RESTRICTION_KINDS[kind][0]):
+            raise InputError(f"{kind}: {fn!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind} view this adapter reads ({RESTRICTION_ABI_PATH.name}: "
+                             f"{', '.join(sorted(views))})", "restrictions")
         checks[kind] = fn
     return checks
+
+
+def _unreadable(function: str, token: str, n: int) -> str:
+    return (f"{function} on {token} at block {n} reverted or returned no bool (the contract lacks it, or it failed):"
+            " the restriction is unknown, so it fails closed")
 
 
 def _decode_uint(raw: bytes | None) -> int | None:

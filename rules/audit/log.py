@@ -280,7 +280,7 @@ class DecisionLog:
         r = self.db.execute("SELECT sources FROM bundles WHERE hash = ?", (bundle_hash,)).fetchone()
         if r is None:
             raise StorageError(f"{self.where}: bundle {bundle_hash} is not stored; the decision cannot be replayed")
-        bundle = load_bundle_from_sources(json.loads(r[0]), origin=f"stored bundle {bundle_hash[:12]}")
+        bundle = load_bundle_from_sources(json.loads(r[0]), origin=f"stored bundle {bundle_hash[:12]}", stored=True)
         if bundle.hash != bundle_hash:
             raise TamperedError(f"{self.where}: stored bundle {bundle_hash} was modified (its content hashes to "
                                 f"{bundle.hash})")

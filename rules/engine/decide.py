@@ -150,9 +150,9 @@ class Engine:
                     progress(i + 1)
         return out
 
-    def plan(self, symbol: str, day: Any) -> Plan:
-        """What decisions about ``symbol`` on ``day`` share (``rules.engine.fast.plans``)."""
-        return self.planner.plan(symbol, day)
+    def plan(self, symbol: str, day: Any, participant: str | None = None) -> Plan:
+        """What decisions about ``symbol`` on ``day`` by ``participant`` share (``rules.engine.fast.plans``)."""
+        return self.planner.plan(symbol, day, participant)
 
     def criteria(self, facts: dict[str, Any], plan: Plan | None = None, trace: list | None = None
                  ) -> tuple[dict[int, str], tuple[str, ...]]:
@@ -181,7 +181,7 @@ def _decide(engine: Engine, query: Query, evidence: Sequence[Any], decision_id: 
     """The decision's head and its compact trace."""
     if holdings is None:
         holdings = what_if_holdings(query)
-    plan = engine.planner.plan(query.asset, query.day)
+    plan = engine.planner.plan(query.asset, query.day, query.participant)
     price = query.price_usd
     quantity = query.quantity
     trace: list[Any] = list(plan.lead)

@@ -103,7 +103,8 @@ def bundle_items(b: Bundle) -> dict[str, Item]:
     items.append(Item("bundle", "bundle", b.programme_src, (
         ("name", b.name), ("version", b.version), ("in force", _dated(b.dated)), ("owner", _words(b.owner)))))
     items.append(Item(b.programme_id, "programme", b.programme_src, (
-        ("start date", b.start_date.isoformat()), ("description", b.programme_description))))
+        ("start date", b.start_date.isoformat()), ("business days", b.calendar),
+        ("description", b.programme_description))))
     for p in b.phases:
         items.append(Item(p.id, "phase", p.src, (("starts", p.starts.isoformat()),
                                                   ("ends", p.ends.isoformat() if p.ends else "open"),
@@ -125,10 +126,12 @@ def bundle_items(b: Bundle) -> dict[str, Item]:
         items.append(Item(f"asset {a.symbol}", "asset", a.src, (
             ("class", a.klass), ("chain", f"{a.chain} {a.network}"), ("contract", _words(a.contract)),
             ("decimals", str(a.decimals)), ("issuer", _words(a.issuer)),
-            ("restrictions", ", ".join(f"{k}={v}" for k, v in sorted(a.restrictions.items())) or "none"))))
+            ("restrictions", ", ".join(f"{k}={v}" for k, v in sorted(a.restrictions.items())) or "none"),
+            ("off-chain restrictions", ", ".join(f"{k} ({v})" for k, v in sorted(a.off_chain.items())) or "none"))))
     for pt in b.participants:
         items.append(Item(f"participant {pt.id}", "participant", b.participants_src, (
-            ("name", pt.name), ("admitted", _dated(pt.admitted)))))
+            ("name", pt.name), ("admitted", _dated(pt.admitted)),
+            ("phases from", pt.accepting_from.isoformat() if pt.accepting_from else "the programme's start"))))
     for cu in b.custodians:
         items.append(Item(f"custodian {cu.id}", "custodian", b.custodians_src, (
             ("name", cu.name), ("chains", ", ".join(sorted(cu.chains))))))

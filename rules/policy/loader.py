@@ -15,10 +15,12 @@ from typing import Any, Mapping
 from rules.errors import PolicyError, Problem
 from rules.policy.bundle_hash import bundle_hash
 from rules.policy.cache import cached_bundle, cached_bundle_of, store_bundle
+from rules.policy.calendar import DEFAULT_CALENDAR
 from rules.policy.cross_checks import CrossChecks
 from rules.policy.facts import FACTS
+from rules.policy.restrictions import resolve as resolve_restrictions
 from rules.policy.model import (AddOn, Asset, Bucket, Bundle, Criterion, Custodian, HaircutSchedule, HaircutSource, Limit,
-                                Participant, Phase)
+                                Participant, Phase, PhaseWindow)
 from rules.policy.schema_check import check_document
 from rules.policy.yaml_reader import SourceDoc, load_yaml_text
 
@@ -71,13 +73,18 @@ def load_bundle(directory: str | Path) -> Bundle:
     return load_bundle_from_sources(read_policy_dir(directory), origin=str(directory))
 
 
-def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "") -> Bundle:
+def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "", stored: bool = False) -> Bundle:
     """Load a bundle from its file texts (as stored in the decision log for replay).
 
     The files are read strictly and hashed first; a bundle checked before under that hash, from these very
     texts, comes from the cache (``rules.policy.cache``, which verifies its entries) and the schema and
     cross-checks are not run again; exactly these texts checked before are not even parsed. A bundle checked
-    here is kept there."""
+    here is kept there.
+
+    ``stored``: the texts are a bundle the decision log stored (valid when it was approved); the language's
+    later requirements (``rules.policy.restrictions``: every stablecoin and fund token declares its
+    restrictions, each a view the adapter reads) are not held against it, so replay reads it as it was.
+    Such a bundle is not kept in the cache."""
     known = cached_bundle_of(sources)
     if known is not None:
         return known
@@ -101,12 +108,13 @@ def load_bundle_from_sources(sources: Mapping[str, str], origin: str = "") -> Bu
         docs[name] = doc
     if problems:
         raise PolicyError(problems)
-    builder = _Builder(docs)
+    builder = _Builder(docs, stored)
     bundle = builder.build(sources)
     if builder.problems:
         raise PolicyError(builder.problems)
     assert bundle is not None
-    store_bundle(bundle)
+    if not stored:
+        store_bundle(bundle)
     return bundle
 
 
@@ -133,13 +141,28 @@ def add_months(d: date, months: int) -> date:
     raise ValueError(d)  # pragma: no cover
 
 
+def phase_clock(phases: list[Phase] | tuple[Phase, ...], begin: date | None) -> tuple[PhaseWindow, ...]:
+    """The phases, one after the other from ``begin``, each its ``months`` long (the last open-ended)."""
+    if begin is None:
+        return ()
+    out = []
+    for p in phases:
+        end = add_months(begin, p.months) if p.months else None
+        out.append(PhaseWindow(p, begin, end))
+        if end is None:
+            break
+        begin = end
+    return tuple(out)
+
+
 class _Builder(CrossChecks):
     """Turns schema-valid documents into the model, collecting cross-reference problems (the checks
     themselves are ``CrossChecks``')."""
 
-    def __init__(self, docs: dict[str, SourceDoc]):
+    def __init__(self, docs: dict[str, SourceDoc], stored: bool = False):
         super().__init__()
         self.docs = docs
+        self.stored = stored
 
     def by_kind(self, kind: str) -> list[SourceDoc]:
         return [d for d in self.docs.values() if d.data.get("kind") == kind]
@@ -162,7 +185,7 @@ class _Builder(CrossChecks):
         assets_doc = self.single("assets")
         if prog_doc is None or assets_doc is None:
             return None
-        assets = self.registry(assets_doc)
+        assets = resolve_restrictions(self, assets_doc, self.registry(assets_doc), require=not self.stored)
         p = prog_doc.data
         b = p["bundle"]
         bundle_dated = self.dated(prog_doc, ("bundle",), b, None)
@@ -170,7 +193,8 @@ class _Builder(CrossChecks):
         self.claim_id(prog["id"], prog_doc, ("programme", "id"))
         start = self.day(prog_doc, ("programme", "start_date"), prog["start_date"], prog["id"])
         phases = self.build_phases(prog_doc, start, assets) if start else ()
-        participants = self.build_participants(prog_doc)
+        participants = self.build_participants(prog_doc, phases, start)
+        calendar = prog.get("business_days", DEFAULT_CALENDAR)
         custodians = self.build_custodians(prog_doc)
         criteria = [c for d in self.by_kind("eligibility") for c in self.build_criteria(d, assets)]
         haircuts = [h for d in self.by_kind("haircuts") for h in self.build_haircuts(d, assets)]
@@ -187,6 +211,7 @@ class _Builder(CrossChecks):
             custodians_src=self.src(prog_doc, ("custodians",)), assets=assets, criteria=tuple(criteria),
             haircuts=tuple(haircuts), limits=tuple(limits),
             hash=bundle_hash({name: d.data for name, d in self.docs.items()}), sources=dict(sources),
+            calendar=calendar,
         )
 
     def build_phases(self, doc: SourceDoc, start: date, assets: Mapping[str, Asset]) -> list[Phase]:
@@ -204,20 +229,33 @@ class _Builder(CrossChecks):
             end = add_months(begin, months) if months else None
             phases.append(Phase(ph["id"], ph["description"], ph["rationale"], begin, end,
                                 self.applies(doc, path + ("eligible",), ph["eligible"], assets, ph["id"]),
-                                self.src(doc, path)))
+                                self.src(doc, path), months or None))
             if end is None:
                 break
             begin = end
         return phases
 
-    def build_participants(self, doc: SourceDoc) -> list[Participant]:
+    def build_participants(self, doc: SourceDoc, phases: list[Phase] | tuple[Phase, ...] = (),
+                           start: date | None = None) -> list[Participant]:
+        """The participants, each with its own phase clock: the phases counted from the day it started
+        accepting digital assets (``accepting_from``; never before its admission or the programme's start).
+        Without one, the participant runs on the programme's clock (from ``start_date``), as every bundle
+        written before the clock existed did - so a stored bundle replays as it decided."""
         out, seen = [], set()
         for i, pt in enumerate(doc.data["participants"]):
             path = ("participants", i)
             if pt["id"] in seen:
                 self.problem(doc, path + ("id",), f"the participant {pt['id']!r} is listed twice")
             seen.add(pt["id"])
-            out.append(Participant(pt["id"], pt["name"], self.dated(doc, path, pt, None, ("admitted_from", "admitted_to"))))
+            admitted = self.dated(doc, path, pt, None, ("admitted_from", "admitted_to"))
+            accepting = self.day(doc, path + ("accepting_from",), pt.get("accepting_from"), None)
+            if accepting and admitted.effective_from and accepting < admitted.effective_from:
+                self.problem(doc, path + ("accepting_from",), f"accepting_from ({accepting}) is before the participant "
+                             f"is admitted ({admitted.effective_from})")
+            if accepting and start and accepting < start:
+                self.problem(doc, path + ("accepting_from",), f"accepting_from ({accepting}) is before the programme "
+                             f"starts ({start})")
+            out.append(Participant(pt["id"], pt["name"], admitted, accepting, phase_clock(phases, accepting)))
         return out
 
     def build_custodians(self, doc: SourceDoc) -> list[Custodian]:

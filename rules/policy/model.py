@@ -86,7 +86,8 @@ class Asset:
     src: Src
     contract: str | None = None
     issuer: str | None = None
-    restrictions: Mapping[str, str] = field(default_factory=dict)
+    restrictions: Mapping[str, str] = field(default_factory=dict)  # kind -> view function read on-chain
+    off_chain: Mapping[str, str] = field(default_factory=dict)  # kind -> why it cannot be read on-chain
     # Payment stablecoins are valued at no more than par (1 USD) unless the registry says ``valuation:
     # {above_par: true}`` (issue 16): a price above par never adds collateral value.
     value_above_par: bool = False
@@ -99,10 +100,24 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class PhaseWindow:
+    """A phase as one participant's clock runs it: [starts, ends), ``ends`` None for the last phase."""
+
+    phase: "Phase"
+    starts: date
+    ends: date | None
+
+    def holds(self, day: date) -> bool:
+        return self.starts <= day and (self.ends is None or day < self.ends)
+
+
+@dataclass(frozen=True)
 class Participant:
     id: str
     name: str
     admitted: Dated
+    accepting_from: date | None = None  # the date it notified it starts accepting digital assets (Letter 26-05)
+    clock: tuple[PhaseWindow, ...] = ()  # the programme's phases counted from its own start
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class Phase:
     ends: date | None  # exclusive; None for the last, open-ended phase
     eligible: AppliesTo
     src: Src
+    months: int | None = None  # its length; each participant's clock counts it from its own start
 
 
 @dataclass(frozen=True)
@@ -239,12 +255,26 @@ class Bundle:
     limits: tuple[Limit, ...]
     hash: str
     sources: Mapping[str, str]  # relative file name -> text, for storage and replay
+    calendar: str = "XSIF"  # the holiday calendar business-day facts count in (rules.policy.calendar)
 
     def phase_at(self, day: date) -> Phase | None:
+        """The phase of the programme's own clock (from its start date) on ``day``."""
         for p in self.phases:
             if p.starts <= day and (p.ends is None or day < p.ends):
                 return p
         return None
+
+    def clock_of(self, participant: str) -> tuple[PhaseWindow, ...]:
+        """The phases as ``participant``'s clock runs them (Letter 26-05: from the date it starts
+        accepting digital assets); the programme's own clock for anyone not listed."""
+        for pt in self.participants:
+            if pt.id == participant and pt.clock:
+                return pt.clock
+        return tuple(PhaseWindow(p, p.starts, p.ends) for p in self.phases)
+
+    def window_of(self, participant: str, day: date) -> PhaseWindow | None:
+        """The phase in force for ``participant`` on ``day`` (None before its clock starts)."""
+        return next((w for w in self.clock_of(participant) if w.holds(day)), None)
 
     def rule_ids(self) -> list[str]:
         """Every rule id of the bundle, in file order."""

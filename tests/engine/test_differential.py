@@ -172,7 +172,7 @@ def passing_base(symbol: str) -> dict:
                        "balance": "10", "token_paused": False, "address_frozen": False, "holder_allowed": True},
            "evidence": {"price_updated_at": _ts(AS_OF - timedelta(minutes=60)),
                         "stablecoin": {"issuer": "Circle Internet Financial", "reserve_attestation_date": "2026-10-16"},
-                        "fund": {"nav_date": "2026-11-17", "nav_usd": "1", "holder_allowlisted": True,
+                        "fund": {"nav_date": "2026-11-19", "nav_usd": "1", "holder_allowlisted": True,
                                  "redemption_days": 2, "wam_days": 90}}}
     return doc
 
@@ -194,7 +194,7 @@ PERTURB = [
     ("evidence.price_updated_at", [None, "2026-11-20T12:59:00Z", "2026-11-20T12:59:59Z", "2026-11-20T14:00:00Z"]),
     ("evidence.stablecoin.issuer", ["Circle Internet Financial", "Tether", "Paxos Trust Company ", None]),
     ("evidence.stablecoin.reserve_attestation_date", ["2026-10-15", "2026-11-20", None]),
-    ("evidence.fund.nav_date", ["2026-11-16", "2026-11-20", None]),
+    ("evidence.fund.nav_date", ["2026-11-16", "2026-11-18", "2026-11-20", "2026-11-21", None]),
     ("evidence.fund.nav_usd", ["0.90", "5.00", "1.0052", "0.99499", None]),
     ("evidence.fund.holder_allowlisted", [False, None]),
     ("evidence.fund.redemption_days", [0, 1, 3, None]),

@@ -20,7 +20,7 @@ import pytest
 
 from rules.app import comparable, diff_decisions
 from rules.engine.decide import Engine
-from rules.policy.loader import load_bundle
+from rules.policy.loader import load_bundle_from_sources, read_policy_dir
 from rules.engine.query import parse_query
 from tests.support import ROOT
 
@@ -31,7 +31,8 @@ BUNDLE_HASH = "edb35b73299169621f022d65eca87148a110a99f810f7b1322a3b65abccef291"
 
 @lru_cache(maxsize=1)
 def bundle():
-    b = load_bundle(DATA / "golden-bundle")
+    # a frozen bundle, as the decision log stores one: read as stored (rules.policy.loader, ``stored``)
+    b = load_bundle_from_sources(read_policy_dir(DATA / "golden-bundle"), stored=True)
     assert b.hash == BUNDLE_HASH, "the frozen golden bundle was edited"
     return b
 

@@ -195,7 +195,7 @@ def test_one_of_on_a_number_fact(tmp_path):
 
 def test_unknown_asset_in_applies_to(tmp_path):
     d = copy_bundle(tmp_path)
-    edit(d, "eligibility.yaml", "applies_to: {assets: [USDC]}", "applies_to: {assets: [USDT]}")
+    edit(d, "eligibility.yaml", "applies_to: {classes: [payment_stablecoin]}", "applies_to: {assets: [USDT]}")
     probs = problems_of(d)
     assert len(probs) == 1
     p = probs[0]

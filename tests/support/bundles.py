@@ -341,6 +341,11 @@ def m_programme(draw, docs, k) -> str:
     frm = draw(days)
     pt["admitted_from"] = _day(frm)
     pt.pop("admitted_to", None)
+    # its own phase clock (Letter 26-05): from accepting_from, which is never before its admission or the start
+    pt.pop("accepting_from", None)
+    accepting = draw(st.none() | days)
+    if accepting is not None and accepting >= max(frm, date.fromisoformat(str(prog["programme"]["start_date"]))):
+        pt["accepting_from"] = _day(accepting)
     to = draw(st.none() | days)
     if to is not None and to > frm:
         pt["admitted_to"] = _day(to)

@@ -21,7 +21,7 @@ from decimal import Decimal
 from math import floor
 from typing import Any, Sequence
 
-from rules.engine.evaluators.reference_facts import facts_of, phase_in_force, price_used, query_day
+from rules.engine.evaluators.reference_facts import facts_of, phase_in_force, phase_windows, price_used, query_day
 from rules.engine.evaluators.reference_haircut import Held as Held_
 from rules.engine.evaluators.reference_haircut import (cents, entry, haircut, in_force, limits, matches, text,
                                                        threshold_of)
@@ -56,7 +56,7 @@ def check_input(bundle: Bundle, query: Query) -> None:
 
 
 # -- criteria: each operator by its documented meaning ----------------------------------------------
-def listed(name: str, bundle: Bundle, asset: Asset, day: date) -> set[str]:
+def listed(name: str, bundle: Bundle, asset: Asset, day: date, participant: str | None = None) -> set[str]:
     """README: in_list - "`participants` admitted on the query date, `custodians` approved for the
     asset's chain, `phase_assets` eligible in the phase in force"."""
     if name == "participants":
@@ -64,7 +64,7 @@ def listed(name: str, bundle: Bundle, asset: Asset, day: date) -> set[str]:
     if name == "custodians":
         return {c.id for c in bundle.custodians if asset.chain in c.chains}
     if name == "phase_assets":
-        phase = phase_in_force(bundle, day)
+        phase = phase_in_force(bundle, day, participant)
         return {s for s, a in bundle.assets.items() if phase is not None and matches(phase.eligible, a)}
     raise ValueError(f"unknown list {name!r}")
 
@@ -84,7 +84,7 @@ def holds(check: Check, facts: dict[str, Any], bundle: Bundle, asset: Asset, day
     if check.op == "at_most":
         return type(v) is int and v <= want
     if check.op == "in_list":
-        return type(v) is str and v in listed(want, bundle, asset, day)
+        return type(v) is str and v in listed(want, bundle, asset, day, facts.get("participant"))
     raise ValueError(f"unknown operator {check.op!r}")
 
 
@@ -118,11 +118,21 @@ def lead_entries(bundle: Bundle, query: Query, day: date) -> tuple[list[dict[str
     return trace, failed
 
 
-def phase_entries(bundle: Bundle, day: date) -> list[dict[str, Any]]:
-    """Every phase of the programme: the one in force on the query date 'applied', the others not."""
-    now = phase_in_force(bundle, day)
-    return [entry(p.id, "applied" if p is now else "not_applicable", p.description, day.isoformat(),
-                  {"from": _iso(p.starts), "to": _iso(p.ends)}, p.src) for p in bundle.phases]
+def phase_entries(bundle: Bundle, day: date, participant: str | None = None) -> list[dict[str, Any]]:
+    """Every phase of the programme: the one in force on the query date for the participant 'applied',
+    the others not. The threshold is the phase's window on the participant's clock, naming the
+    participant where that clock is not the programme's (Letter 26-05: each FCM's own three months)."""
+    now = phase_in_force(bundle, day, participant)
+    mine = {p.id: (frm, to) for p, frm, to in phase_windows(bundle, participant)}
+    out = []
+    for p in bundle.phases:
+        frm, to = mine.get(p.id, (p.starts, p.ends))
+        threshold: dict[str, Any] = {"from": _iso(frm), "to": _iso(to)}
+        if (frm, to) != (p.starts, p.ends):
+            threshold["participant"] = participant
+        out.append(entry(p.id, "applied" if p is now else "not_applicable", p.description, day.isoformat(),
+                         threshold, p.src))
+    return out
 
 
 def verification_entry(verification: dict[str, Any], evidence: Sequence[Any]) -> dict[str, Any]:
@@ -159,7 +169,7 @@ def decide_reference(bundle: Bundle, query: Query, evidence: Sequence[Any] = (),
     # README "Valuation": a payment stablecoin is valued at no more than par unless the registry says
     # valuation.above_par; the decision shows the price it was valued at beside the observed one.
     valued = Decimal(1) if asset.klass == "payment_stablecoin" and not asset.value_above_par and price > 1 else price
-    trace += phase_entries(bundle, day)
+    trace += phase_entries(bundle, day, query.participant)
     for c in bundle.criteria:
         outcome = criterion_outcome(c, facts, bundle, asset, day)
         trace.append(criterion_entry(c, outcome, facts))

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from rules.engine.query import Query
 from rules.evidence import CustodyEvidence, PriceEvidence
+from rules.policy.calendar import MAX_SPAN_DAYS, is_business_day
 from rules.policy.model import Asset, Bundle, Phase
 
 # The fact catalogue names the asset classes whose facts exist (README table: "stablecoin.*" from
@@ -33,10 +34,21 @@ def query_day(query: Query) -> date:
     return query.as_of.astimezone(timezone.utc).date()
 
 
-def phase_in_force(bundle: Bundle, day: date) -> Phase | None:
-    """The programme phase in force on ``day``: the phase whose [starts, ends) holds it (the loader
-    turned each phase's ``months`` into dates; the last phase has no end)."""
-    found = [p for p in bundle.phases if p.starts <= day and (p.ends is None or day < p.ends)]
+def phase_windows(bundle: Bundle, participant: str | None) -> list[tuple[Phase, date, date | None]]:
+    """The phases as (phase, from, to) on the clock of ``participant``: Letter 26-05 counts its three
+    months from the date the FCM starts accepting digital assets, so each participant's phases run from
+    its own start (the loader turned each phase's ``months`` into the participant's dates); anyone not
+    listed, and None, runs on the programme's clock (its start date)."""
+    for pt in bundle.participants:
+        if pt.id == participant and pt.clock:
+            return [(w.phase, w.starts, w.ends) for w in pt.clock]
+    return [(p, p.starts, p.ends) for p in bundle.phases]
+
+
+def phase_in_force(bundle: Bundle, day: date, participant: str | None = None) -> Phase | None:
+    """The phase in force on ``day`` for ``participant``: the phase whose [from, to) holds it (the last
+    phase has no end)."""
+    found = [p for p, frm, to in phase_windows(bundle, participant) if frm <= day and (to is None or day < to)]
     return found[0] if found else None
 
 
@@ -54,7 +66,7 @@ def price_used(query: Query, asset: Asset, evidence: Sequence[Any]) -> tuple[Dec
 def registry_facts(bundle: Bundle, asset: Asset, query: Query) -> dict[str, Any]:
     """asset, asset.class, asset.chain, participant, programme.phase: "query, registry, programme".
     programme.phase is 'none' before the programme starts (facts.py: "('none' before the start)")."""
-    phase = phase_in_force(bundle, query_day(query))
+    phase = phase_in_force(bundle, query_day(query), query.participant)
     return {"asset": asset.symbol, "asset.class": asset.klass, "asset.chain": asset.chain,
             "participant": query.participant, "programme.phase": phase.id if phase else "none"}
 
@@ -78,7 +90,19 @@ def price_age(query: Query, updated: datetime | None) -> dict[str, Any]:
     return {"price.age_minutes": max(0, math.ceil((query.as_of - updated) / timedelta(minutes=1)))}
 
 
-def stablecoin_facts(asset: Asset, query: Query, price: Decimal) -> dict[str, Any]:
+def business_days(bundle: Bundle, start: date, end: date) -> int:
+    """Business days of the programme's calendar in (start, end], negative when start is after end:
+    every day after ``start`` up to ``end`` that is a weekday and no holiday of the calendar, one by one."""
+    if start > end:
+        return -business_days(bundle, end, start)
+    span = (end - start).days
+    days = (start + timedelta(days=n) for n in range(1, span + 1))
+    if span > MAX_SPAN_DAYS:  # rules.policy.calendar: beyond ten years, weekdays (holidays not looked up)
+        return sum(1 for d in days if d.weekday() < 5)
+    return sum(1 for d in days if is_business_day(bundle.calendar, d))
+
+
+def stablecoin_facts(bundle: Bundle, asset: Asset, query: Query, price: Decimal) -> dict[str, Any]:
     """stablecoin.*, only for a payment stablecoin (the facts describe one; for another asset they are
     missing, so a rule testing them there fails closed):
 
@@ -97,10 +121,12 @@ def stablecoin_facts(asset: Asset, query: Query, price: Decimal) -> dict[str, An
         out["stablecoin.issuer_matches_registry"] = asset.issuer is not None and sc["issuer"] == asset.issuer
     if "reserve_attestation_date" in sc:
         out["stablecoin.reserve_attestation_age_days"] = (query_day(query) - sc["reserve_attestation_date"]).days
+        out["stablecoin.reserve_attestation_age_business_days"] = business_days(
+            bundle, sc["reserve_attestation_date"], query_day(query))
     return out
 
 
-def fund_facts(asset: Asset, query: Query, price: Any) -> dict[str, Any]:
+def fund_facts(bundle: Bundle, asset: Asset, query: Query, price: Any) -> dict[str, Any]:
     """fund.*, only for tokenized Treasury / money-market fund shares: from evidence.fund; nav_age_days
     in calendar days to the query date. A custodian's ``holder_allowed: false`` makes
     fund.holder_allowlisted false whatever the transfer agent said (the engine does this: a holder that
@@ -111,6 +137,7 @@ def fund_facts(asset: Asset, query: Query, price: Any) -> dict[str, Any]:
     out = {f"fund.{name}": fund[name] for name in FUND_CLAIMS if name in fund}
     if "nav_date" in fund:
         out["fund.nav_age_days"] = (query_day(query) - fund["nav_date"]).days
+        out["fund.nav_age_business_days"] = business_days(bundle, fund["nav_date"], query_day(query))
     if "nav_usd" in fund:  # price_nav_deviation_bps: |price / NAV - 1| in basis points, rounded up
         out["fund.price_nav_deviation_bps"] = math.ceil(abs(Fraction(price) / Fraction(fund["nav_usd"]) - 1) * 10000)
     if (query.custody or {}).get("holder_allowed") is False:
@@ -125,8 +152,9 @@ def onchain_custody(facts: dict[str, Any], ev: CustodyEvidence, query: Query) ->
     * the verified balance decides custody.balance_covers_quantity;
     * Bitcoin: the confirmations counted; Ethereum: the finality of the block read ('finalized' or
       'safe' as selected, anything else 'latest');
-    * the token's pause / blacklist / allow-list views, when they answered; a pause view that did not
-      answer leaves custody.token_paused unknown (missing), never the query's claim;
+    * the token's pause / blacklist / allow-list views, when they answered, and nothing else: on Ethereum
+      a query's claim of paused, frozen or allow-listed never stands (README: a caller's claim never
+      stands in for evidence the system reads itself); a view not read leaves its fact missing;
     * the allow-list view answers both custody.holder_allowed and fund.holder_allowlisted."""
     facts["custody.balance_covers_quantity"] = ev.quantity >= query.quantity
     if ev.chain == "bitcoin" and ev.confirmations is not None:
@@ -135,11 +163,10 @@ def onchain_custody(facts: dict[str, Any], ev: CustodyEvidence, query: Query) ->
         return
     selector = str(ev.details.get("block_selector", ""))
     facts["custody.finality"] = selector if selector in ("finalized", "safe") else "latest"
-    paused = ev.details.get("paused")
-    if paused is not None:
-        facts["custody.token_paused"] = bool(paused)
-    else:
-        facts.pop("custody.token_paused", None)
+    for name in ("custody.token_paused", "custody.address_frozen", "custody.holder_allowed", "fund.holder_allowlisted"):
+        facts.pop(name, None)
+    if ev.details.get("paused") is not None:
+        facts["custody.token_paused"] = bool(ev.details["paused"])
     if ev.details.get("frozen_addresses") is not None:
         facts["custody.address_frozen"] = bool(ev.details["frozen_addresses"])
     if ev.details.get("not_allowed_addresses") is not None:
@@ -154,8 +181,8 @@ def facts_of(bundle: Bundle, asset: Asset, query: Query, evidence: Sequence[Any]
     facts = registry_facts(bundle, asset, query)
     facts.update(custody_claims(query))
     facts.update(price_age(query, updated))
-    facts.update(stablecoin_facts(asset, query, price))
-    facts.update(fund_facts(asset, query, price))
+    facts.update(stablecoin_facts(bundle, asset, query, price))
+    facts.update(fund_facts(bundle, asset, query, price))
     for ev in evidence:  # last: on-chain evidence is stronger than every claim of the query
         if isinstance(ev, CustodyEvidence) and ev.asset == asset.symbol:
             onchain_custody(facts, ev, query)

@@ -49,6 +49,28 @@ class Plan:
     classes: PlanClasses | None = None  # the classes of the decisions' facts, when the plan decides applicability
 
 
+def phase_items(bundle: Any, st: Statics, day: date, participant: str | None) -> tuple[Item, ...]:
+    """The phases' trace entries: the one in force on ``day`` for ``participant`` 'applied'. Its
+    threshold is the participant's own window (Letter 26-05 counts from the FCM's notice) where that
+    differs from the programme's, with the participant named."""
+    d = day.isoformat()
+    if participant is None:
+        now = bundle.phase_at(day)
+        return tuple(st.item(p.id, "applied" if p is now else "not_applicable", d) for p in bundle.phases)
+    windows = {w.phase.id: w for w in bundle.clock_of(participant)}
+    out = []
+    for p in bundle.phases:
+        w = windows.get(p.id)
+        applied = w is not None and w.holds(day)
+        if w is not None and (w.starts, w.ends) != (p.starts, p.ends):
+            threshold: Any = {"from": w.starts.isoformat(), "to": w.ends.isoformat() if w.ends else None,
+                              "participant": participant}
+            out.append(st.item(p.id, "applied" if applied else "not_applicable", d, threshold))
+        else:
+            out.append(st.item(p.id, "applied" if applied else "not_applicable", d))
+    return tuple(out)
+
+
 class Planner:
     """The plans of one compiled bundle, made on first use and remembered."""
 
@@ -57,7 +79,7 @@ class Planner:
         self.bundle = bundle = compiled.bundle
         self.statics = statics
         self.classes = classes
-        self._plans: dict[tuple[str, date], Plan] = {}
+        self._plans: dict[tuple[str, date, str | None], Plan] = {}
         self._classes_by_day: dict[tuple, PlanClasses] = {}
         self._serial = itertools.count()
         self._add_on_rules = {r.id: r for r in compiled.rules if r.kind == "add_on"}
@@ -67,16 +89,18 @@ class Planner:
         base = set(base_facts(bundle, next(iter(bundle.assets.values())), bundle.start_date)) if bundle.assets else set()
         self.local = all(keys_of(r.applies) <= base for r in compiled.rules)
 
-    def plan(self, symbol: str, day: date) -> Plan:
-        key = (symbol, day)
+    def plan(self, symbol: str, day: date, participant: str | None = None) -> Plan:
+        """The plan of ``symbol`` on ``day`` for ``participant`` (whose clock says the phase; None: the
+        programme's own clock)."""
+        key = (symbol, day, participant)
         p = self._plans.get(key)
         if p is None:
             if len(self._plans) >= MEMO_SIZE:
                 self._plans.clear()
-            p = self._plans[key] = self._make(symbol, day)
+            p = self._plans[key] = self._make(symbol, day, participant)
         return p
 
-    def _make(self, symbol: str, day: date) -> Plan:
+    def _make(self, symbol: str, day: date, participant: str | None = None) -> Plan:
         bundle = self.bundle
         st = self.statics
         asset = bundle.assets.get(symbol)
@@ -87,9 +111,8 @@ class Planner:
         lead_failed = tuple(r for r, ok in ((IN_FORCE[0], in_force), (REGISTERED[0], asset is not None)) if not ok)
         if asset is None:
             return Plan(None, lead, lead_failed, None, (), None, (), None)
-        phase = bundle.phase_at(day)
-        phases = tuple(st.item(p.id, "applied" if p is phase else "not_applicable", d) for p in bundle.phases)
-        base = base_facts(bundle, asset, day)
+        phases = phase_items(bundle, st, day, participant)
+        base = base_facts(bundle, asset, day, participant)
         return Plan(asset, lead, lead_failed, base, phases, haircut_plan(bundle, asset, day, st, self._add_on_rules),
                     limit_plan(bundle, asset, day, st), Decimal(1).scaleb(-asset.decimals),
                     self._classes_for(asset, base) if self.local else None)
