@@ -21,7 +21,7 @@ from rules.audit.checkpoint import Signer, Verifier
 from rules.audit.migrate import migrate
 from rules.audit.receipt import ReceiptError, check_receipt
 from rules.cli.common import AddCommon, Handler, print_json, settings_from_args, write_new_file
-from rules.errors import InputError, TamperedError
+from rules.errors import InputError
 
 
 def add_explain(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
@@ -127,8 +127,8 @@ def _check_receipt(args: argparse.Namespace) -> int:
     keys = [Verifier.parse(_key_text(k)) for k in args.key]
     try:
         checked = check_receipt(_read(args.receipt, "receipt"), keys, origin=args.origin)
-    except ReceiptError as e:
-        raise TamperedError(f"{args.receipt}: {e}") from None
+    except ReceiptError as e:  # keeps its own code (receipt_invalid), named by the file
+        raise ReceiptError(e.check, f"{args.receipt}: {e.message}") from None
     kind, entry_id, at, bundle = entries.header_v1(checked.entry)
     print(f"receipt OK: entry {checked.index + 1} of {checked.checkpoint.size} in log {checked.checkpoint.origin}: "
           f"{kind} {entry_id} recorded {at}" + (f", bundle {bundle}" if bundle else "")

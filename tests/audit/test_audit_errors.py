@@ -71,3 +71,22 @@ def test_the_cli_exits_8_for_a_forged_checkpoint_and_a_tampered_receipt(tmp_path
     code = main(["audit", "check-receipt", "receipt.json", "--key", key])
     out, err = capsys.readouterr()
     assert code == 8 and out == "" and "receipt failed the inclusion check" in err, (out, err)
+
+
+def test_check_receipt_keeps_the_receipt_s_own_code(tmp_path, monkeypatch, capsys):
+    """A refused receipt is receipt_invalid at the CLI door too (not the generic record_tampered)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DACP_CONFIG", raising=False)
+    log = DecisionLog(tmp_path / "log.sqlite", origin="test/cli")
+    log.append([("decision", f"e-{i}", None, {"i": i}) for i in range(5)])
+    log.checkpoint(SIGNER)
+    (tmp_path / "receipt.json").write_text(log.prove("e-1").to_json().replace('"index":1', '"index":2'))
+    log.close()
+    from rules.cli.run import build_parser
+
+    args = build_parser("audit").parse_args(["audit", "check-receipt", "receipt.json", "--key",
+                                             SIGNER.verifier().key_text()])
+    with pytest.raises(ReceiptError) as refused:
+        args.handler(args)
+    assert refused.value.code == "receipt_invalid" and refused.value.exit_code == 8
+    assert "receipt.json" in str(refused.value) and refused.value.check == "inclusion"
