@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import holidays
+if TYPE_CHECKING:
+    import holidays
 
 # name -> what it is (the policy language's words; the keys are the holidays package's market codes)
 CALENDARS: dict[str, str] = {
@@ -30,7 +32,9 @@ MAX_SPAN_DAYS = 3_660  # ten years: beyond, holidays are not looked up (each yea
 
 
 @lru_cache(maxsize=8)
-def _holidays(calendar: str) -> holidays.HolidayBase:
+def _holidays(calendar: str) -> "holidays.HolidayBase":
+    import holidays  # here: ~50 ms of import, paid only when a business-day fact is counted (start-up time)
+
     if calendar not in CALENDARS:
         raise ValueError(f"unknown business-day calendar {calendar!r} (known: {', '.join(CALENDARS)})")
     return holidays.financial_holidays(calendar)
