@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from rules.app import Dacp
 from rules.cli.run import main
+from rules.engine.query import parse_query
 from rules.errors import CustomerMismatchError, InputError, StorageError
 from rules.ledger import schema
 from rules.ledger.store import LedgerStore
+from rules.settings import Settings
+from tests.support import ROOT
 from tests.support.ledger_workload import Setup, fund, make_ledger, usdc_evidence, usdc_request
 
 pytestmark = pytest.mark.integration
@@ -71,6 +76,26 @@ def test_two_accounts_of_a_customer_share_its_cap_another_customers_does_not(cap
     r5 = capped.credit(usdc("ACC-N", "800000", e, "c-5"))
     assert Decimal(r5["collateral_value_usd"]) == CAP - whole and r5["excluded_by"] == ["limit.usdc-customer-cap"]
     assert capped.check() == [] and capped.log.verify().ok
+
+
+def test_an_eligibility_query_counts_the_customers_other_accounts_as_a_credit_does(capped, chain, setup):
+    a = fund(chain, usdc=800_000)
+    first = capped.credit(usdc("ACC-A", "800000", a, "q-1", customer="CUST-1"))
+    capped.credit(usdc("ACC-B", "1", fund(chain, usdc=1), "q-2", customer="CUST-1"))
+    dacp = Dacp(Settings(policies=Path(setup.policies), log=Path(getattr(capped.store.db, "url", capped.store.where)),
+                         engine="python", sections={"approvals": {"required": False}}))
+    doc = json.loads((ROOT / "examples" / "queries" / "usdc-eligible.json").read_text())
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc = {k: v for k, v in doc.items() if k not in ("portfolio", "id")}
+    doc.update(account="ACC-B", as_of=now, quantity="800000", custody=dict(doc["custody"], balance="800000"),
+               evidence=dict(usdc_evidence(), price_updated_at=now))
+    (d,) = dacp.evaluate([parse_query(doc)])
+    cap = next(r for r in d.to_json()["reasons"] if r["rule"] == "limit.usdc-customer-cap")
+    assert Decimal(cap["observed"]["group_value_usd"]) == Decimal(first["collateral_value_usd"]) + Decimal("0.97")
+    assert d.to_json()["excluded_by_limits_usd"] != "0.00" and dacp.replay(d.id).identical
+    (alone,) = dacp.evaluate([parse_query({**doc, "account": "ACC-NEW"})])  # no customer: its own holding only
+    assert next(r for r in alone.to_json()["reasons"] if r["rule"] == "limit.usdc-customer-cap")["observed"][
+        "group_value_usd"] in ("0", "0.00")
 
 
 def test_the_first_credit_naming_a_customer_fixes_it_and_another_is_refused(capped, chain):
