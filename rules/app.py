@@ -105,8 +105,8 @@ class Dacp:
         return self._ledger_store
 
     def holdings_for(self, queries: Sequence[Query]) -> list[Holdings | None] | None:
-        """The holdings each query is decided with: the ledger's own (the account's, its FCM's, the
-        programme's) whenever a ledger is configured; a query that brings a ``portfolio`` is the caller's
+        """The holdings each query is decided with: the ledger's own (the account's, its customer's, its
+        FCM's, the programme's) whenever a ledger is configured; a query that brings a ``portfolio`` is the caller's
         what-if (None here: the engine decides it on that portfolio and flags it ``what-if``). None for all
         when there is no ledger."""
         store = self.ledger_store
@@ -114,9 +114,9 @@ class Dacp:
             return None
         from rules.ledger.positions import ledger_holdings  # here, for start-up time
 
-        positions = store.positions() if store is not None else []
-        return [None if q.portfolio else ledger_holdings(positions, q.account, q.participant, as_of=q.as_of)
-                for q in queries]
+        positions, named = (store.positions(), store.customers()) if store is not None else ([], {})
+        return [None if q.portfolio else ledger_holdings(positions, q.account, q.participant, as_of=q.as_of,
+                                                         customer=named.get(q.account), customers=named) for q in queries]
 
     def evaluate(self, queries: Sequence[Query], evidence: Sequence[Sequence[Evidence]] | None = None,
                  progress: Any = None, verify: bool = False,

@@ -222,3 +222,24 @@ class AsOfError(InputError):
     code = "as_of_outside_window"
     exit_code = 9
     http_status = 422
+
+
+class CustomerMismatchError(InputError):
+    """A credit names a customer for an account whose customer is another: an account's customer is fixed by
+    the first credit that names it (``rules.ledger.customers``), since the limits across a customer count
+    every account of it. Nothing is verified, decided or written; send the account's customer, or none."""
+
+    code = "customer_mismatch"
+    exit_code = 3
+    http_status = 409
+
+    def __init__(self, account: str, customer: str, asked: str):
+        self.account = account
+        self.customer = customer
+        self.asked = asked
+        super().__init__(f"account {account} belongs to customer {customer}, not {asked}: an account's customer "
+                         "is fixed by the first credit that names it", "customer")
+
+    def details(self) -> dict[str, object]:
+        return {"where": self.where, "reason": "customer.fixed", "account": self.account,
+                "customer": self.customer, "asked": self.asked}

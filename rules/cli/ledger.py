@@ -47,6 +47,8 @@ def register(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     p.add_argument("--idempotency-key", required=True, help="the same key returns the same result, never a 2nd credit")
     p.add_argument("--account-type", help="for a new account: customer-segregated (default), cleared-swaps, 30.7-secured")
     p.add_argument("--custodian", help="custodian id (programme custodians)")
+    p.add_argument("--customer", help="the account's customer (an identifier): fixed by the first credit that names it; "
+                   "the limits across a customer count every account of it")
     seg = p.add_mutually_exclusive_group()
     seg.add_argument("--segregated", dest="segregated", action="store_true", default=None,
                      help="the custody account is segregated for customers")
@@ -163,7 +165,8 @@ def cmd_credit(args: argparse.Namespace) -> int:
                         quantity=_decimal(args.quantity, "quantity"), addresses=address_list(args.addresses, "--address"),
                         idempotency_key=args.idempotency_key, account_type=args.account_type,
                         custodian=None if args.custodian is None else identifier(args.custodian, "--custodian"),
-                        segregated=args.segregated, evidence=_evidence(args.evidence), as_of=_when(args.as_of, "as-of"))
+                        segregated=args.segregated, evidence=_evidence(args.evidence), as_of=_when(args.as_of, "as-of"),
+                        customer=None if args.customer is None else identifier(args.customer, "--customer"))
     check_as_of(req.as_of, now_utc(), settings_from_args(args).ledger.as_of_window_s)  # before anything is opened
     ledger = _ledger(args, verify=True, prices=True)
     result = ledger.credit(req)

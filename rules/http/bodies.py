@@ -122,6 +122,9 @@ class CreditBody(_LedgerBody):
     account_type: OptionalText = Field(None, description="for a new account: customer-segregated (default), "
                                        "cleared-swaps, 30.7-secured")
     custodian: OptionalIdentifier = None
+    customer: OptionalIdentifier = Field(None, description="the account's customer: fixed by the first credit that "
+                                         "names it (another customer for the account is refused, 409 "
+                                         "customer_mismatch); the limits across a customer count all its accounts")
     segregated: OptionalBool = None
     evidence: OptionalEvidence = Field(None, description="off-chain evidence of a query: stablecoin and/or fund")
     as_of: OptionalTime = Field(None, description="decision time, RFC 3339 (default now)")

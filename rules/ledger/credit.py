@@ -36,16 +36,16 @@ from rules.engine.decision import Decision
 from rules.engine.query import MAX_QUANTITY, Query, parse_query
 from rules.errors import EvidenceError, InputError
 from rules.evidence import CustodyEvidence, Holdings, PriceEvidence, holdings_lines_json
-from rules.ledger import journal
+from rules.ledger import customers, journal
 from rules.ledger.amounts import cents, plain, to_raw
 from rules.ledger.context import LedgerContext, failure_kind
 from rules.ledger.journal import Movement
 from rules.ledger.positions import allocated, hold_to, ledger_holdings
 from rules.ledger.records import Account, Incident, JournalEntry, Position, StoredRequest
-from rules.ledger.requests import ACCOUNT_TYPES, DEFAULT_ACCOUNT_TYPE, CreditRequest, check_as_of, check_key
+from rules.ledger.requests import ACCOUNT_TYPES, CreditRequest, check_as_of, check_key
 from rules.ledger.shortfall import per_address_balances, record_balance
 from rules.policy.model import Asset
-from rules.values import decimal_text, units_text, utc_text
+from rules.values import decimal_text, identifier, units_text, utc_text
 
 
 @dataclass
@@ -107,9 +107,7 @@ def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any
     done = ctx.replayed(req.idempotency_key, "credit", fp)
     if done is not None:
         return done
-    known = ctx.store.account(req.account)
-    if known is not None and known.participant != req.participant:
-        raise InputError(f"account {req.account} belongs to {known.participant}, not {req.participant}", "account")
+    customers.check(ctx.store.account(req.account), req)  # the account's participant and customer, before anything
     if g.price_error is not None:
         ctx.price_failed(g.asset, g.price_error, req.account)
         raise g.price_error
@@ -129,22 +127,16 @@ def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any
             verification = _still_on_chain(ctx, asset, custody_ev) or verification
             if verification["status"] != "verified":
                 custody_ev, evidence = None, [price]
-        account = ctx.store.account(req.account)
-        new_account = account is None
-        if account is None:  # opened with its first credit
-            account = Account(req.account, req.participant, req.account_type or DEFAULT_ACCOUNT_TYPE, at)
-        elif account.participant != req.participant:
-            raise InputError(f"account {req.account} belongs to {account.participant}", "account")
-        elif req.account_type is not None and req.account_type != account.account_type:
-            raise InputError(f"account {req.account} is a {account.account_type} account, not {req.account_type}",
-                             "account type")
+        known = ctx.store.account(req.account)
+        account, write_account = customers.account_for(known, req, at)  # opened by its first credit
         mv = Movement(ctx.store)
         effective: dict[str, int] = {}
         if custody_ev is not None:
             for addr, bal in balances.items():
                 effective[addr] = record_balance(ctx, mv, asset, addr, bal, custody_ev, at)
         query = _query(req, asset, price, as_of)
-        holdings = ledger_holdings(ctx.store.positions(), req.account, req.participant, as_of=as_of)
+        holdings = ledger_holdings(ctx.store.positions(), req.account, req.participant, as_of=as_of,
+                                   customer=account.customer, customers=ctx.store.customers())
         decided = ctx.engine.decide(query, evidence, verification=verification, holdings=holdings)
         decision = decided.to_json()
         excluded_by = _excluded_by(ctx, decision)
@@ -153,8 +145,10 @@ def commit(ctx: LedgerContext, req: CreditRequest, g: Gathered) -> dict[str, Any
         incidents = _refusal(req, asset, qty_raw, verification, decision, free, at, result)
         status = "refused" if "refusal" in result else "credited"
         if status == "credited":
-            if new_account:
+            if write_account and known is None:
                 ctx.store.add_account(account)
+            elif write_account:
+                ctx.store.set_customer(account.account, str(account.customer))
             held = ctx.store.positions(account=req.account, asset=asset.symbol)  # before this deposit
             target = Decimal(decision["holdings"]["counted_after_usd"]) - Decimal(decision["collateral_value_usd"])
             result["holding_adjusted"] = hold_to(mv, held, target, at, req.idempotency_key, decision["decision_id"])
@@ -208,6 +202,8 @@ def _records(ctx: LedgerContext, mv: Movement, req: CreditRequest, asset: Asset,
         "collateral_value_usd": decimal_text(sum((e.collateral_value_usd for e in credited), Decimal(0))),
         "haircut": result["haircut"],  # the decision's total haircut, as the position keeps it
         "excluded_by": result["excluded_by"]}
+    if account.customer is not None:  # the account's customer (the projection recomputes it from here)
+        fields["customer"] = account.customer
     if "refusal" in result:
         fields["refusal"] = result["refusal"]
     lines = mv.of_kind("credit", "holding")  # the allocation, and what the whole holding gave up for it
@@ -220,6 +216,8 @@ def _checked(ctx: LedgerContext, req: CreditRequest) -> tuple[Asset, int]:
     """The request's asset and quantity in base units; bad input before anything is read or written."""
     check_key(req.idempotency_key)
     asset = ctx.asset(req.asset)
+    if req.customer is not None:
+        identifier(req.customer, "customer")
     if req.account_type is not None and req.account_type not in ACCOUNT_TYPES:
         raise InputError(f"unknown account type {req.account_type!r} (use one of {', '.join(ACCOUNT_TYPES)})",
                          "account type")
@@ -272,7 +270,8 @@ def _result(req: CreditRequest, account: Account, d: Mapping[str, Any], at: str,
     """The credit's result. ``quantity_credited`` is what goes on the books (the whole deposit when it is
     credited), ``quantity_counted`` what the limits count of it, ``excluded_by`` the limits that bound."""
     return {"operation": "credit", "idempotency_key": req.idempotency_key, "account": req.account,
-            "participant": req.participant, "account_type": account.account_type, "asset": req.asset,
+            "participant": req.participant, "account_type": account.account_type, "customer": account.customer,
+            "asset": req.asset,
             "quantity_requested": plain(req.quantity),
             "quantity_credited": plain(req.quantity),
             "quantity_counted": plain(Decimal(d.get("counted_quantity") or "0")),

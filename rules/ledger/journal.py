@@ -5,7 +5,8 @@ Every transaction of the ledger appends the leaves of what it wrote, in the same
 
 - ``credit``: the credit's decision in compact format 3 (``rules.audit.entry_format.log_body``: the
   body's ``format``, ``query`` and ``decision``, so ``dacp explain``/``replay`` and ``GET /v1/decisions/{id}``
-  read it as any decision), and its ``ledger`` block: account, participant, account type, asset, the
+  read it as any decision), and its ``ledger`` block: account, participant, account type, the account's
+  customer (``customer``, when named; absent otherwise, as in the leaves written before it), asset, the
   addresses, quantities in base units, the counted value and haircut, status, the custody balances the
   credit verified and stored, and its journal lines (one per address credited: the allocation);
 - ``withdrawal``: the request and its journal lines (the reductions, newest credits first);

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from rules.evidence import LEDGER, Held, Holdings
 from rules.ledger.amounts import cents
@@ -66,18 +66,24 @@ def summed(lines: Iterable[Held]) -> tuple[Held, ...]:
 
 
 def ledger_holdings(positions: Iterable[Position], account: str, participant: str, mine: Iterable[Held] | None = None,
-                    as_of: Any = None) -> Holdings:
+                    as_of: Any = None, *, customer: str | None = None,
+                    customers: Mapping[str, str] | None = None) -> Holdings:
     """What the limits count for a decision about ``account`` (of FCM ``participant``), from the ledger's
     own ``positions`` (every account's): the account's holdings (``mine`` when given: a revaluation's
-    already re-decided positions), the FCM's and the programme's, each reach holding the account's own lines
-    as they are. Customers are not known to the ledger, so a limit across a customer's accounts counts
-    nothing (fail closed: ``Holdings.reach``)."""
+    already re-decided positions), its customer's, the FCM's and the programme's, each reach holding the
+    account's own lines as they are. The customer reach is every position of every account whose customer
+    (``customers``: account -> customer, as stored) is ``customer``, whatever its FCM; an account whose
+    customer is not named is its own customer (``rules.ledger.customers``): its own lines only, so a limit
+    across a customer still binds it rather than counting nothing."""
     positions = list(positions)
     account_lines = summed(mine if mine is not None else (own(p) for p in positions if p.account == account))
     others = [(p, counted_share(p)) for p in positions if p.account != account]
     fcm = summed(h for p, h in others if p.participant == participant)
     everyone = summed(h for _, h in others)
-    return Holdings(LEDGER, account_lines, None, account_lines + fcm, account_lines + everyone, None, as_of)
+    named = customers or {}
+    kin = summed(h for p, h in others if customer is not None and named.get(p.account) == customer)
+    return Holdings(LEDGER, account_lines, account_lines + kin, account_lines + fcm, account_lines + everyone,
+                    customer, as_of)
 
 
 def reduce(mv: Movement, p: Position, cut: int, kind: str, at: str, *, evidence: Any = None,

@@ -9,7 +9,8 @@ ledger is recomputed from them alone:
   line; the haircut, bundle, facts (the credit's query and custody evidence) and first-credit time of the
   last credit, or a revaluation's ``after``; the time of the last line (``ledger_positions``);
 - custody: the last balance each leaf stored per address (``ledger_custody``);
-- accounts: opened by their first credit, with its participant and account type (``ledger_accounts``).
+- accounts: opened by their first credit, with its participant and account type, and their customer as the
+  first credit naming one named it (``ledger_accounts``).
 
 ``reconcile`` compares that with the rows and names every row that differs: table, key, field, stored
 and recomputed. An edited row (a position's value, a journal line, a custody balance, an account type)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -43,7 +44,7 @@ LINE_FIELDS = ("at", "kind", "account", "participant", "asset", "address", "quan
                "market_value_usd", "after_haircut_usd", "collateral_value_usd", "price_usd", "decision_id",
                "idempotency_key", "reason", "evidence")
 CUSTODY_FIELDS = ("chain", "balance_raw", "decimals", "block_number", "block_hash", "verified_at")
-ACCOUNT_FIELDS = ("participant", "account_type", "created_at")
+ACCOUNT_FIELDS = ("participant", "account_type", "created_at", "customer")
 
 
 class Difference(NamedTuple):
@@ -133,8 +134,13 @@ def _apply(proj: Projection, e: Entry) -> None:
     for c in b["custody"]:
         s = journal.read_custody(c, where)
         proj.custody[(s.asset, s.address)] = s
-    if e.kind == "credit" and b.get("status") == "credited" and b["account"] not in proj.accounts:
-        proj.accounts[b["account"]] = Account(b["account"], b["participant"], b["account_type"], b["at"])
+    if e.kind == "credit" and b.get("status") == "credited":  # opens the account; names its customer once
+        acc = proj.accounts.get(b["account"])
+        if acc is None:
+            proj.accounts[b["account"]] = Account(b["account"], b["participant"], b["account_type"], b["at"],
+                                                  b.get("customer"))
+        elif acc.customer is None and b.get("customer") is not None:
+            proj.accounts[b["account"]] = replace(acc, customer=b["customer"])
     states = {(p["asset"], p["address"]): p for p in b.get("positions", [])} if e.kind == "revaluation" else {}
     for d in b["lines"]:
         ln = journal.read_line(d, where)
@@ -182,7 +188,7 @@ def reconcile(store: LedgerStore, log: DecisionLog) -> Reconciliation:
     _compare(diffs, "ledger_custody", {(c.asset, c.address): c for c in store.custody_states()}, proj.custody,
              CUSTODY_FIELDS, lambda c: f"balance {c.balance_raw} at block {c.block_number}")
     _compare(diffs, "ledger_accounts", {a.account: a for a in store.accounts()}, proj.accounts, ACCOUNT_FIELDS,
-             lambda a: f"{a.participant}, {a.account_type}")
+             lambda a: f"{a.participant}, {a.account_type}, customer {a.customer}")
     diffs += _journal(store, log, proj)
     return Reconciliation(diffs, proj.problems, proj.leaves, len(proj.lines))
 

@@ -13,12 +13,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Account:
-    """An FCM customer account: opened by its first credit, with the type the weekly report groups by."""
+    """An FCM customer account: opened by its first credit, with the type the weekly report groups by, and
+    its customer (None until a credit names one; then fixed: ``rules.ledger.customers``)."""
 
     account: str
     participant: str
     account_type: str
     created_at: str
+    customer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def fingerprint(doc: Mapping[str, Any]) -> str:
 @dataclass(frozen=True)
 class CreditRequest:
     """What a clearing system asks to credit. ``evidence`` holds the query's off-chain evidence
-    (``stablecoin`` / ``fund`` blocks, as in a query); ``as_of`` defaults to now."""
+    (``stablecoin`` / ``fund`` blocks, as in a query); ``as_of`` defaults to now; ``customer`` names the
+    account's customer (fixed by the first credit that names it: ``rules.ledger.customers``)."""
 
     account: str
     participant: str
@@ -76,9 +77,11 @@ class CreditRequest:
     segregated: bool | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     as_of: datetime | None = None
+    customer: str | None = None
 
     def fingerprint(self) -> str:
-        return fingerprint({"op": "credit", "account": self.account, "participant": self.participant,
+        named = {"customer": self.customer} if self.customer is not None else {}  # keys stored before it still match
+        return fingerprint({"op": "credit", **named, "account": self.account, "participant": self.participant,
                             "asset": self.asset, "quantity": plain(self.quantity), "addresses": list(self.addresses),
                             "account_type": self.account_type, "custodian": self.custodian,
                             "segregated": self.segregated, "evidence": self.evidence,

@@ -79,6 +79,7 @@ class _Run:
             before = sum((p.collateral_value_usd for p in mine), Decimal(0))
             done: dict[tuple[str, str], Held] = {}  # (asset, address) -> the position re-decided
             everyone = [p for p in ctx.store.positions() if p.account != account]
+            named = ctx.store.customers()  # account -> customer: the limits across a customer
             participant = acct.participant if acct else mine[0].participant
             new_positions, records = [], []
             at = ctx.now_text()
@@ -91,7 +92,8 @@ class _Run:
                     if p.asset not in self.prices:
                         self.prices[p.asset] = ctx.price(a, account)
                     held = ledger_holdings(everyone, account, participant, _rest(ordered, done, p.asset),
-                                           as_of=self.as_of)
+                                           as_of=self.as_of, customer=acct.customer if acct else None,
+                                           customers=named)
                     q, decided = _redecide(self.engine, p, self.prices[p.asset], held, self.as_of)
                     d = decided.to_json()
                     records.append(("decision", decided.id, bundle, log_body(q, decided, holdings_lines_json(held))))

@@ -1,11 +1,12 @@
 """The ledger's tables (prefix ``ledger_``), created on first use in the database it shares with the
-decision log. Existing databases keep working: the statements only ever create what is missing, and
-the stored ``schema_version`` must match.
+decision log. Existing databases keep working: the statements only ever create what is missing, a
+ledger of an earlier ``schema_version`` is brought up to this one by ``MIGRATIONS`` when it opens (in the
+same transaction), and a version this code does not know is refused.
 
 Numbers are stored as exact decimal TEXT (quantities as integer base units, money as decimal strings):
 SQLite's INTEGER is 64-bit and wei overflow it, and no float ever touches a value.
 
-  accounts   account -> participant, account type
+  accounts   account -> participant, account type, customer (None: not named; fixed by the first credit naming it)
   requests   idempotency key -> operation, fingerprint of the parameters, status, stored result
   custody    (asset, address) -> last verified on-chain balance (base units) and its block
   positions  (account, asset, address) -> quantity credited (base units) and its values now
@@ -16,12 +17,13 @@ SQLite's INTEGER is 64-bit and wei overflow it, and no float ever touches a valu
 
 from __future__ import annotations
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 COMMON = [
     """CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS ledger_accounts (
-        account TEXT PRIMARY KEY, participant TEXT NOT NULL, account_type TEXT NOT NULL, created_at TEXT NOT NULL)""",
+        account TEXT PRIMARY KEY, participant TEXT NOT NULL, account_type TEXT NOT NULL, created_at TEXT NOT NULL,
+        customer TEXT)""",
     """CREATE TABLE IF NOT EXISTS ledger_requests (
         idempotency_key TEXT PRIMARY KEY, operation TEXT NOT NULL, fingerprint TEXT NOT NULL,
         status TEXT NOT NULL, result TEXT NOT NULL, created_at TEXT NOT NULL)""",
@@ -65,6 +67,14 @@ PG_TRIGGERS = [
         FOR EACH ROW EXECUTE FUNCTION ledger_refuse('{t} is append-only')""",
     f"""CREATE OR REPLACE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t}
         FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse('{t} is append-only')""")]
+# version -> what brings a ledger of that version to the next (each step runs once, then the version moves on).
+# 1 -> 2: the account's customer (``ledger_accounts.customer``, NULL for the accounts opened before it).
+MIGRATIONS: dict[str, tuple[str, list[str]]] = {
+    "1": ("2", ["ALTER TABLE ledger_accounts ADD COLUMN customer TEXT"]),
+}
+LATE_INDEXES = [  # on columns a migration may add: made after the migrations ran
+    "CREATE INDEX IF NOT EXISTS ledger_accounts_customer ON ledger_accounts (customer)",
+]
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS ledger_entries_at ON ledger_entries (at)",
     "CREATE INDEX IF NOT EXISTS ledger_incidents_at ON ledger_incidents (at)",

@@ -71,8 +71,27 @@ class LedgerStore:
             row = self.db.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?)", (schema.SCHEMA_VERSION,))
-            elif row[0] != schema.SCHEMA_VERSION:
-                raise StorageError(f"{self.where}: ledger schema version {row[0]}, expected {schema.SCHEMA_VERSION}")
+            else:
+                self._migrate(str(row[0]))
+            self.db.script(schema.LATE_INDEXES)
+
+    def _migrate(self, version: str) -> None:
+        """Bring a ledger of an earlier schema version up to this one (``schema.MIGRATIONS``), step by step,
+        in the opening transaction; a version this code does not know is refused."""
+        while version != schema.SCHEMA_VERSION:
+            if version not in schema.MIGRATIONS:
+                raise StorageError(f"{self.where}: ledger schema version {version}, expected {schema.SCHEMA_VERSION}")
+            version, steps = schema.MIGRATIONS[version]
+            if "customer" not in self._columns("ledger_accounts"):  # the one column the steps so far add
+                self.db.script(steps)
+            self.db.execute("UPDATE ledger_meta SET value = ? WHERE key = 'schema_version'", (version,))
+
+    def _columns(self, table: str) -> set[str]:
+        if self.db.kind == "postgresql":
+            rows = self.db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                                   "AND table_schema = current_schema()", (table,)).fetchall()
+            return {str(r[0]) for r in rows}
+        return {str(r[1]) for r in self.db.execute(f"PRAGMA table_info({table})").fetchall()}
 
     def _pg_triggers(self) -> dict[str, str]:
         """The journal's append-only triggers on PostgreSQL: name -> pg_trigger.tgenabled ('D' disabled)."""
@@ -100,18 +119,29 @@ class LedgerStore:
         return self.db.transaction(locks)
 
     # -- accounts ----------------------------------------------------------------------------------
+    _ACC = "account, participant, account_type, created_at, customer"
+
     def account(self, account: str) -> Account | None:
-        r = self.db.execute("SELECT account, participant, account_type, created_at FROM ledger_accounts "
-                            "WHERE account = ?", (account,)).fetchone()
+        r = self.db.execute(f"SELECT {self._ACC} FROM ledger_accounts WHERE account = ?", (account,)).fetchone()
         return Account(*r) if r else None
 
     def add_account(self, a: Account) -> None:
-        self.db.execute("INSERT INTO ledger_accounts VALUES (?, ?, ?, ?)",
-                        (a.account, a.participant, a.account_type, a.created_at))
+        self.db.execute(f"INSERT INTO ledger_accounts ({self._ACC}) VALUES (?, ?, ?, ?, ?)",
+                        (a.account, a.participant, a.account_type, a.created_at, a.customer))
+
+    def set_customer(self, account: str, customer: str) -> None:
+        """Name the customer of an account opened without one (``rules.ledger.customers``: once, never changed)."""
+        self.db.execute("UPDATE ledger_accounts SET customer = ? WHERE account = ? AND customer IS NULL",
+                        (customer, account))
 
     def accounts(self) -> list[Account]:
         return [Account(*r) for r in self.db.execute(
-            "SELECT account, participant, account_type, created_at FROM ledger_accounts ORDER BY account").fetchall()]
+            f"SELECT {self._ACC} FROM ledger_accounts ORDER BY account").fetchall()]
+
+    def customers(self) -> dict[str, str]:
+        """account -> customer, of the accounts whose customer is named."""
+        return {str(r[0]): str(r[1]) for r in self.db.execute(
+            "SELECT account, customer FROM ledger_accounts WHERE customer IS NOT NULL").fetchall()}
 
     # -- idempotency -------------------------------------------------------------------------------
     def request(self, key: str) -> StoredRequest | None:

@@ -144,6 +144,8 @@ BAD = [
     ("segregated not bool", {"segregated": "yes"}, "true or false"),
     ("bad time", {"as_of": "yesterday"}, "RFC 3339"),
     ("unknown asset", {"asset": "DOGE"}, "unknown asset"),
+    ("bad customer", {"customer": "CUST 1"}, "not a valid identifier"),
+    ("customer not text", {"customer": 7}, "not a valid identifier"),
 ]
 
 
@@ -155,6 +157,22 @@ def test_bad_credit_bodies_are_422_with_a_clear_message(client, chain, tmp_path,
     assert words in r.json()["error"]["message"] and "Traceback" not in r.text
     assert len(r.headers["X-Policy-Bundle"]) == 64
     assert positions(tmp_path / "log.sqlite") == []
+
+
+def test_the_customer_is_fixed_by_the_first_credit_and_another_is_409(client, chain, tmp_path):
+    a, b = fund(chain, 100_000), fund(chain, 100_000)
+    r = client.post("/v1/credits", json={**credit_body(a, "100000"), "customer": "CUST-1"}, headers=headers(key="c-1"))
+    assert r.status_code == 201 and r.json()["customer"] == "CUST-1", r.text
+    other = client.post("/v1/credits", json={**credit_body(b, "100000"), "customer": "CUST-2"},
+                        headers=headers(key="c-2"))
+    assert other.status_code == 409, other.text
+    err = other.json()["error"]
+    assert (err["code"], err["reason"], err["customer"], err["asked"]) == ("customer_mismatch", "customer.fixed",
+                                                                         "CUST-1", "CUST-2")
+    assert "account ACC-1 belongs to customer CUST-1, not CUST-2" in err["message"] and err["retryable"] is False
+    assert positions(tmp_path / "log.sqlite") == [("ACC-1", 100_000 * UNIT)]  # nothing written
+    same = client.post("/v1/credits", json=credit_body(b, "100000"), headers=headers(key="c-2"))  # none named: CUST-1
+    assert same.status_code == 201 and same.json()["customer"] == "CUST-1", same.text
 
 
 def test_idempotency_key_is_required_and_checked(client):
