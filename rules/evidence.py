@@ -173,11 +173,11 @@ class Holdings:
 def holdings_lines_json(h: Holdings) -> dict[str, Any]:
     """``h`` with every line (``Holdings.to_json`` is the decision's summary): what a decision made with the
     ledger's holdings stores beside it, so that replaying it decides with the same holdings."""
-    out = h.to_json()
+    out = h.to_json()  # its "customer" is the customer's id; the customer reach's lines go under "customer_lines"
     for reach in ("account", "customer", "participant", "programme"):
         lines = getattr(h, reach)
         if lines is not None:
-            out[reach] = [x.to_json() for x in lines]
+            out["customer_lines" if reach == "customer" else reach] = [x.to_json() for x in lines]
     return out
 
 
@@ -189,5 +189,10 @@ def holdings_from_json(d: Mapping[str, Any]) -> Holdings:
         return tuple(Held(x["asset"], Decimal(x["value_usd"]), None if x.get("quantity") is None
                           else Decimal(x["quantity"]), x.get("custodian")) for x in d[key])
 
-    return Holdings(d["source"], lines("account") or (), lines("customer"), lines("participant"),
-                    lines("programme"), d.get("customer"), None if d.get("as_of") is None else _ts(d["as_of"]))
+    # Entries written before "customer_lines" kept the customer reach's lines under "customer" (a list, which
+    # overwrote the customer's id there): read those lines as they were; the id they lost stays unknown.
+    customer = d.get("customer")
+    old_form = isinstance(customer, list)
+    return Holdings(d["source"], lines("account") or (), lines("customer" if old_form else "customer_lines"),
+                    lines("participant"), lines("programme"), None if old_form else customer,
+                    None if d.get("as_of") is None else _ts(d["as_of"]))

@@ -67,7 +67,8 @@ def test_two_accounts_of_a_customer_share_its_cap_another_customers_does_not(cap
     assert Decimal(r3["collateral_value_usd"]) == whole and r3["excluded_by"] == []  # CUST-2 has its own room
     assert counted(capped, "ACC-A") + counted(capped, "ACC-B") == CAP
     held = capped.log.get(r2["decision_id"]).body["holdings"]  # what the decision counted, kept for replay
-    assert [(h["asset"], h["value_usd"]) for h in held["customer"]] == [("USDC", "783921.60")]  # ACC-A's
+    assert [(h["asset"], h["value_usd"]) for h in held["customer_lines"]] == [("USDC", "783921.60")]  # ACC-A's
+    assert held["customer"] == "CUST-1"  # and whose they are
     assert held["participant"] == []  # ACC-B is FCM-BRAVO's only account: the FCM reach holds nothing else
     # an account without a customer is its own customer: the cap binds its own holding, no one else's
     r4 = capped.credit(usdc("ACC-N", "800000", d, "c-4"))
