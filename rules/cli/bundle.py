@@ -93,6 +93,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         return 0
     print(f"bundle   {b.name} {b.version}\nsha256   {b.hash}\nin force {b.dated.effective_from} .. "
           f"{b.dated.effective_to or 'open'}")
+    print("phase clocks (Letter 26-05: each FCM's phases from the date it starts accepting digital assets):")
+    for c in b.phase_clocks():
+        windows = ", ".join(f"{w['id']} {w['starts']} .. {w['ends'] or 'open'}" for w in c["phases"])
+        print(f"  {c['participant']:16} accepting from {c['accepting_from'] or '(the programme start)'}: {windows}")
     print(f"rules ({len(b.rule_ids())}, as `dacp validate` counts them):")
     rows = [(p.id, f"phase {p.starts} .. {p.ends or 'open'}: {p.eligible.describe()} eligible", p.src) for p in b.phases]
     rows += [(c.id, c.check.describe(), c.src) for c in b.criteria]

@@ -34,6 +34,7 @@ K_NAV_AGE, K_ALLOWLISTED = _key("fund.nav_age_days"), _key("fund.holder_allowlis
 K_DISCOUNT, K_PREMIUM = _key("stablecoin.peg_discount_bps"), _key("stablecoin.peg_premium_bps")
 K_NAV_DEV = _key("fund.price_nav_deviation_bps")
 K_NAV_BDAYS = _key("fund.nav_age_business_days")
+K_REDEMPTION = _key("fund.redemption_days")
 K_ATTESTATION_BDAYS = _key("stablecoin.reserve_attestation_age_business_days")
 CUSTODY_FIELDS = tuple((f, _key("custody." + f)) for f in (
     "custodian", "segregated", "confirmations", "finality", "token_paused", "address_frozen", "holder_allowed"))
@@ -112,6 +113,9 @@ def normalize(bundle: Bundle, asset: Asset, query: Query,
         for field, key in FUND_FIELDS:
             if field in fund:
                 facts[key] = fund[field]
+        if "redemption_requested_on" in fund:  # the dates given: counted here, the caller's count never stands
+            facts[K_REDEMPTION] = business_days_between(bundle.calendar, fund["redemption_requested_on"],
+                                                        fund["redemption_settles_on"])
         if c.get("holder_allowed") is False:  # the custodian says no: that outweighs a transfer agent's yes
             facts[K_ALLOWLISTED] = False
     for ev in evidence:  # last: on-chain evidence replaces the query's claims

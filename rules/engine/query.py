@@ -125,6 +125,19 @@ def _date(text: str, where: str) -> date:
     return d
 
 
+def _redemption_dates(fund: dict[str, Any], where: str) -> None:
+    """A redemption's request and settlement dates, both or neither, settlement not before the request
+    (the engine counts the business days between them: fund.redemption_days)."""
+    for key in ("redemption_requested_on", "redemption_settles_on"):
+        if key not in fund:
+            other = "redemption_settles_on" if key == "redemption_requested_on" else "redemption_requested_on"
+            raise InputError(f"{other} needs {key} too (the redemption days are counted between the two dates)",
+                             f"{where}.{key}")
+        fund[key] = _date(fund[key], f"{where}.{key}")
+    if fund["redemption_settles_on"] < fund["redemption_requested_on"]:
+        raise InputError("the redemption settles before it is requested", f"{where}.redemption_settles_on")
+
+
 def _decimal(text: str, where: str, *, maximum: Decimal, positive: bool = True) -> Decimal:
     value = decimal_value(text, where)  # the schema's pattern admitted it already: plain, bounded
     if positive and value <= 0:
@@ -174,6 +187,8 @@ def parse_query(doc: Any, where: str = "query") -> Query:
             if d > as_of.date():
                 raise InputError(f"{key} is after as_of", f"{where}.evidence.{section}.{key}")
             sec[key] = d
+        if section == "fund" and ("redemption_requested_on" in sec or "redemption_settles_on" in sec):
+            _redemption_dates(sec, f"{where}.evidence.fund")
         if section == "fund" and "nav_usd" in sec:
             sec["nav_usd"] = _decimal(sec["nav_usd"], f"{where}.evidence.fund.nav_usd", maximum=MAX_PRICE)
         if sec:

@@ -53,7 +53,11 @@ RESPONSES: dict[str, Any] = {
     "Policy": {"type": "object", "required": ["bundle", "name", "version"], "properties": {
         "bundle": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},
         "effective_from": {"type": ["string", "null"]}, "effective_to": {"type": ["string", "null"]},
-        "phases": {"type": "array", "items": {"type": "object"}}, "rules": {"type": "integer"},
+        "phases": {"type": "array", "items": {"type": "object"}},
+        "phase_clocks": {"type": "array", "description": "each participant's phase clock (Letter 26-05: from its "
+                         "accepting_from): {participant, accepting_from, phases: [{id, starts, ends}]}",
+                         "items": {"type": "object"}},
+        "rules": {"type": "integer"},
         "assets": {"type": "array", "items": {"type": "string"}}, "loaded_at": {"type": "string"},
         "policy_bundle": {"type": "string"}}},
     "ReloadResult": {"type": "object", "required": ["reloaded", "policy_bundle"], "properties": {

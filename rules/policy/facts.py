@@ -57,7 +57,10 @@ _SPECS = [
     FactSpec("fund.nav_age_business_days", "int", "business days",
              "age of the fund's last struck NAV at as_of, in business days of the programme's calendar"),
     FactSpec("fund.holder_allowlisted", "bool", "", "custody address is on the transfer agent's allow-list"),
-    FactSpec("fund.redemption_days", "int", "business days", "time to redeem the fund's shares"),
+    FactSpec("fund.redemption_days", "int", "business days",
+             "time to redeem the fund's shares: the business days of the programme's calendar after "
+             "evidence.fund.redemption_requested_on up to redemption_settles_on when both are given (the "
+             "query's redemption_days is then ignored), else the query's redemption_days"),
     FactSpec("fund.wam_days", "int", "days", "weighted average maturity of the fund's portfolio"),
     FactSpec("price.age_minutes", "int", "minutes", "age of the price at as_of"),
 ]

@@ -272,6 +272,14 @@ class Bundle:
                 return pt.clock
         return tuple(PhaseWindow(p, p.starts, p.ends) for p in self.phases)
 
+    def phase_clocks(self) -> list[dict[str, Any]]:
+        """Each participant's phase clock as plain data (``dacp bundle show`` and GET /v1/policy show the
+        same): its accepting_from (None: it runs the programme's clock) and the phase windows [starts, ends)."""
+        return [{"participant": pt.id, "accepting_from": pt.accepting_from.isoformat() if pt.accepting_from else None,
+                 "phases": [{"id": w.phase.id, "starts": w.starts.isoformat(),
+                             "ends": w.ends.isoformat() if w.ends else None} for w in self.clock_of(pt.id)]}
+                for pt in self.participants]
+
     def window_of(self, participant: str, day: date) -> PhaseWindow | None:
         """The phase in force for ``participant`` on ``day`` (None before its clock starts)."""
         return next((w for w in self.clock_of(participant) if w.holds(day)), None)

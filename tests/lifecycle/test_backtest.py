@@ -103,7 +103,7 @@ def test_the_shipped_btc_haircut_and_its_backtest(series):
 
 def test_a_bucketed_schedule_needs_an_explicit_haircut():
     with pytest.raises(InputError, match="--haircut"):
-        bt.policy_haircut(load_bundle(POLICIES), "BUIDL")
+        bt.policy_haircut(load_bundle(POLICIES), "OUSG")  # the maturity table
     with pytest.raises(InputError, match="unknown asset"):
         bt.policy_haircut(load_bundle(POLICIES), "DOGE")
 

@@ -24,11 +24,11 @@ def test_the_export_reads_back_to_the_bundle_figures():
     bundle = load_bundle(POLICIES)
     doc = export_cdm(bundle, DAY)
     rows = schedule_of(json.loads(json.dumps(doc)))
-    fixed = {a: h for a, up, h, _ in rows if up is None and a in ("BTC", "ETH", "USDC")}
-    assert fixed == {s: policy_haircut(bundle, s, DAY).haircut for s in ("BTC", "ETH", "USDC")}
-    buidl = [(up, h) for a, up, h, _ in rows if a == "BUIDL"]
+    fixed = {a: h for a, up, h, _ in rows if up is None and a in ("BTC", "ETH", "USDC", "BUIDL")}
+    assert fixed == {s: policy_haircut(bundle, s, DAY).haircut for s in ("BTC", "ETH", "USDC", "BUIDL")}
+    ousg = [(up, h) for a, up, h, _ in rows if a == "OUSG"]  # a Treasury fund: the maturity table
     sched = next(h for h in bundle.haircuts if h.bucket_fact)
-    assert buidl == [(b.up_to, b.haircut) for b in sched.buckets]
+    assert ousg == [(b.up_to, b.haircut) for b in sched.buckets]
     assert {a for a, *_ in rows} == set(bundle.assets) and all(inc for *_, inc in rows)
     early = {a: inc for a, _, _, inc in schedule_of(export_cdm(bundle, date(2026, 1, 20)))}
     assert early["BUIDL"] is False and early["BTC"] is True  # phase 1: funds not yet eligible

@@ -140,6 +140,8 @@ def fund_facts(bundle: Bundle, asset: Asset, query: Query, price: Any) -> dict[s
         out["fund.nav_age_business_days"] = business_days(bundle, fund["nav_date"], query_day(query))
     if "nav_usd" in fund:  # price_nav_deviation_bps: |price / NAV - 1| in basis points, rounded up
         out["fund.price_nav_deviation_bps"] = math.ceil(abs(Fraction(price) / Fraction(fund["nav_usd"]) - 1) * 10000)
+    if "redemption_requested_on" in fund:  # README fact table: the dates, when given, replace the stated count
+        out["fund.redemption_days"] = business_days(bundle, fund["redemption_requested_on"], fund["redemption_settles_on"])
     if (query.custody or {}).get("holder_allowed") is False:
         out["fund.holder_allowlisted"] = False
     return out

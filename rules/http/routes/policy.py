@@ -22,7 +22,7 @@ _MAX_RELOAD_BODY = 64 * 1024
 
 
 @router.get("/v1/policy", operation_id="get_policy",
-            summary="The policy bundle in force: hash, name, version, effective dates, phases",
+            summary="The policy bundle in force: hash, name, version, effective dates, phases, each participant's phase clock",
             responses={200: response("The active bundle", ref("Policy")), **error_responses(401, 403)})
 async def get_policy(request: Request, who: Principal = Depends(require("get_policy"))) -> JSONResponse:
     active = snapshot(request)
@@ -36,6 +36,7 @@ def _policy(active: Active) -> dict[str, Any]:
             "effective_to": b.dated.effective_to.isoformat() if b.dated.effective_to else None,
             "phases": [{"id": p.id, "starts": p.starts.isoformat(), "ends": p.ends.isoformat() if p.ends else None}
                        for p in b.phases],
+            "phase_clocks": b.phase_clocks(),
             "rules": len(b.rule_ids()), "assets": sorted(b.assets), "loaded_at": active.loaded_at}
 
 
