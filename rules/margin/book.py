@@ -89,14 +89,13 @@ class MarginBook:
         done = []
         open_now = {c.account: c for c in self.store.calls(status="open")}
         for cov in self.coverage(as_of=as_of):
-            current = open_now.get(cov.account)
-            if current is None and (cov.deficit_usd <= 0 or cov.deficit_usd < self.policy.minimum_call_usd):
+            if cov.account not in open_now and (cov.deficit_usd <= 0 or cov.deficit_usd < self.policy.minimum_call_usd):
                 continue  # nothing to do: no transaction
             with self.store.db.transaction([f"margin:{cov.account}"]):
                 open_calls = self.store.calls(cov.account, "open")  # again, under the account's lock
-                current = open_calls[-1] if open_calls else None
-                delivered = self._delivered(cov.account, current.issued_at, now.date()) if current else ZERO
-                todo = calling.steps(self.policy, cov, current, now, delivered, new_id())
+                first = open_calls[0] if open_calls else None
+                delivered = self._delivered(cov.account, first.issued_at, now.date()) if first else ZERO
+                todo = calling.steps(self.policy, cov, open_calls, now, delivered, new_id())
                 for step, call, extra in todo:
                     at = utc_text(now, "microseconds")
                     self.store.put_call(call)
