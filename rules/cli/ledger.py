@@ -24,6 +24,7 @@ from rules.engine.decide import Engine
 from rules.engine.query import parse_document
 from rules.errors import InputError
 from rules.ledger import weekly_report as rep
+from rules.margin.verify import check_ledger
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
 from rules.ledger.requests import check_as_of
 from rules.policy.loader import load_bundle
@@ -230,6 +231,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         return 0
     rec = ledger.reconcile()
     problems = ledger.check(rec)
+    margin = check_ledger(ledger.store, ledger.log)  # the margin tables, where there are any (rules.margin.verify)
+    problems += [str(d) for d in margin.differences] if margin else []
     chain = ledger.log.verify()
     for p in problems:
         print(f"LEDGER PROBLEM: {p}")
@@ -238,7 +241,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         print(f"ledger OK: {len(ledger.store.positions())} positions, custody invariant holds at "
               f"{len(ledger.store.custody_states())} addresses; {ledger.store.request_count()} requests; "
               f"journal, positions, custody and accounts recomputed from {rec.leaves} log entries "
-              f"({rec.lines} journal lines)")
+              f"({rec.lines} journal lines)" + (f"; margin: {margin.rows} rows recomputed from {margin.leaves} "
+                                                  "margin entries" if margin else ""))
     else:
         print(f"ledger check FAILED: {len(problems)} problem(s)", file=sys.stderr)
     return 0 if not problems and chain.ok else 1

@@ -26,6 +26,8 @@ from rules.margin.records import Call
 from rules.margin.release import free_quantities
 from rules.margin.store import MarginStore
 from rules.margin.valuation import usd, value
+from rules.margin import verify
+from rules.margin.verify import MarginCheck
 from rules.policy.model import Bundle
 from rules.values import now_utc, utc_text
 
@@ -114,6 +116,11 @@ class MarginBook:
         issued = date.fromisoformat(since[:10])
         return total + sum((value(self.policy, h, day).counted_usd for h in self.store.offledger(account)
                             if issued < h.as_of <= day), ZERO)
+
+    # -- the verifiable record -------------------------------------------------------------------
+    def check(self) -> MarginCheck:
+        """The margin tables against what the log's margin leaves recompute (``rules.margin.verify``)."""
+        return verify.check(self.store, self.log)
 
     # -- release -----------------------------------------------------------------------------------
     def free(self, account: str) -> dict[str, Any]:
