@@ -24,6 +24,7 @@ from rules.engine.decide import Engine
 from rules.engine.query import parse_document
 from rules.errors import InputError
 from rules.ledger import weekly_report as rep
+from rules.margin import weekly as margin_weekly
 from rules.margin.verify import check_ledger
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
 from rules.ledger.requests import check_as_of
@@ -254,16 +255,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     reader = price_reader(s, args.prices)
     store = _store(s, args, create=False)
     r = rep.weekly(store, args.week, prices=reader, first_week=args.since_week)
+    panels = margin_weekly.add_to(r, lambda: Dacp(s, log_enabled=False).bundle, store)  # where there is margin
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         base = args.out / f"weekly-{args.week}"
         Path(f"{base}.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
         Path(f"{base}-holdings.csv").write_text(rep.holdings_csv(r), encoding="utf-8")
         Path(f"{base}-incidents.csv").write_text(rep.incidents_csv(r), encoding="utf-8")
-        rep.chart(r, f"{base}.png")
-        print(f"wrote {base}.json, -holdings.csv, -incidents.csv, .png", file=sys.stderr)
+        if "margin" in r:
+            Path(f"{base}-margin.csv").write_text(margin_weekly.margin_csv(r), encoding="utf-8")
+        rep.chart(r, f"{base}.png", panels)
+        print(f"wrote {base}.json, -holdings.csv, -incidents.csv, " + ("-margin.csv, " if "margin" in r else "")
+              + ".png", file=sys.stderr)
     if args.chart:
-        rep.chart(r, args.chart)
+        rep.chart(r, args.chart, panels)
     if args.format == "csv":
         sys.stdout.write(rep.holdings_csv(r))
     else:
