@@ -40,8 +40,6 @@ def chart(report: dict[str, Any], path: str | Path, panels: Sequence[Callable[[A
     fig, axes = plt.subplots(1 + len(panels), 1, figsize=(11, 6 + 4 * len(panels)), dpi=120, squeeze=False,
                              height_ratios=[6] + [4] * len(panels))
     ax = axes[0][0]
-    for draw, row in zip(panels, axes[1:]):
-        draw(row[0])
     x = list(range(len(weeks)))
     bottom = [0.0] * len(weeks)
     spare = iter(SPARE)
@@ -89,6 +87,9 @@ def chart(report: dict[str, Any], path: str | Path, panels: Sequence[Callable[[A
              + (" (" + ", ".join(f"{k} {v}" for k, v in report["notices"]["by_kind"].items()) + ")" if inc else "")
              + (" - PARTIAL WEEK, as of " + report["as_of"] if report.get("partial") else ""),
              fontsize=8.5, color="#444444", parse_math=False)
+    for draw, row in zip(panels, axes[1:]):
+        draw(row[0])
+        row[0].set_xlim(ax.get_xlim())  # the panels' weeks under the bars' weeks
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
