@@ -42,8 +42,6 @@ from rules.http.config import ServiceConfig
 from rules.http.errors import HttpError
 from rules.http.logs import event
 from rules.http.metrics import Metrics
-from rules.audit.log import DecisionLog
-from rules.ledger import notices
 from rules.ledger.book import Ledger
 from rules.ledger.credit import Gathered, commit, gather
 from rules.ledger.requests import CreditRequest, WithdrawRequest, check_key
@@ -266,13 +264,12 @@ class Service:
         decision log, as the CLI does), and closed on shutdown. The verifier and prices are always
         wired (crediting needs them, whatever ``[service] verify`` says for eligibility)."""
         with self._ledger_lock:
-            if self._ledger_store is None:
-                self._ledger_store = open_ledger_store(self.settings)
+            store = self._store_locked()
             cached = self._ledger_cache
             if cached is None or cached[0] is not active:  # a reload: a ledger on the new bundle
                 verifier, prices = self._parts()
-                cached = self._ledger_cache = (active, Ledger.from_dacp(active.dacp, self._ledger_store,
-                                                                        verifier=verifier, prices=prices))
+                cached = self._ledger_cache = (active, Ledger.from_dacp(active.dacp, store, verifier=verifier,
+                                                                        prices=prices))
             ledger = cached[1]
         return self._priced(ledger)
 
@@ -289,11 +286,9 @@ class Service:
         from rules.margin.book import MarginBook  # here: a service that never asks about margin never loads it
 
         with self._ledger_lock:
-            if self._ledger_store is None:
-                self._ledger_store = open_ledger_store(self.settings)
-            cached = self._margin_cache
+            store, cached = self._store_locked(), self._margin_cache
             if cached is None or cached[0] is not active:
-                cached = self._margin_cache = (active, MarginBook(active.dacp.bundle, self._ledger_store))
+                cached = self._margin_cache = (active, MarginBook(active.dacp.bundle, store))
             return cached[1]
 
     def chain_limiter(self, active: Active, asset: str) -> anyio.CapacityLimiter:
@@ -356,20 +351,13 @@ class Service:
 
     def _store(self) -> Any:
         with self._ledger_lock:
-            if self._ledger_store is None:
-                self._ledger_store = open_ledger_store(self.settings)
-            return self._ledger_store
+            return self._store_locked()
 
-    def record_incident(self, body: Any, who: str) -> dict[str, Any]:
-        """Record an incident notice (``rules.ledger.notices``) in the ledger's database. Engine thread."""
-        store = self._store()
-        n = notices.record(store, DecisionLog(database=store.db), kind=body.kind, significant=body.significant,
-                           start=body.start, end=body.end, description=body.description, recorded_by=who)
-        return n.to_json()
-
-    def incident_notices(self, since: Any, until: Any) -> list[dict[str, Any]]:
-        store = self._store()
-        return [n.to_json() for n in notices.listed(store, DecisionLog(database=store.db), since, until)]
+    def _store_locked(self) -> Any:
+        """The one ledger store, opened on first use (``_ledger_lock`` held)."""
+        if self._ledger_store is None:
+            self._ledger_store = open_ledger_store(self.settings)
+        return self._ledger_store
 
     @staticmethod
     def _idempotency_conflict(ledger: Ledger, e: InputError, req: CreditRequest | WithdrawRequest,

@@ -145,7 +145,7 @@ class CrossChecks(HaircutBuild):
                              f"cap applies to them only); {sym} is a {a['class']}")
             assets[sym] = Asset(sym, a["name"], a["class"], chain, network, a["decimals"], self.src(doc, path),
                                 contract, a.get("issuer"), dict(a.get("restrictions") or {}),
-                                bool(valuation.get("above_par", False)))
+                                value_above_par=bool(valuation.get("above_par", False)))
         return assets
 
     def haircut_coverage(self, assets: Mapping[str, Asset], haircuts: list[HaircutSchedule], doc: SourceDoc) -> None:

@@ -52,9 +52,9 @@ def test_a_schedule_that_can_total_above_100_percent():
 
 def test_a_rule_testing_a_fact_never_produced_for_its_assets():
     b = _edited("eligibility.yaml", "    applies_to: {classes: [tokenized_treasury_fund, tokenized_money_market_fund]}\n"
-                "    check: {fact: fund.nav_age_days",
+                "    check: {fact: fund.nav_age_business_days",
                 "    applies_to: {classes: [tokenized_treasury_fund, tokenized_money_market_fund, digital_commodity]}\n"
-                "    check: {fact: fund.nav_age_days")
+                "    check: {fact: fund.nav_age_business_days")
     (f,) = analyse(b)
     assert (f.check, f.rule_id, f.src.file) == ("fact-not-produced", "fund.nav-fresh", "eligibility.yaml")
     assert "never produced for BTC, ETH" in f.message

@@ -161,7 +161,7 @@ def test_an_fcm_in_its_own_first_three_months_is_refused_a_fund(tmp_path, capsys
     pol = ROOT / "policies"
     q = example("buidl-eligible.json", participant="FCM-BRAVO", as_of="2026-03-09T14:00:00Z",
                 evidence={"price_updated_at": "2026-03-09T13:30:00Z",
-                          "fund": {"nav_date": "2026-03-06", "holder_allowlisted": True, "redemption_days": 1,
+                          "fund": {"nav_date": "2026-03-06", "nav_usd": "1", "holder_allowlisted": True, "redemption_days": 1,
                                    "wam_days": 45}})
     d = three_doors(pol, tmp_path, q, capsys)
     assert d["eligible"] is False and d["failed_rules"] == ["programme.asset-in-phase"]
@@ -221,7 +221,7 @@ def test_nav_after_memorial_day_weekend_counts_in_business_days(tmp_path, capsys
     monkeypatch.setenv("DACP_APPROVALS_REQUIRED", "false")
     q = example("buidl-eligible.json", as_of="2026-05-26T14:00:00Z",
                 evidence={"price_updated_at": "2026-05-26T13:30:00Z",
-                          "fund": {"nav_date": "2026-05-22", "holder_allowlisted": True, "redemption_days": 1,
+                          "fund": {"nav_date": "2026-05-22", "nav_usd": "1", "holder_allowlisted": True, "redemption_days": 1,
                                    "wam_days": 45}})
     d = three_doors(ROOT / "policies", tmp_path, q, capsys)
     assert d["eligible"] is True, d["failed_rules"]

@@ -17,7 +17,9 @@ from rules.http.context import reply, service
 from rules.http.openapi import body_of, error_responses, response
 from rules.http.reading import read_json
 from rules.http.responses import ref
+from rules.audit.log import DecisionLog
 from rules.http.service import Service
+from rules.ledger import notices
 from rules.values import time_value
 
 router = APIRouter(tags=["ledger"])
@@ -32,7 +34,7 @@ _MAX_BODY = 64 * 1024
 async def record_incident(request: Request, who: Principal = Depends(require("record_incident")),
                           svc: Service = Depends(service)) -> JSONResponse:
     body = IncidentBody.parse(await read_json(request, _MAX_BODY))
-    notice = await anyio.to_thread.run_sync(partial(svc.record_incident, body, who.name), limiter=svc.engine_limiter)
+    notice = await anyio.to_thread.run_sync(partial(_record, svc, body, who.name), limiter=svc.engine_limiter)
     return reply(notice, 201)
 
 
@@ -46,5 +48,18 @@ async def list_incidents(since: str | None = Query(None, description="RFC 3339 t
                          svc: Service = Depends(service)) -> JSONResponse:
     lo: datetime | None = None if since is None else time_value(since, "since")
     hi: datetime | None = None if until is None else time_value(until, "until")
-    found = await anyio.to_thread.run_sync(partial(svc.incident_notices, lo, hi), limiter=svc.engine_limiter)
+    found = await anyio.to_thread.run_sync(partial(_listed, svc, lo, hi), limiter=svc.engine_limiter)
     return reply({"incidents": found, "count": len(found)})
+
+
+def _record(svc: Service, body: IncidentBody, who: str) -> dict:
+    """Record an incident notice (``rules.ledger.notices``) in the ledger's database. Engine thread."""
+    store = svc._store()
+    n = notices.record(store, DecisionLog(database=store.db), kind=body.kind, significant=body.significant,
+                       start=body.start, end=body.end, description=body.description, recorded_by=who)
+    return n.to_json()
+
+
+def _listed(svc: Service, since: datetime | None, until: datetime | None) -> list[dict]:
+    store = svc._store()
+    return [n.to_json() for n in notices.listed(store, DecisionLog(database=store.db), since, until)]
