@@ -137,6 +137,12 @@ def has_margin_tables(ledger: LedgerStore) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'margin_events'").fetchone() is not None
 
 
+def has_margin_records(ledger: LedgerStore) -> bool:
+    """Whether anything was ever recorded in the margin room (an import): the tables alone are made by the
+    withdrawal guard's first use, and say nothing."""
+    return has_margin_tables(ledger) and ledger.db.execute("SELECT 1 FROM margin_events LIMIT 1").fetchone() is not None
+
+
 def check_ledger(ledger: LedgerStore, log: DecisionLog) -> MarginCheck | None:
     """``check`` on the ledger's database, or None when it has no margin tables and the log no margin leaf
     (a margin leaf without the tables is every row missing)."""

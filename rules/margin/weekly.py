@@ -159,13 +159,14 @@ def panel(report: Mapping[str, Any]) -> Callable[[Any], None]:
 
 
 def add_to(report: dict[str, Any], load_bundle: Callable[[], Any], store: Any) -> list[Callable[[Any], None]]:
-    """Add the margin section to ``report`` when the ledger's database has margin records and the bundle
+    """Add the margin section to ``report`` when the ledger's database has margin records (an import, at
+    least: the tables alone, made by a withdrawal's margin check, are not) and the bundle
     (``load_bundle()``, loaded only then) a margin policy - else the report stays the ledger's alone; the
     chart panels to draw with it."""
     from rules.margin.policy import margin_doc
-    from rules.margin.verify import has_margin_tables
+    from rules.margin.verify import has_margin_records
 
-    if not has_margin_tables(store):
+    if not has_margin_records(store):
         return []
     bundle = load_bundle()
     if margin_doc(bundle) is None:
