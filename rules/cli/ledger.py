@@ -24,6 +24,8 @@ from rules.engine.decide import Engine
 from rules.engine.query import parse_document
 from rules.errors import InputError
 from rules.ledger import weekly_report as rep
+from rules.margin import weekly as margin_weekly
+from rules.margin.verify import check_ledger
 from rules.ledger.book import ACCOUNT_TYPES, CreditRequest, Ledger, WithdrawRequest, check_key
 from rules.ledger.requests import check_as_of
 from rules.policy.loader import load_bundle
@@ -233,6 +235,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         return 0
     rec = ledger.reconcile()
     problems = ledger.check(rec)
+    margin = check_ledger(ledger.store, ledger.log)  # the margin tables, where there are any (rules.margin.verify)
+    problems += [str(d) for d in margin.differences] if margin else []
     chain = ledger.log.verify()
     for p in problems:
         print(f"LEDGER PROBLEM: {p}")
@@ -241,7 +245,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         print(f"ledger OK: {len(ledger.store.positions())} positions, custody invariant holds at "
               f"{len(ledger.store.custody_states())} addresses; {ledger.store.request_count()} requests; "
               f"journal, positions, custody and accounts recomputed from {rec.leaves} log entries "
-              f"({rec.lines} journal lines)")
+              f"({rec.lines} journal lines)" + (f"; margin: {margin.rows} rows recomputed from {margin.leaves} "
+                                                  "margin entries" if margin else ""))
     else:
         print(f"ledger check FAILED: {len(problems)} problem(s)", file=sys.stderr)
     return 0 if not problems and chain.ok else 1
@@ -253,16 +258,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     reader = price_reader(s, args.prices)
     store = _store(s, args, create=False)
     r = rep.weekly(store, args.week, prices=reader, first_week=args.since_week)
+    panels = margin_weekly.add_to(r, lambda: Dacp(s, log_enabled=False).bundle, store)  # where there is margin
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         base = args.out / f"weekly-{args.week}"
         Path(f"{base}.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
         Path(f"{base}-holdings.csv").write_text(rep.holdings_csv(r), encoding="utf-8")
         Path(f"{base}-incidents.csv").write_text(rep.incidents_csv(r), encoding="utf-8")
-        rep.chart(r, f"{base}.png")
-        print(f"wrote {base}.json, -holdings.csv, -incidents.csv, .png", file=sys.stderr)
+        if "margin" in r:
+            Path(f"{base}-margin.csv").write_text(margin_weekly.margin_csv(r), encoding="utf-8")
+        rep.chart(r, f"{base}.png", panels)
+        print(f"wrote {base}.json, -holdings.csv, -incidents.csv, " + ("-margin.csv, " if "margin" in r else "")
+              + ".png", file=sys.stderr)
     if args.chart:
-        rep.chart(r, args.chart)
+        rep.chart(r, args.chart, panels)
     if args.format == "csv":
         sys.stdout.write(rep.holdings_csv(r))
     else:

@@ -1,4 +1,4 @@
-"""``dacp margin import|coverage|calls|free``: margin coverage on the ledger (rules.margin; docs/margin.md).
+"""``dacp margin import|coverage|calls|check|free``: margin coverage on the ledger (rules.margin; docs/margin.md).
 
 Every command goes through ``rules.app.Dacp`` (its bundle's margin policy, the ledger's database).
 """
@@ -41,6 +41,9 @@ def register(sub: Any, add_common: AddCommon) -> dict[str, Handler]:
     q.add_argument("--account", help="list only this account's calls")
     q.add_argument("--format", choices=("table", "json"), default="table")
     common(q)
+    q = msub.add_parser("check", help="the margin tables recomputed from the log's margin entries; rows that differ")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    common(q)
     q = msub.add_parser("free", help="what an account may withdraw without a deficit")
     q.add_argument("--account", required=True)
     common(q)
@@ -54,7 +57,7 @@ def cmd_margin(args: argparse.Namespace) -> int:
         print_json(dacp.margin_import(args.file, args.ledger))
         return 0
     book = dacp.margin_book(args.ledger)
-    account = identifier(args.account, "--account") if args.account else None
+    account = identifier(args.account, "--account") if getattr(args, "account", None) else None
     as_of = time_value(args.as_of, "--as-of") if getattr(args, "as_of", None) else None
     if sub == "coverage":
         rows = [c.to_json() for c in book.coverage(account, as_of)]
@@ -74,5 +77,15 @@ def cmd_margin(args: argparse.Namespace) -> int:
                       + (f" (level {s['level']})" if s.get("level") else ""))
             print_table([list(_CALL_COLS)] + [[r[c] if r[c] is not None else "" for c in _CALL_COLS] for r in calls])
         return 0
+    if sub == "check":
+        result = book.check()
+        if args.format == "json":
+            print_json(result.to_json())
+        else:
+            for d in result.differences:
+                print(f"MARGIN PROBLEM: {d}")
+            print(f"margin {'OK' if result.ok else 'check FAILED'}: {result.rows} rows against {result.leaves} "
+                  f"margin log entries" + ("" if result.ok else f"; {len(result.differences)} problem(s)"))
+        return 0 if result.ok else 1
     print_json(book.free(identifier(args.account, "--account")))
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 
 def _usd(v: float, _pos: Any = None) -> str:
@@ -23,9 +23,11 @@ COLOURS = {"BTC": "#E69F00", "ETH": "#0072B2", "USDC": "#009E73", "BUIDL": "#CC7
 SPARE = ["#D55E00", "#F0E442", "#999999", "#000000"]
 
 
-def chart(report: dict[str, Any], path: str | Path) -> Path:
+def chart(report: dict[str, Any], path: str | Path, panels: Sequence[Callable[[Any], None]] = ()) -> Path:
     """Stacked bars: value counted as collateral (after haircut and concentration limits) by asset at
-    each week's end; dashed line: market value before haircut; the reported week highlighted."""
+    each week's end; dashed line: market value before haircut; the reported week highlighted. ``panels``:
+    more panels underneath, each drawn by its callable on its own axes (the margin section's coverage over
+    time, ``rules.margin.weekly.panel``: the report's door passes it, so the ledger knows nothing of margin)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +37,9 @@ def chart(report: dict[str, Any], path: str | Path) -> Path:
     weeks = [s["week"] for s in report["series"]]
     assets = sorted({a for s in report["series"] for a in s["assets"]},
                     key=lambda a: (list(COLOURS).index(a) if a in COLOURS else 99, a))
-    fig, ax = plt.subplots(figsize=(11, 6), dpi=120)
+    fig, axes = plt.subplots(1 + len(panels), 1, figsize=(11, 6 + 4 * len(panels)), dpi=120, squeeze=False,
+                             height_ratios=[6] + [4] * len(panels))
+    ax = axes[0][0]
     x = list(range(len(weeks)))
     bottom = [0.0] * len(weeks)
     spare = iter(SPARE)
@@ -83,6 +87,9 @@ def chart(report: dict[str, Any], path: str | Path) -> Path:
              + (" (" + ", ".join(f"{k} {v}" for k, v in report["notices"]["by_kind"].items()) + ")" if inc else "")
              + (" - PARTIAL WEEK, as of " + report["as_of"] if report.get("partial") else ""),
              fontsize=8.5, color="#444444", parse_math=False)
+    for draw, row in zip(panels, axes[1:]):
+        draw(row[0])
+        row[0].set_xlim(ax.get_xlim())  # the panels' weeks under the bars' weeks
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from rules.margin.records import Call
 from rules.margin.release import free_quantities
 from rules.margin.store import MarginStore
 from rules.margin.valuation import usd, value
+from rules.margin import verify
+from rules.margin.verify import MarginCheck
 from rules.policy.model import Bundle
 from rules.values import now_utc, utc_text
 
@@ -89,14 +91,13 @@ class MarginBook:
         done = []
         open_now = {c.account: c for c in self.store.calls(status="open")}
         for cov in self.coverage(as_of=as_of):
-            current = open_now.get(cov.account)
-            if current is None and (cov.deficit_usd <= 0 or cov.deficit_usd < self.policy.minimum_call_usd):
+            if cov.account not in open_now and (cov.deficit_usd <= 0 or cov.deficit_usd < self.policy.minimum_call_usd):
                 continue  # nothing to do: no transaction
             with self.store.db.transaction([f"margin:{cov.account}"]):
                 open_calls = self.store.calls(cov.account, "open")  # again, under the account's lock
-                current = open_calls[-1] if open_calls else None
-                delivered = self._delivered(cov.account, current.issued_at, now.date()) if current else ZERO
-                todo = calling.steps(self.policy, cov, current, now, delivered, new_id())
+                first = open_calls[0] if open_calls else None
+                delivered = self._delivered(cov.account, first.issued_at, now.date()) if first else ZERO
+                todo = calling.steps(self.policy, cov, open_calls, now, delivered, new_id())
                 for step, call, extra in todo:
                     at = utc_text(now, "microseconds")
                     self.store.put_call(call)
@@ -115,6 +116,11 @@ class MarginBook:
         issued = date.fromisoformat(since[:10])
         return total + sum((value(self.policy, h, day).counted_usd for h in self.store.offledger(account)
                             if issued < h.as_of <= day), ZERO)
+
+    # -- the verifiable record -------------------------------------------------------------------
+    def check(self) -> MarginCheck:
+        """The margin tables against what the log's margin leaves recompute (``rules.margin.verify``)."""
+        return verify.check(self.store, self.log)
 
     # -- release -----------------------------------------------------------------------------------
     def free(self, account: str) -> dict[str, Any]:

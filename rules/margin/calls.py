@@ -5,10 +5,13 @@ coming back without one withdraws it, and a call still unmet past its deadline e
   deficit rounded UP to ``rounding_usd``; due ``business_days`` business days after the day it is issued, by
   ``by`` in the DCO's zone, on the calendar of each DCO whose requirement the account carries - the earliest
   such deadline (the strictest) stands.
-- **Met**: an open call whose account is covered again after collateral was delivered since the call (a
-  ledger credit, or off-ledger collateral imported for it): ``met``, with what was delivered.
+- **Further call**: a deficit that grows while calls are open, beyond what they call for (the sum of their
+  amounts) by at least ``minimum_call_usd``, issues a further call for the increase (rounded up, with its own
+  deadline); an increase below the minimum waits, as a first deficit below it would.
+- **Met**: the open calls of an account covered again after collateral was delivered since the first of them
+  (a ledger credit, or off-ledger collateral imported for it): each ``met``, with what was delivered.
 - **Withdrawn**: covered again with nothing delivered (prices rose, the requirement fell): ``withdrawn``.
-- **Escalated**: still in deficit ``after_hours`` past the deadline: the call reaches that level (each once).
+- **Escalated**: still in deficit ``after_hours`` past its deadline: a call reaches that level (each once).
 
 Every step is a ``margin.call`` leaf (``rules.audit.margin_entries``), a ``margin_events`` row and the call's
 row, committed together.
@@ -67,32 +70,42 @@ def summary(c: Coverage) -> dict[str, Any]:
             "requirements": c.requirements, "cross_margin": c.reductions}
 
 
-def steps(policy: MarginPolicy, cov: Coverage, open_call: Call | None, now: datetime, delivered: Decimal,
+def _issue(policy: MarginPolicy, cov: Coverage, now: datetime, at: str, amount: Decimal, new_id: str) -> Call:
+    due = deadline(policy, [r["dco"] for r in cov.requirements], now)
+    day = max(date.fromisoformat(r["business_day"]) for r in cov.requirements)
+    return Call(new_id, cov.account, day, round_call(policy, amount), cov.deficit_usd, at, utc_text(due, "seconds"),
+                "open")
+
+
+def steps(policy: MarginPolicy, cov: Coverage, open_calls: Sequence[Call], now: datetime, delivered: Decimal,
           new_id: str) -> list[tuple[str, Call, dict[str, Any]]]:
-    """The steps to take for one account: (step, the call after it, what the leaf says beside the call)."""
+    """The steps to take for one account with its ``open_calls`` (oldest first): (step, the call after it,
+    what the leaf says beside the call). ``delivered``: collateral delivered since the first open call."""
     at = utc_text(now, "microseconds")
-    if open_call is None:
+    rule = {"rule": policy.id, "minimum_call_usd": usd(policy.minimum_call_usd),
+            "rounding_usd": usd(policy.rounding_usd)}
+    if not open_calls:
         if cov.deficit_usd <= 0 or cov.deficit_usd < policy.minimum_call_usd:
             return []
-        due = deadline(policy, [r["dco"] for r in cov.requirements], now)
-        day = max(date.fromisoformat(r["business_day"]) for r in cov.requirements)
-        call = Call(new_id, cov.account, day, round_call(policy, cov.deficit_usd), cov.deficit_usd, at,
-                    utc_text(due, "seconds"), "open")
-        return [("issued", call, {"rule": policy.id, "minimum_call_usd": usd(policy.minimum_call_usd),
-                                  "rounding_usd": usd(policy.rounding_usd)})]
+        return [("issued", _issue(policy, cov, now, at, cov.deficit_usd, new_id), rule)]
     if cov.deficit_usd <= 0:
         if delivered > 0:
-            return [("met", _close(open_call, "met", at), {"delivered_usd": usd(delivered)})]
-        return [("withdrawn", _close(open_call, "withdrawn", at), {"delivered_usd": "0"})]
-    out = []
-    due = datetime.fromisoformat(open_call.deadline.replace("Z", "+00:00"))
+            return [("met", _close(c, "met", at), {"delivered_usd": usd(delivered)}) for c in open_calls]
+        return [("withdrawn", _close(c, "withdrawn", at), {"delivered_usd": "0"}) for c in open_calls]
+    out: list[tuple[str, Call, dict[str, Any]]] = []
     levels = [e.level for e in policy.escalation]
-    reached = levels.index(open_call.level) if open_call.level in levels else -1
-    call = open_call
-    for i, e in enumerate(policy.escalation):
-        if i > reached and now >= due + timedelta(hours=e.after_hours):
-            call = Call(**{**call.__dict__, "level": e.level})
-            out.append(("escalated", call, {"rule": e.id, "action": e.action, "policy": e.src.to_json()}))
+    for call in open_calls:
+        due = datetime.fromisoformat(call.deadline.replace("Z", "+00:00"))
+        reached = levels.index(call.level) if call.level in levels else -1
+        for i, e in enumerate(policy.escalation):
+            if i > reached and now >= due + timedelta(hours=e.after_hours):
+                call = Call(**{**call.__dict__, "level": e.level})
+                out.append(("escalated", call, {"rule": e.id, "action": e.action, "policy": e.src.to_json()}))
+    called = sum((c.amount_usd for c in open_calls), ZERO)
+    increase = cov.deficit_usd - called
+    if increase > 0 and increase >= policy.minimum_call_usd:
+        out.append(("issued", _issue(policy, cov, now, at, increase, new_id),
+                    {**rule, "further": True, "called_usd": usd(called), "increase_usd": usd(increase)}))
     return out
 
 
