@@ -19,7 +19,7 @@ import anyio
 from fastapi import FastAPI
 
 from rules.http.config import ServiceConfig, service_config
-from rules.http.door import door
+from rules.http.door import Door
 from rules.http.errors import install_error_handlers
 from rules.http.logs import event
 from rules.http.openapi import document_text, install_openapi
@@ -65,7 +65,7 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
     app = _routes_app(lifespan=lifespan)
     app.state.service = svc
     install_error_handlers(app)
-    app.middleware("http")(door)
+    app.add_middleware(Door, service=svc)
     return app
 
 
