@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rules.http.app import create_app, openapi_document
     from rules.http.auth import ROLES
     from rules.http.config import service_config
-    from rules.http.deadlines import guarded_h11
+    from rules.http.deadlines import guarded
     from rules.http.logs import configure_logging, event
 
     if args.openapi:
@@ -84,5 +84,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 timeout_keep_alive=sec.timeout_keep_alive_s, limit_concurrency=sec.limit_concurrency,
                 backlog=sec.backlog, h11_max_incomplete_event_size=sec.max_incomplete_event_bytes,
                 timeout_graceful_shutdown=sec.graceful_shutdown_s,
-                http=guarded_h11(sec.header_timeout_s, sec.body_timeout_s))  # read deadlines (rules.http.deadlines)
+                loop=sec.loop, http=guarded(sec.http, sec.header_timeout_s, sec.body_timeout_s,
+                                            sec.max_incomplete_event_bytes))  # read deadlines (rules.http.deadlines)
     return 0

@@ -65,7 +65,8 @@ def create_app(settings: Settings, config: ServiceConfig | None = None, **servic
     app = _routes_app(lifespan=lifespan)
     app.state.service = svc
     install_error_handlers(app)
-    app.add_middleware(Door, service=svc)
+    evaluate = next(r for r in app.routes if getattr(r, "operation_id", None) == "evaluate")
+    app.add_middleware(Door, service=svc, direct={("POST", "/v1/eligibility"): (evaluate, eligibility.evaluate_direct)})
     return app
 
 

@@ -1,11 +1,13 @@
-"""Read deadlines on every connection: uvicorn's h11 protocol with a header timer and a body backstop.
+"""Read deadlines on every connection: uvicorn's HTTP protocols with a header timer and a body backstop.
 
-uvicorn (0.54, h11) has no header or body read timeout of its own: ``timeout_keep_alive`` runs only between
+uvicorn (0.55, httptools or h11) has no header or body read timeout of its own: ``timeout_keep_alive`` runs only between
 requests and is cancelled by the first byte of the next one, so a client that sends its request line and
 headers one byte at a time (slow loris), or that never sends anything, holds its connection for ever.
 
-``guarded_h11(header_timeout_s, body_timeout_s)`` is a subclass of uvicorn's ``H11Protocol`` (passed as
-``http=`` to ``uvicorn.run``) that keeps one timer per connection, armed by phase:
+``guarded(http, header_timeout_s, body_timeout_s, max_header_bytes)`` is a subclass of uvicorn's
+``HttpToolsProtocol`` (``[service] http = "httptools"``, the default: its parser is C, llhttp) or
+``H11Protocol`` (``"h11"``, pure Python) (passed as ``http=`` to ``uvicorn.run``) that keeps one timer per
+connection, armed by phase:
 
 - **headers**: from the connection's start (or, on a keep-alive connection, the first byte of the next
   request) until h11 has parsed the request line and headers. On expiry the client gets a plain
@@ -15,6 +17,10 @@ headers one byte at a time (slow loris), or that never sends anything, holds its
   a route reads the body; this backstop, ``BODY_GRACE_S`` later, closes the connection of a body nobody reads
   (a refusal sent before the body, a 503 over ``limit_concurrency``) that keeps trickling in.
 - between requests: no timer of ours (``timeout_keep_alive`` governs an idle keep-alive connection).
+
+h11 refuses a request line and headers over ``[service] max_incomplete_event_bytes`` itself; llhttp has no
+such bound, so the httptools protocol counts them (request target and header names and values, and the
+bytes received while the headers are incomplete) and answers 400 past it, as h11 does.
 """
 
 from __future__ import annotations
@@ -24,8 +30,6 @@ import json
 import logging
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rules.http.logs import event
 
@@ -39,47 +43,22 @@ def timeout_response(message: str) -> bytes:
             b"content-length: %d\r\n\r\n" % len(body)) + body
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with read deadlines (see the module). The class attributes are set by
-    ``guarded_h11``."""
+class _Deadline:
+    """The per-connection timer: ``_arm(phase)``, ``_disarm()``, and on expiry a 408 (headers) and the close.
+    Mixed into a uvicorn protocol (``loop``, ``transport`` and ``client`` are the protocol's)."""
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: Any
+    _deadline: asyncio.TimerHandle | None = None
+    _phase: str | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._phase: str | None = None
-        self._fresh = True  # no request parsed yet on this connection: its start counts as the first byte
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
-    # uvicorn's protocol interface, each followed by a look at the phase
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._watch()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def handle_events(self) -> None:  # called on data received and after each response (pipelining)
-        super().handle_events()
-        self._watch()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._watch()
-
-    def _current_phase(self) -> str | None:
-        if self.transport is None or self.transport.is_closing():
-            return None
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            return "headers" if self._fresh or self.conn.trailing_data[0] else None
-        self._fresh = False
-        return "body" if state is h11.SEND_BODY else None
-
-    def _watch(self) -> None:
-        phase = self._current_phase()
+    def _arm(self, phase: str | None) -> None:
         if phase == self._phase:
             return
         self._disarm()
@@ -97,7 +76,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _expired(self, phase: str) -> None:
         self._deadline = None
-        if self.transport is None or self.transport.is_closing():
+        if self._closing():
             return
         limit = self.header_timeout_s if phase == "headers" else self.body_timeout_s
         client = "%s:%d" % self.client if self.client else None
@@ -109,7 +88,14 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def guarded_h11(header_timeout_s: float, body_timeout_s: float) -> type[GuardedH11Protocol]:
-    """The protocol class to pass as ``uvicorn.run(http=...)``, with these deadlines."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,),
-                {"header_timeout_s": float(header_timeout_s), "body_timeout_s": float(body_timeout_s)})
+def guarded(http: str, header_timeout_s: float, body_timeout_s: float, max_header_bytes: int) -> type:
+    """The protocol class to pass as ``uvicorn.run(http=...)``: ``http`` is ``"httptools"`` or ``"h11"``."""
+    attrs = {"header_timeout_s": float(header_timeout_s), "body_timeout_s": float(body_timeout_s),
+             "max_header_bytes": int(max_header_bytes)}
+    if http == "httptools":
+        from rules.http.deadlines_httptools import GuardedHttpToolsProtocol as base
+    elif http == "h11":
+        from rules.http.deadlines_h11 import GuardedH11Protocol as base
+    else:
+        raise ValueError(f"unknown HTTP protocol {http!r}")
+    return type(base.__name__, (base,), attrs)

@@ -14,9 +14,10 @@ import re
 import time
 import traceback
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable, Mapping
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rules.http.errors import error_response
@@ -35,11 +36,19 @@ def request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-class Door:
-    """The ASGI middleware (see the module); ``service`` is the app's ``rules.http.service.Service``."""
+Direct = Callable[[Request, Any], Awaitable[Response]]
 
-    def __init__(self, app: ASGIApp, service: Any) -> None:
-        self.app, self.service = app, service
+
+class Door:
+    """The ASGI middleware (see the module); ``service`` is the app's ``rules.http.service.Service``.
+
+    ``direct`` maps (method, path) to (route, handler): such a request is answered by ``handler(request,
+    service)`` here, past FastAPI's router (the hot path, ``POST /v1/eligibility``: see
+    ``rules.http.routes.eligibility.evaluate_direct``); ``route`` is the FastAPI route it stands for (its
+    operation id names the request in metrics and logs, and the OpenAPI document keeps describing it)."""
+
+    def __init__(self, app: ASGIApp, service: Any, direct: Mapping[tuple[str, str], tuple[Any, Direct]] | None = None) -> None:
+        self.app, self.service, self.direct = app, service, dict(direct or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,8 +72,14 @@ class Door:
                 message = {**message, "headers": headers}
             await send(message)
 
+        direct = self.direct.get((scope["method"], scope["path"])) if self.direct else None
         try:
-            await self.app(scope, receive, send_marked)
+            if direct is None:
+                await self.app(scope, receive, send_marked)
+            else:
+                scope["route"] = direct[0]
+                request = Request(scope, receive)
+                await (await direct[1](request, self.service))(scope, receive, send_marked)
         except Exception:  # a bug, never the client's fault: logged in full, not shown
             event(logging.ERROR, "internal error", event="internal_error", request_id=rid, path=scope.get("path"),
                   exc=traceback.format_exc()[-4000:])

@@ -77,12 +77,12 @@ def error_response(request: Request, status: int, code: str, message: str,
     return JSONResponse(body, status, headers={**(headers or {}), "X-Policy-Bundle": bundle})
 
 
-async def _http_error(request: Request, e: HttpError) -> JSONResponse:
+async def http_error(request: Request, e: HttpError) -> JSONResponse:
     extra = {k: v for k, v in e.extra.items() if k != "policy_bundle"}
     return error_response(request, e.status, e.code, e.message, e.headers, **extra)
 
 
-async def _dacp_error(request: Request, e: DacpError) -> JSONResponse:
+async def dacp_error(request: Request, e: DacpError) -> JSONResponse:
     status, code = status_for(e)
     if status >= 500:
         event(logging.ERROR, "request failed", event="error", code=code, error=str(e),
@@ -102,7 +102,7 @@ async def _starlette(request: Request, e: StarletteHTTPException) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(HttpError, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(DacpError, _dacp_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HttpError, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DacpError, dacp_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _starlette)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 ENGINES = ("durable_rules", "python", "checked")
 Seconds = float  # timeouts and intervals: the only floats in settings (never money)
@@ -152,7 +152,9 @@ class ServiceSettings(Section):
     timeout_keep_alive_s: Seconds = _key(5.0, gt=0, le=600)  # an idle keep-alive connection is closed
     limit_concurrency: int = _key(1000, ge=1, le=1_000_000)  # more at once: 503 Service Unavailable
     backlog: int = _key(2048, ge=1, le=65535)  # the listen socket's accept queue
-    max_incomplete_event_bytes: int = _key(16384, ge=1024, le=1_048_576)  # request line + headers (h11)
+    max_incomplete_event_bytes: int = _key(16384, ge=1024, le=1_048_576)  # request line + headers: 400 beyond
+    http: Literal["httptools", "h11"] = "httptools"  # uvicorn's HTTP/1.1 parser: llhttp (C) or h11 (pure Python)
+    loop: Literal["uvloop", "asyncio"] = "uvloop"  # the event loop: uvloop (libuv) or the standard library's
     graceful_shutdown_s: Seconds = _key(10.0, gt=0, le=600)  # on SIGTERM, then open connections are closed
     header_timeout_s: Seconds = _key(10.0, gt=0, le=600)  # request line + headers must arrive within this (slow loris)
     body_timeout_s: Seconds = _key(30.0, gt=0, le=3600)  # the whole body must arrive within this: 408 request_timeout

@@ -1,0 +1,51 @@
+"""The read deadlines (rules.http.deadlines) on uvicorn's pure-Python h11 protocol (``[service] http = "h11"``):
+the phase is read from h11's state after every event."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from rules.http.deadlines import _Deadline
+
+
+class GuardedH11Protocol(_Deadline, H11Protocol):
+    """uvicorn's h11 protocol with read deadlines (h11 bounds the header size itself)."""
+
+    max_header_bytes: int = 16384
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fresh = True  # no request parsed yet on this connection: its start counts as the first byte
+
+    # uvicorn's protocol interface, each followed by a look at the phase
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:  # called on data received and after each response (pipelining)
+        super().handle_events()
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()
+
+    def _current_phase(self) -> str | None:
+        if self._closing():
+            return None
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            return "headers" if self._fresh or self.conn.trailing_data[0] else None
+        self._fresh = False
+        return "body" if state is h11.SEND_BODY else None
+
+    def _watch(self) -> None:
+        self._arm(self._current_phase())
