@@ -9,6 +9,8 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from rules.values import utc_text
 
 log = logging.getLogger("dacp.service")
@@ -23,7 +25,10 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exc"] = "".join(traceback.format_exception(*record.exc_info))[-4000:]
-        return json.dumps(out, ensure_ascii=False, default=str)
+        try:  # orjson: a third of json's time on the request line every request writes
+            return orjson.dumps(out, default=str).decode("utf-8")
+        except TypeError:  # what orjson refuses (an integer beyond 64 bits): json's answer, as before
+            return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def configure_logging(stream: Any = None, level: int = logging.INFO) -> None:
