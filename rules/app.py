@@ -100,7 +100,11 @@ class Dacp:
         again next time, so a ledger made since - a first credit - counts from then on)."""
         if self._ledger_store is None:
             url = ledger_url(self.settings)
-            if ledger_exists(url):
+            if "log" in self.__dict__ and url == normalise_target(self.settings.log):
+                found = holds_ledger(self.log.db)  # the log's own connection: no connection opened per query
+            else:
+                found = ledger_exists(url)
+            if found:
                 self._ledger_store = open_ledger_store(self.settings, create=False)
         return self._ledger_store
 
@@ -326,6 +330,14 @@ def audit_verifiers(settings: Settings, keys: Sequence[str] = ()) -> list[Verifi
 def ledger_url(settings: Settings, override: str | None = None) -> str:
     """The ledger's database: ``override`` (``--ledger``), else settings ``[ledger] url``, else the log."""
     return normalise_target(override or settings.ledger.url or settings.log)
+
+
+def holds_ledger(db: Any) -> bool:
+    """Whether the open database ``db`` (``adapters.storage.sql.Database``) holds a ledger: ``ledger_exists``
+    on a connection already open (the decision log's, when the ledger shares its database)."""
+    sql = ("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'" if db.kind == "sqlite"
+           else "SELECT 1 WHERE to_regclass('ledger_meta') IS NOT NULL")
+    return db.execute(sql).fetchone() is not None
 
 
 def ledger_exists(url: str) -> bool:

@@ -1,5 +1,7 @@
 """The read deadlines (rules.http.deadlines) on uvicorn's pure-Python h11 protocol (``[service] http = "h11"``):
-the phase is read from h11's state after every event."""
+the phase is read from h11's state after every event. h11's own ``max_incomplete_event_size`` bounds only
+headers that are still incomplete (a whole oversized block in one read passes), so the request line and
+headers are measured here before h11 parses them, as on httptools."""
 
 from __future__ import annotations
 
@@ -29,6 +31,17 @@ class GuardedH11Protocol(_Deadline, H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:  # the next request's line and headers: measured before parsing
+            buffered = bytes(self.conn.trailing_data[0]) + data
+            end = buffered.find(b"\r\n\r\n")
+            if (end + 4 if end >= 0 else len(buffered)) > self.max_header_bytes:
+                self._disarm()
+                self.send_400_response(f"Request line and headers larger than {self.max_header_bytes} bytes "
+                                       "([service] max_incomplete_event_bytes).")
+                return
+        super().data_received(data)
 
     def handle_events(self) -> None:  # called on data received and after each response (pipelining)
         super().handle_events()

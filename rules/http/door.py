@@ -49,6 +49,7 @@ class Door:
 
     def __init__(self, app: ASGIApp, service: Any, direct: Mapping[tuple[str, str], tuple[Any, Direct]] | None = None) -> None:
         self.app, self.service, self.direct = app, service, dict(direct or {})
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}  # (operation, status) -> its two metric series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,9 +93,13 @@ class Door:
     def _record(self, scope: Scope, state: dict, rid: str, status: int, dt: float, bundle: str) -> None:
         route = scope.get("route")
         op = getattr(route, "operation_id", None) or getattr(route, "name", None) or "unmatched"
-        metrics = self.service.metrics
-        metrics.requests.labels(op, str(status)).inc()
-        metrics.request_latency.labels(op).observe(dt)
+        series = self._series.get((op, status))
+        if series is None:  # a few dozen at most: the operations times the statuses they answer
+            metrics = self.service.metrics
+            series = self._series[op, status] = (metrics.requests.labels(op, str(status)),
+                                                 metrics.request_latency.labels(op))
+        series[0].inc()
+        series[1].observe(dt)
         who = state.get("principal")
         event(logging.INFO if status < 500 else logging.ERROR, "request", event="request",
               request_id=rid, method=scope.get("method"), path=scope.get("path"), operation=op,

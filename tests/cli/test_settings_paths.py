@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 import rules.settings as rs
@@ -104,3 +105,19 @@ def test_what_is_not_plain_gets_pydantic_and_its_errors_in_our_words(tmp_path):
         assert str(e) == "[service] port: Input should be greater than or equal to 1 (got 0)"
     s = rs.load_settings(env={"DACP_SERVICE_PORT": "09100", "DACP_PRICES_FEEDS": '{"BTC": "0xabc"}'}, config=cfg)
     assert (s.service.port, s.prices.feeds) == (9100, {"BTC": "0xabc"})  # coerced by pydantic, as before
+
+
+@pytest.mark.parametrize("key,value,allowed", [("http", '"spdy"', "'httptools' or 'h11'"),
+                                               ("loop", '"trio"', "'uvloop' or 'asyncio'")])
+def test_the_http_protocol_and_event_loop_are_one_of_theirs(tmp_path, key, value, allowed):
+    cfg = tmp_path / "dacp.toml"
+    cfg.write_text(f"[service]\n{key} = {value}\n")
+    with pytest.raises(InputError) as e:
+        rs.load_settings(env={}, config=cfg)
+    assert f"[service] {key}" in str(e.value) and allowed in str(e.value)
+    cfg.write_text('[service]\nhttp = "h11"\nloop = "asyncio"\n')
+    s = rs.load_settings(env={}, config=cfg).service
+    assert (s.http, s.loop) == ("h11", "asyncio")
+    cfg.write_text("[service]\n")
+    assert (rs.load_settings(env={}, config=cfg).service.http, rs.load_settings(env={}, config=cfg).service.loop) \
+        == ("httptools", "uvloop")  # the defaults

@@ -1,7 +1,8 @@
 """Slow clients against a real ``dacp serve`` (uvicorn on 127.0.0.1): header and body read deadlines.
 
 The server runs with ``[service] header_timeout_s = 1`` and ``body_timeout_s = 2`` (rules.http.deadlines,
-rules.http.reading); every client here is a raw socket, every loop bounded in time.
+rules.http.reading) and ``max_incomplete_event_bytes = 4096``, once on each HTTP protocol (``[service] http``:
+httptools, the default, and h11); every client here is a raw socket, every loop bounded in time.
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ TOKEN = "slow-clearing-" + "k" * 40
 BTC = json.dumps(json.loads((ROOT / "examples" / "queries" / "btc-eligible.json").read_text())).encode()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("slow")
+MAX_HEADER = 4096
+
+
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def server(tmp_path_factory, request):
+    d = tmp_path_factory.mktemp(f"slow-{request.param}")
     shutil.copytree(ROOT / "policies", d / "policies", ignore=shutil.ignore_patterns("tests"))
     (d / "dacp.toml").write_text(
         f'policies = "{d / "policies"}"\nlog = "{d / "log.sqlite"}"\n[approvals]\nrequired = false\n'
         f'[service]\nheader_timeout_s = {HEADER_S}\nbody_timeout_s = {BODY_S}\ntimeout_keep_alive_s = {KEEP_ALIVE_S}\n'
+        f'http = "{request.param}"\nloop = "{"uvloop" if request.param == "httptools" else "asyncio"}"\n'
+        f'max_incomplete_event_bytes = {MAX_HEADER}\n'
         f'tokens = [{{name = "slow", role = "clearing", sha256 = "{hash_token(TOKEN)}"}}]\n')
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DACP_")}
@@ -109,7 +115,8 @@ def test_slow_loris_headers_are_cut_off_at_the_header_deadline(server):
     assert got == b"" or got.startswith(b"HTTP/1.1 408 ")
     if got:
         assert json.loads(got.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
-    assert '"event": "request_timeout"' in (d / "stderr.log").read_text()
+    logged = [json.loads(x) for x in (d / "stderr.log").read_text().splitlines() if x.startswith("{")]
+    assert any(x.get("event") == "request_timeout" and x.get("phase") == "headers" for x in logged)
 
 
 def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(server):
@@ -172,3 +179,36 @@ def test_normal_requests_are_unaffected(server):
                 break
             got += data
     assert got.startswith(b"HTTP/1.1 200 "), got[:300]
+
+
+def _answer(sock: socket.socket, cap_s: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection (bounded)."""
+    return _until_closed(sock, cap_s)[1]
+
+
+@pytest.mark.parametrize("where", ["header", "target"])
+def test_request_line_and_headers_past_the_bound_are_refused_400(server, where):
+    """``[service] max_incomplete_event_bytes`` bounds the request line and headers on both protocols (h11
+    does it itself; llhttp does not, so rules.http.deadlines_httptools counts): sent whole or in pieces."""
+    port, _ = server
+    big = "x" * (MAX_HEADER + 100)
+    head = (f"GET /v1/health?{big} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" if where == "target" else
+            f"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {big}\r\n\r\n").encode()
+    for pieces in (1, 8):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            step = -(-len(head) // pieces)
+            try:
+                for i in range(0, len(head), step):
+                    s.sendall(head[i:i + step])
+                    time.sleep(0.01)
+            except OSError:
+                pass  # closed on us mid-send: the refusal is what was read
+            got = _answer(s)
+        assert got.startswith(b"HTTP/1.1 400 ") or got.startswith(b"HTTP/1.1 431 "), (pieces, got[:200])
+
+
+def test_headers_within_the_bound_are_served(server):
+    port, _ = server
+    pad = "y" * (MAX_HEADER - 600)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        assert c.get("/v1/health", headers={"X-Pad": pad}).status_code == 200
