@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rules.http.app import create_app, openapi_document
     from rules.http.auth import ROLES
     from rules.http.config import service_config
-    from rules.http.deadlines import guarded
+    from rules.http.protocols import guarded
     from rules.http.logs import configure_logging, event
 
     if args.openapi:

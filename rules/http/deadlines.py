@@ -4,7 +4,7 @@ uvicorn (0.55, httptools or h11) has no header or body read timeout of its own: 
 requests and is cancelled by the first byte of the next one, so a client that sends its request line and
 headers one byte at a time (slow loris), or that never sends anything, holds its connection for ever.
 
-``guarded(http, header_timeout_s, body_timeout_s, max_header_bytes)`` is a subclass of uvicorn's
+``rules.http.protocols.guarded(http, header_timeout_s, body_timeout_s, max_header_bytes)`` is a subclass of uvicorn's
 ``HttpToolsProtocol`` (``[service] http = "httptools"``, the default: its parser is C, llhttp) or
 ``H11Protocol`` (``"h11"``, pure Python) (passed as ``http=`` to ``uvicorn.run``) that keeps one timer per
 connection, armed by phase:
@@ -86,16 +86,3 @@ class _Deadline:
             self.transport.write(timeout_response(
                 f"the request line and headers did not arrive within {limit:g} s ([service] header_timeout_s)"))
         self.transport.close()
-
-
-def guarded(http: str, header_timeout_s: float, body_timeout_s: float, max_header_bytes: int) -> type:
-    """The protocol class to pass as ``uvicorn.run(http=...)``: ``http`` is ``"httptools"`` or ``"h11"``."""
-    attrs = {"header_timeout_s": float(header_timeout_s), "body_timeout_s": float(body_timeout_s),
-             "max_header_bytes": int(max_header_bytes)}
-    if http == "httptools":
-        from rules.http.deadlines_httptools import GuardedHttpToolsProtocol as base
-    elif http == "h11":
-        from rules.http.deadlines_h11 import GuardedH11Protocol as base
-    else:
-        raise ValueError(f"unknown HTTP protocol {http!r}")
-    return type(base.__name__, (base,), attrs)

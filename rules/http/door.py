@@ -47,7 +47,8 @@ class Door:
     ``rules.http.routes.eligibility.evaluate_direct``); ``route`` is the FastAPI route it stands for (its
     operation id names the request in metrics and logs, and the OpenAPI document keeps describing it)."""
 
-    def __init__(self, app: ASGIApp, service: Any, direct: Mapping[tuple[str, str], tuple[Any, Direct]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, service: Any,
+                 direct: Mapping[tuple[str, str], tuple[Any, Direct]] | None = None) -> None:
         self.app, self.service, self.direct = app, service, dict(direct or {})
         self._series: dict[tuple[str, int], tuple[Any, Any]] = {}  # (operation, status) -> its two metric series
 
